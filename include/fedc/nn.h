@@ -1,0 +1,164 @@
+/*
+ * fedc nn: the built-in trainer.
+ *
+ * A small set of models (a multilayer perceptron and a LeNet-style
+ * convolutional network for 1x28x28 images) trained with minibatch SGD on
+ * float arrays the caller provides. The models expose their weights as a
+ * fedc_params set whose names and shapes follow PyTorch's conventions
+ * ("conv1.weight" [out_c, in_c, kh, kw], "fc1.weight" [out, in], "fc1.bias"
+ * [out]), so a model file saved from it loads into the equivalent
+ * torch.nn.Module with load_state_dict().
+ *
+ * Equivalent PyTorch modules (the flatten is channel-major, as torch.flatten):
+ *   mlp: Flatten, Linear(784,200), ReLU, Linear(200,200), ReLU, Linear(200,10)
+ *   cnn: Conv2d(1,6,5), ReLU, MaxPool2d(2), Conv2d(6,16,5), ReLU, MaxPool2d(2),
+ *        Flatten, Linear(256,120), ReLU, Linear(120,84), ReLU, Linear(84,10)
+ *
+ * Training is deterministic: the same model seed, data and configuration
+ * give bit-identical parameters on the same build and BLAS thread count.
+ *
+ * A model is not safe to use from two threads at once; distinct models may
+ * be used concurrently. The BLAS thread count is a process-wide setting.
+ */
+#ifndef FEDC_NN_H
+#define FEDC_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fedc/core.h"
+#include "fedc/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A model: its architecture, its parameters and the working memory of the
+ * trainer. Opaque. */
+typedef struct fedc_model fedc_model;
+
+/*
+ * Creates a model of architecture `arch` ("mlp" or "cnn") with parameters
+ * drawn from `seed` the way PyTorch initialises Linear and Conv2d layers:
+ * every weight and bias uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)]
+ * (Kaiming-uniform with a = sqrt(5)). On success *out is a new model the
+ * caller frees with fedc_model_destroy(). Returns FEDC_ERR_INVALID with a
+ * message listing the known names for an unknown `arch`, FEDC_ERR_NOMEM when
+ * out of memory.
+ */
+int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *err,
+                      size_t errlen);
+
+/* Frees the model and its parameter set. No-op on NULL. */
+void fedc_model_destroy(fedc_model *m);
+
+/* The architecture name given to fedc_model_create() ("mlp" or "cnn"). The
+ * string lives as long as the model. */
+const char *fedc_model_arch(const fedc_model *m);
+
+/* Input geometry the model expects for one example: channels, height and
+ * width (1, 28, 28 for both built-in models). Any pointer may be NULL. */
+void fedc_model_input_shape(const fedc_model *m, int *c, int *h, int *w);
+
+/* Number of output classes (10 for both built-in models). */
+int fedc_model_num_classes(const fedc_model *m);
+
+/* Total number of scalar parameters (44,426 for "cnn", 199,210 for "mlp"). */
+size_t fedc_model_num_params(const fedc_model *m);
+
+/*
+ * The model's live parameters, owned by the model and valid until it is
+ * destroyed. The set's layout (names, order, dtypes, shapes) never changes;
+ * writing into the tensors' data changes the model, and training changes
+ * the tensors. Do not add tensors to it.
+ */
+fedc_params *fedc_model_params(fedc_model *m);
+
+/*
+ * Copies the data of `p` into the model's parameters. `p` must have exactly
+ * the model's layout (see fedc_model_params()); otherwise returns
+ * FEDC_ERR_SHAPE with a message naming the tensor and both shapes, and the
+ * model is unchanged. `p` stays owned by the caller.
+ */
+int fedc_model_set_params(fedc_model *m, const fedc_params *p, char *err, size_t errlen);
+
+/* Hyperparameters of fedc_model_train(). The update is PyTorch's SGD:
+ *   g += weight_decay * w;  v = momentum * v + g;  w -= lr * v
+ * applied to every parameter, biases included. */
+typedef struct fedc_train_config {
+    double lr;           /* learning rate, > 0 */
+    double momentum;     /* >= 0; 0 disables momentum */
+    double weight_decay; /* L2 penalty, >= 0 */
+    int epochs;          /* passes over the data, >= 1 */
+    int batch_size;      /* examples per step, >= 1; the last batch may be smaller */
+    uint64_t seed;       /* shuffling of the examples */
+} fedc_train_config;
+
+/* What fedc_model_train() reports. */
+typedef struct fedc_train_stats {
+    double loss;           /* mean cross-entropy over the examples of the last epoch */
+    double accuracy;       /* fraction of the last epoch's examples classified right
+                            * (measured on the fly, before each step's update) */
+    uint64_t num_examples; /* examples in the training set (n), the FedAvg weight */
+    uint64_t steps;        /* optimizer steps taken over all epochs */
+} fedc_train_stats;
+
+/*
+ * Trains the model in place. `x` holds n examples of c*h*w floats each
+ * (row-major NCHW, see fedc_model_input_shape()), `y` their labels in
+ * [0, num_classes). Runs cfg->epochs epochs of minibatch SGD, reshuffling
+ * the examples each epoch from cfg->seed; the momentum buffers start at zero
+ * on each call. `x` and `y` stay owned by the caller and are not modified.
+ * `stats` may be NULL.
+ *
+ * Returns FEDC_ERR_INVALID for n == 0, a label out of range or a bad
+ * configuration (message names the field or example), FEDC_ERR_NONFINITE
+ * for a NaN or infinite input value (the model is then unchanged), or when
+ * the loss or the parameters diverge to NaN or infinity (the parameters are
+ * then left as they were after the last step taken; restore them with
+ * fedc_model_set_params()), FEDC_ERR_NOMEM when out of memory.
+ */
+int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n,
+                     const fedc_train_config *cfg, fedc_train_stats *stats, char *err,
+                     size_t errlen);
+
+/* What fedc_model_evaluate() reports. */
+typedef struct fedc_eval_stats {
+    double loss;           /* mean cross-entropy */
+    double accuracy;       /* fraction classified right */
+    uint64_t num_examples; /* n */
+} fedc_eval_stats;
+
+/*
+ * Computes the mean loss and accuracy of the model on n examples laid out as
+ * for fedc_model_train(). `batch_size` (>= 1) is the number of examples per
+ * forward pass; it bounds the working memory and does not change the result
+ * beyond float rounding. `stats` may be NULL. Errors as for
+ * fedc_model_train(); the parameters are never changed.
+ */
+int fedc_model_evaluate(fedc_model *m, const float *x, const int32_t *y, size_t n,
+                        int batch_size, fedc_eval_stats *stats, char *err, size_t errlen);
+
+/*
+ * Forward pass only: writes n * num_classes raw scores (logits, before the
+ * softmax) to `logits`, example by example. `x` is laid out as for
+ * fedc_model_train(). Returns FEDC_ERR_INVALID for n == 0 or NULL pointers,
+ * FEDC_ERR_NONFINITE for a NaN or infinite input value.
+ */
+int fedc_model_predict(fedc_model *m, const float *x, size_t n, float *logits, char *err,
+                       size_t errlen);
+
+/*
+ * Number of BLAS threads the trainer uses in this process (default 1, so
+ * that many clients can share a machine). Values below 1 are taken as 1.
+ * Applies to every model from its next train, evaluate or predict call.
+ */
+void fedc_nn_set_threads(int n);
+
+/* The value set by fedc_nn_set_threads() (1 if never set). */
+int fedc_nn_get_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FEDC_NN_H */

@@ -1,0 +1,125 @@
+/*
+ * The server: holds the global model, runs rounds over the connected
+ * clients, aggregates their updates with FedAvg and records metrics.
+ *
+ *   fedc_server_options opt;
+ *   fedc_server_options_init(&opt);
+ *   opt.listen = "0.0.0.0:7000";
+ *   opt.rounds = 20;
+ *   opt.min_clients = 3;
+ *   opt.initial_model = params;          // or NULL: a client provides it
+ *   char err[FEDC_ERRMSG_MAX];
+ *   fedc_server *s = fedc_server_create(&opt, err, sizeof err);   // binds the port
+ *   int rc = fedc_server_run(s);         // returns when the federation ends
+ *   fedc_server_destroy(s);
+ *
+ * One event loop serves every connection; nothing blocks it but the
+ * aggregation arithmetic. Updates are folded into the aggregate as they
+ * arrive, so memory grows with the model size, not with the number of
+ * clients.
+ */
+#ifndef FEDC_SERVER_H
+#define FEDC_SERVER_H
+
+#include <stdint.h>
+
+#include "fedc/config.h"
+#include "fedc/core.h"
+#include "fedc/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum fedc_sampling {
+    FEDC_SAMPLING_FIXED = 0,   /* max(min_clients, ceil(fraction * n)) clients, uniformly */
+    FEDC_SAMPLING_POISSON = 1  /* each connected client independently with probability fraction */
+} fedc_sampling;
+
+/* What happened in one round; passed to on_round and written as one line of
+ * OUT/metrics.jsonl. Values that were not measured are NaN. */
+typedef struct fedc_round_record {
+    uint64_t round;
+    int failed;                   /* fewer than min_clients results: model unchanged */
+    const char *failure_reason;   /* set when failed */
+    uint32_t clients_sampled;
+    uint32_t clients_ok;
+    uint32_t clients_failed;
+    double train_loss;            /* mean of the clients' train_loss, weighted by num_examples */
+    double fed_eval_loss;         /* clients' evaluation of the new model, weighted */
+    double fed_eval_accuracy;
+    double central_eval_loss;     /* the central_eval callback's result */
+    double central_eval_accuracy;
+    double seconds;
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+} fedc_round_record;
+
+/* Centralised evaluation of the global model after a round, run on a worker
+ * thread. Return FEDC_OK and set loss and accuracy. */
+typedef int (*fedc_central_eval_fn)(void *user, const fedc_params *model, uint64_t round,
+                                    double *loss, double *accuracy, char *err, size_t errlen);
+
+typedef struct fedc_server_options {
+    const char *listen;            /* "HOST:PORT" (default "127.0.0.1:7000"; port 0 picks one) */
+    uint64_t rounds;               /* the cap on rounds (default 10) */
+    double target_accuracy;        /* stop when central (else federated) accuracy >= this; <= 0: off */
+    uint32_t min_clients;          /* clients needed to start and results needed per round (default 2) */
+    fedc_sampling sampling;        /* default FEDC_SAMPLING_FIXED */
+    double fraction_fit;           /* default 1.0 */
+    double fraction_evaluate;      /* share of clients asked to evaluate (default 1.0; 0: none) */
+    double round_timeout;          /* seconds a stage waits for results (default 600) */
+    double wait_timeout;           /* seconds to wait for min_clients; 0 = forever (default) */
+    const fedc_params *initial_model; /* copied; NULL: ask the first client for its parameters */
+    const fedc_config *fit_config; /* extra keys sent with every fit and evaluate request */
+    const char *out_dir;           /* metrics.jsonl and model.safetensors go here; NULL: none */
+    uint64_t seed;                 /* client sampling and the per-client "seed" config key */
+    uint32_t max_frame_bytes;      /* largest frame accepted (default 16 MiB) */
+    uint32_t max_inflight_updates; /* updates received at once, each needing a model-sized buffer (default 2) */
+    uint64_t max_model_bytes;      /* largest model accepted from a client (default 16 GiB) */
+    uint32_t max_connections;      /* default 10000 */
+    double handshake_timeout;      /* seconds for a new connection to say hello (default 10) */
+    fedc_central_eval_fn central_eval;
+    void *central_eval_user;
+    void (*on_round)(void *user, const fedc_round_record *r);
+    void *on_round_user;
+} fedc_server_options;
+
+/* Fills opt with the defaults documented above. */
+void fedc_server_options_init(fedc_server_options *opt);
+
+typedef struct fedc_server fedc_server;
+
+/* Validates the options, creates OUT (if set) and binds the listening
+ * socket. Returns NULL with a message in err for a bad option, a port in use
+ * (naming it) or an unusable output directory. */
+fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_t errlen);
+/* Closes every connection and frees the server. No-op on NULL. */
+void fedc_server_destroy(fedc_server *s);
+
+/* The TCP port actually bound (useful with port 0). */
+int fedc_server_port(const fedc_server *s);
+
+/*
+ * Runs the federation: waits for min_clients, obtains the initial model,
+ * runs up to `rounds` rounds, then tells every client the federation is
+ * over and saves OUT/model.safetensors. Returns FEDC_OK when it ran all
+ * rounds or reached target_accuracy, FEDC_ERR_NOTREACHED when a target was
+ * set and the cap came first, FEDC_ERR_TIMEOUT when wait_timeout passed,
+ * FEDC_ERR_CANCELLED after fedc_server_stop(). fedc_server_errmsg() says why.
+ */
+int fedc_server_run(fedc_server *s);
+
+/* Ends a running federation at the next opportunity (the current round is
+ * abandoned). Async-signal-safe. */
+void fedc_server_stop(fedc_server *s);
+
+/* The current global model (owned by the server; NULL before it exists). */
+const fedc_params *fedc_server_model(const fedc_server *s);
+/* Text of the last error. Owned by the server. */
+const char *fedc_server_errmsg(const fedc_server *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1 @@
+fedc_sources(client/client.c)

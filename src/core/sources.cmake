@@ -1,0 +1,1 @@
+fedc_sources(core/status.c core/log.c core/rng.c core/util.c core/config.c core/tensor.c core/safetensors.c)

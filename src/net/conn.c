@@ -1,0 +1,232 @@
+/* Blocking sockets with poll-based deadlines. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "fedc/core.h"
+#include "net/conn.h"
+
+int fedc__parse_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen,
+                         char *err, size_t errlen)
+{
+    const char *colon;
+    size_t hl;
+    if (!s || !*s) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "empty address (want HOST:PORT)");
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':')
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "bad address '%s' (want [IPv6]:PORT)", s);
+        hl = (size_t)(end - s - 1);
+        colon = end + 1;
+        s++;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "bad address '%s' (want HOST:PORT)", s);
+        hl = (size_t)(colon - s);
+    }
+    const char *p = colon + 1;
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (!*p || *end || v < 0 || v > 65535)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "bad port in address '%s'", s);
+    if (hl == 0 || hl >= hostlen || strlen(p) >= portlen)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "bad host in address '%s'", s);
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    snprintf(port, portlen, "%s", p);
+    return FEDC_OK;
+}
+
+void fedc__conn_from_fd(fedc__conn *c, int fd, const char *peer)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = fd;
+    snprintf(c->peer, sizeof c->peer, "%s", peer ? peer : "?");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+int fedc__conn_connect(fedc__conn *c, const char *hostport, double timeout, char *err, size_t errlen)
+{
+    char host[256], port[16];
+    int rc = fedc__parse_hostport(hostport, host, sizeof host, port, sizeof port, err, errlen);
+    if (rc) return rc;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int g = getaddrinfo(host, port, &hints, &res);
+    if (g) return fedc_set_error(err, errlen, FEDC_ERR_CONNECT, "cannot resolve '%s': %s", host, gai_strerror(g));
+    int fd = -1, last_errno = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            last_errno = errno;
+            continue;
+        }
+        int fl = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+        int r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        if (r && errno == EINPROGRESS) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            int pr = poll(&pfd, 1, timeout > 0 ? (int)(timeout * 1000) : -1);
+            if (pr == 1) {
+                int soerr = 0;
+                socklen_t sl = sizeof soerr;
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+                r = soerr ? -1 : 0;
+                errno = soerr;
+            } else {
+                r = -1;
+                errno = ETIMEDOUT;
+            }
+        }
+        if (r == 0) {
+            fcntl(fd, F_SETFL, fl);
+            break;
+        }
+        last_errno = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return fedc_set_error(err, errlen, FEDC_ERR_CONNECT, "cannot connect to %s: %s", hostport,
+                              strerror(last_errno));
+    fedc__conn_from_fd(c, fd, hostport);
+    return FEDC_OK;
+}
+
+/* Waits until fd is ready for `events` or io_timeout passes. */
+static int wait_ready(fedc__conn *c, short events, char *err, size_t errlen)
+{
+    if (c->io_timeout <= 0) return FEDC_OK;
+    struct pollfd pfd = {.fd = c->fd, .events = events};
+    for (;;) {
+        int r = poll(&pfd, 1, (int)(c->io_timeout * 1000));
+        if (r > 0) return FEDC_OK;
+        if (r == 0)
+            return fedc_set_error(err, errlen, FEDC_ERR_TIMEOUT, "%s: no data for %.0f s", c->peer,
+                                  c->io_timeout);
+        if (errno != EINTR)
+            return fedc_set_error(err, errlen, FEDC_ERR_IO, "%s: poll: %s", c->peer, strerror(errno));
+    }
+}
+
+int fedc__conn_read(fedc__conn *c, void *buf, size_t n, char *err, size_t errlen)
+{
+    char *p = buf;
+    while (n > 0) {
+        int rc = wait_ready(c, POLLIN, err, errlen);
+        if (rc) return rc;
+        ssize_t r = recv(c->fd, p, n, 0);
+        if (r > 0) {
+            p += r;
+            n -= (size_t)r;
+            c->bytes_received += (uint64_t)r;
+        } else if (r == 0) {
+            return fedc_set_error(err, errlen, FEDC_ERR_CLOSED, "%s closed the connection", c->peer);
+        } else if (errno != EINTR) {
+            return fedc_set_error(err, errlen, errno == ECONNRESET ? FEDC_ERR_CLOSED : FEDC_ERR_IO,
+                                  "%s: read: %s", c->peer, strerror(errno));
+        }
+    }
+    return FEDC_OK;
+}
+
+int fedc__conn_writev(fedc__conn *c, struct iovec *iov, int iovcnt, char *err, size_t errlen)
+{
+    while (iovcnt > 0) {
+        if (iov->iov_len == 0) {
+            iov++;
+            iovcnt--;
+            continue;
+        }
+        int rc = wait_ready(c, POLLOUT, err, errlen);
+        if (rc) return rc;
+        struct msghdr mh;
+        memset(&mh, 0, sizeof mh);
+        mh.msg_iov = iov;
+        mh.msg_iovlen = (size_t)(iovcnt > 64 ? 64 : iovcnt);
+        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return fedc_set_error(err, errlen, (errno == EPIPE || errno == ECONNRESET) ? FEDC_ERR_CLOSED : FEDC_ERR_IO,
+                                  "%s: write: %s", c->peer, strerror(errno));
+        }
+        c->bytes_sent += (uint64_t)w;
+        size_t left = (size_t)w;
+        while (left > 0 && iovcnt > 0) {
+            if (left >= iov->iov_len) {
+                left -= iov->iov_len;
+                iov++;
+                iovcnt--;
+            } else {
+                iov->iov_base = (char *)iov->iov_base + left;
+                iov->iov_len -= left;
+                left = 0;
+            }
+        }
+    }
+    return FEDC_OK;
+}
+
+int fedc__conn_write(fedc__conn *c, const void *buf, size_t n, char *err, size_t errlen)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = n};
+    return fedc__conn_writev(c, &iov, 1, err, errlen);
+}
+
+void fedc__conn_close(fedc__conn *c)
+{
+    if (c && c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+}
+
+int fedc__listen_tcp(const char *hostport, int *fd_out, int *port_out, char *err, size_t errlen)
+{
+    char host[256], port[16];
+    int rc = fedc__parse_hostport(hostport, host, sizeof host, port, sizeof port, err, errlen);
+    if (rc) return rc;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int g = getaddrinfo(host, port, &hints, &res);
+    if (g) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "cannot resolve '%s': %s", host, gai_strerror(g));
+    int fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
+    if (fd < 0) {
+        freeaddrinfo(res);
+        return fedc_set_error(err, errlen, FEDC_ERR_IO, "socket: %s", strerror(errno));
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 128)) {
+        int e = errno;
+        close(fd);
+        freeaddrinfo(res);
+        return fedc_set_error(err, errlen, e == EADDRINUSE ? FEDC_ERR_ADDRINUSE : FEDC_ERR_IO,
+                              "cannot listen on %s: %s", hostport, strerror(e));
+    }
+    freeaddrinfo(res);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    if (port_out)
+        *port_out = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                             : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    *fd_out = fd;
+    return FEDC_OK;
+}

@@ -1,0 +1,40 @@
+/* Blocking TCP connections with deadlines, used by clients (which do one
+ * thing at a time) and by tests. The server uses the event loop instead. */
+#ifndef FEDC_NET_CONN_H
+#define FEDC_NET_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fedc__conn {
+    int fd;
+    char peer[96];           /* "host:port" for messages */
+    double io_timeout;       /* seconds a single read or write may block; 0 = forever */
+    uint64_t bytes_sent, bytes_received;
+} fedc__conn;
+
+/* Splits "host:port" or "[v6]:port" into host and port. */
+int fedc__parse_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen,
+                         char *err, size_t errlen);
+
+/* One connection attempt to host:port, giving up after `timeout` seconds.
+ * FEDC_ERR_CONNECT with the reason (refused, unreachable, unknown host). */
+int fedc__conn_connect(fedc__conn *c, const char *hostport, double timeout, char *err, size_t errlen);
+
+/* Wraps an accepted or connected socket. */
+void fedc__conn_from_fd(fedc__conn *c, int fd, const char *peer);
+
+/* Reads exactly n bytes. FEDC_ERR_CLOSED when the peer closed before,
+ * FEDC_ERR_TIMEOUT when io_timeout passed with no progress. */
+int fedc__conn_read(fedc__conn *c, void *buf, size_t n, char *err, size_t errlen);
+/* Writes exactly n bytes (MSG_NOSIGNAL: a closed peer is an error, not SIGPIPE). */
+int fedc__conn_write(fedc__conn *c, const void *buf, size_t n, char *err, size_t errlen);
+/* Writes several buffers with writev. */
+struct iovec;
+int fedc__conn_writev(fedc__conn *c, struct iovec *iov, int iovcnt, char *err, size_t errlen);
+void fedc__conn_close(fedc__conn *c);
+
+/* Listens on host:port (tests and tools that need a blocking listener). */
+int fedc__listen_tcp(const char *hostport, int *fd_out, int *port_out, char *err, size_t errlen);
+
+#endif

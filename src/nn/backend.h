@@ -1,0 +1,111 @@
+/*
+ * The compute backend of the nn layer (internal).
+ *
+ * Layers never touch tensor memory with their own loops or BLAS calls: they
+ * call the ops below through a table of function pointers plus a context
+ * pointer, so that a backend for another device (CUDA) can be added as one
+ * more table without changing the layers or the public API. Every pointer an
+ * op receives is "device memory" (allocated with the backend's alloc), except
+ * where an op says host. The CPU backend's device memory is host memory,
+ * which lets the model train directly on the tensors of its fedc_params.
+ *
+ * Activation layouts. Spatial activations (conv, pool) are kept "CNHW":
+ * channel-major over the whole batch, [C][N][H][W], so that a convolution of
+ * a whole batch is one GEMM with the output already in place, and a pool
+ * sees C*N independent planes. Dense activations are [N][F]. The model input
+ * (NCHW) equals CNHW when C == 1.
+ */
+#ifndef FEDC_NN_BACKEND_H
+#define FEDC_NN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fedc__nn_backend_i {
+    const char *name;
+    /* Non-zero when device memory is host memory, so that host data may be
+     * used in place and the copies below may be skipped. */
+    int host_memory;
+
+    /* Memory. alloc returns zeroed memory or NULL; free(NULL) is a no-op. */
+    void *(*alloc)(void *ctx, size_t nbytes);
+    void (*free)(void *ctx, void *p);
+    void (*to_device)(void *ctx, void *dst, const void *host_src, size_t nbytes);
+    void (*to_host)(void *ctx, void *host_dst, const void *src, size_t nbytes);
+    void (*zero)(void *ctx, void *p, size_t nbytes);
+    /* Copies rows idx[0..count) of the host matrix `host_src` (rows of
+     * row_len floats) into consecutive rows of dst. */
+    void (*gather_rows)(void *ctx, float *dst, const float *host_src, const uint32_t *idx,
+                        size_t count, size_t row_len);
+
+    /* Worker threads for the following ops (process-wide for BLAS). */
+    void (*set_threads)(void *ctx, int n);
+
+    /* C[m,n] = alpha * op(A) * op(B) + beta * C, row-major, op = transpose
+     * when ta/tb is non-zero (lda/ldb are the row strides of A and B as
+     * stored). */
+    void (*gemm)(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *a,
+                 int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+    /* y[r][j] += bias (bias[r] when per_row, else bias[j]) for a rows x cols
+     * matrix, then y = max(y, 0) when relu. */
+    void (*bias_act)(void *ctx, float *y, const float *bias, int rows, int cols, int per_row,
+                     int relu);
+    /* db (+)= sums of dy: over each row (db[r], per_row) or each column
+     * (db[j]); accumulates into db when accumulate, else overwrites. */
+    void (*bias_grad)(void *ctx, const float *dy, int rows, int cols, int per_row,
+                      int accumulate, float *db);
+
+    /* y = max(x, 0), n elements; y may equal x. */
+    void (*relu_fwd)(void *ctx, const float *x, float *y, size_t n);
+    /* dx = y > 0 ? dy : 0 where y is the ReLU's output; dx may equal dy. */
+    void (*relu_bwd)(void *ctx, const float *y, const float *dy, float *dx, size_t n);
+
+    /* dst[j][i][:] = src[i][j][:] for src of shape [d0][d1][inner]: swaps
+     * the two outer axes (NCHW <-> CNHW, and the flatten). */
+    void (*swap01)(void *ctx, const float *src, int d0, int d1, int inner, float *dst);
+
+    /* im2col over a CNHW batch x[c][nb][h][w] for a kh x kw kernel:
+     * col[(ci*kh + ki)*kw + kj][(n*oh + oy)*ow + ox] = x[ci][n][oy*stride - pad + ki]
+     * [ox*stride - pad + kj] (0 outside the image). */
+    void (*im2col)(void *ctx, const float *x, int c, int nb, int h, int w, int kh, int kw,
+                   int stride, int pad, float *col);
+    /* The adjoint of im2col: dx = sum of the col entries that read each x. */
+    void (*col2im)(void *ctx, const float *col, int c, int nb, int h, int w, int kh, int kw,
+                   int stride, int pad, float *dx);
+
+    /* Max pooling over `planes` independent h x w planes (floor output size,
+     * no padding). argmax[i] is the index within its input plane of the value
+     * chosen for output i (the first maximum on ties). */
+    void (*maxpool_fwd)(void *ctx, const float *x, int planes, int h, int w, int k, int stride,
+                        float *y, int32_t *argmax);
+    /* dx = 0 except dx[argmax] += dy, plane by plane. When relu_y (the pool's
+     * output) is not NULL, only outputs > 0 pass their gradient: this is the
+     * backward of a ReLU before the pool, fused into the scatter (the maximum
+     * of ReLU outputs is zero exactly when the chosen input is). */
+    void (*maxpool_bwd)(void *ctx, const float *dy, const float *relu_y, const int32_t *argmax,
+                        int planes, int h, int w, int k, int stride, float *dx);
+
+    /* Softmax cross-entropy of logits [nb][classes] against host labels.
+     * Adds the summed loss to *loss_sum and the number of rows whose first
+     * maximum is the label to *correct (both host). When dlogits is not NULL
+     * it receives scale * (softmax - onehot). */
+    void (*softmax_xent)(void *ctx, const float *logits, const int32_t *host_labels, int nb,
+                         int classes, float scale, float *dlogits, double *loss_sum,
+                         uint64_t *correct);
+
+    /* PyTorch's SGD step on n values: g' = g + wd * w; v = momentum * v + g';
+     * w -= lr * v (v untouched and w -= lr * g' when momentum == 0). */
+    void (*sgd_update)(void *ctx, float *w, const float *g, float *v, size_t n, float lr,
+                       float momentum, float weight_decay);
+} fedc__nn_backend_i;
+
+typedef struct fedc__nn_backend {
+    const fedc__nn_backend_i *iface;
+    void *context;
+} fedc__nn_backend;
+
+/* The always-available CPU backend (OpenBLAS). Static; never freed. */
+const fedc__nn_backend *fedc__nn_backend_cpu(void);
+
+#endif /* FEDC_NN_BACKEND_H */

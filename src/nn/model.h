@@ -1,0 +1,29 @@
+/*
+ * Internal entry points of the nn model, for the unit tests: the gradient of
+ * the loss without an optimizer step, and access to the gradient buffers.
+ */
+#ifndef FEDC_NN_MODEL_H
+#define FEDC_NN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fedc/nn.h"
+
+/* Largest number of examples that go through the layers at once. A larger
+ * minibatch is processed in chunks whose gradients are summed, so that the
+ * working memory stays bounded whatever batch size a caller asks for. */
+#define FEDC__NN_MAX_CHUNK 256
+
+/* Computes the mean cross-entropy of nb examples (host x and y, laid out as
+ * for fedc_model_train) into *loss and its gradient with respect to every
+ * parameter into the buffers returned by fedc__nn_model_grad(); the
+ * parameters are not changed. Inputs are not validated. */
+int fedc__nn_model_loss_grad(fedc_model *m, const float *x, const int32_t *y, size_t nb,
+                             double *loss, char *err, size_t errlen);
+
+/* Gradient buffer of the i-th tensor of fedc_model_params() (device memory;
+ * host memory on the CPU backend), or NULL when i is out of range. */
+float *fedc__nn_model_grad(fedc_model *m, size_t i);
+
+#endif /* FEDC_NN_MODEL_H */

@@ -1,0 +1,170 @@
+/* FedAvg in 64-bit fixed point. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strategy/fedavg.h"
+
+/* Adding 1.5 * 2^52 to a double of magnitude below 2^51 leaves the value,
+ * rounded to the nearest integer, in the low mantissa bits: subtracting the
+ * constant's bit pattern yields that integer. Unlike llrint this compiles
+ * to vector code on AVX2, which has no packed double-to-int64 conversion. */
+#define MAGIC 6755399441055744.0
+#define MAGIC_BITS 0x4338000000000000LL
+#define FIXED_SCALE ((double)(1ull << FEDC_FEDAVG_FRACTION_BITS))
+
+static double bound_for(uint64_t max_updates)
+{
+    uint64_t p = 1;
+    while (p < max_updates && p < (1ull << 40)) p <<= 1;
+    double b = ldexp(1.0, 62) / (double)p;
+    double magic_limit = ldexp(1.0, 51) - 1.0;
+    return b < magic_limit ? b : magic_limit;
+}
+
+int fedc__fedavg_init(fedc__fedavg *a, const fedc_params *layout, uint64_t max_updates, char *err,
+                      size_t errlen)
+{
+    memset(a, 0, sizeof *a);
+    size_t n = fedc_params_count(layout);
+    a->ntensors = n;
+    a->acc = calloc(n ? n : 1, sizeof *a->acc);
+    a->numel = calloc(n ? n : 1, sizeof *a->numel);
+    a->names = calloc(n ? n : 1, sizeof *a->names);
+    if (!a->acc || !a->numel || !a->names) goto nomem;
+    for (size_t i = 0; i < n; i++) {
+        const fedc_tensor *t = fedc_params_at(layout, i);
+        if (t->dtype != FEDC_F32) {
+            fedc__fedavg_free(a);
+            return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED,
+                                  "tensor '%s' is %s: FedAvg aggregates F32 tensors only", t->name,
+                                  fedc_dtype_name(t->dtype));
+        }
+        a->numel[i] = (size_t)fedc_tensor_numel(t);
+        /* calloc of a large block maps zero pages lazily: untouched parts of
+         * a huge accumulator cost no memory. */
+        a->acc[i] = calloc(a->numel[i] ? a->numel[i] : 1, sizeof(int64_t));
+        a->names[i] = strdup(t->name);
+        if (!a->acc[i] || !a->names[i]) goto nomem;
+    }
+    a->max_updates = max_updates ? max_updates : 1;
+    a->bound = bound_for(a->max_updates);
+    return FEDC_OK;
+nomem:
+    fedc__fedavg_free(a);
+    return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory for the aggregation buffers");
+}
+
+void fedc__fedavg_free(fedc__fedavg *a)
+{
+    for (size_t i = 0; a->acc && i < a->ntensors; i++) {
+        free(a->acc[i]);
+        if (a->names) free(a->names[i]);
+    }
+    free(a->acc);
+    free(a->numel);
+    free(a->names);
+    memset(a, 0, sizeof *a);
+}
+
+void fedc__fedavg_reset(fedc__fedavg *a, uint64_t max_updates)
+{
+    for (size_t i = 0; i < a->ntensors; i++) memset(a->acc[i], 0, a->numel[i] * sizeof(int64_t));
+    a->updates = 0;
+    a->weight_sum = 0;
+    a->max_updates = max_updates ? max_updates : 1;
+    a->bound = bound_for(a->max_updates);
+}
+
+int fedc__fedavg_check_weight(const fedc__fedavg *a, uint64_t weight, char *err, size_t errlen)
+{
+    if (weight == 0 || weight > FEDC_FEDAVG_MAX_WEIGHT)
+        return fedc_set_error(err, errlen, FEDC_ERR_RANGE,
+                              "num_examples %llu is outside 1..%llu", (unsigned long long)weight,
+                              (unsigned long long)FEDC_FEDAVG_MAX_WEIGHT);
+    if (a->updates >= a->max_updates)
+        return fedc_set_error(err, errlen, FEDC_ERR_RANGE, "more updates than the %llu expected this round",
+                              (unsigned long long)a->max_updates);
+    return FEDC_OK;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define FEDC_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define FEDC_MULTIVERSION
+#endif
+
+/* Returns nonzero if any |x[i]| > lim or x[i] is NaN. Branch-free so it
+ * vectorises; the caller searches for the culprit only on failure. */
+FEDC_MULTIVERSION
+static int any_out_of_range(const float *restrict x, size_t n, float lim)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= !(fabsf(x[i]) <= lim);
+    return bad;
+}
+
+int fedc__fedavg_check(const fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
+                       uint64_t weight, char *err, size_t errlen)
+{
+    if (ti >= a->ntensors || offset > a->numel[ti] || n > a->numel[ti] - offset)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "values outside the tensor");
+    double limd = a->bound / ((double)weight * FIXED_SCALE);
+    float lim = (float)limd;
+    if ((double)lim > limd) lim = nextafterf(lim, 0.0f);
+    if (!any_out_of_range(x, n, lim)) return FEDC_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(x[i]) || isinf(x[i]))
+            return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE, "tensor '%s' element %zu is %s",
+                                  a->names[ti], offset + i, isnan(x[i]) ? "NaN" : "Inf");
+        if (!(fabsf(x[i]) <= lim))
+            return fedc_set_error(err, errlen, FEDC_ERR_RANGE,
+                                  "tensor '%s' element %zu = %g is too large to aggregate with weight %llu (limit %g)",
+                                  a->names[ti], offset + i, (double)x[i], (unsigned long long)weight,
+                                  (double)lim);
+    }
+    return FEDC_OK;
+}
+
+FEDC_MULTIVERSION
+static void fold_f32(int64_t *restrict acc, const float *restrict x, size_t n, double s)
+{
+    for (size_t i = 0; i < n; i++) {
+        double v = (double)x[i] * s + MAGIC;
+        int64_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        acc[i] += bits - MAGIC_BITS;
+    }
+}
+
+void fedc__fedavg_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
+                       uint64_t weight)
+{
+    fold_f32(a->acc[ti] + offset, x, n, (double)weight * FIXED_SCALE);
+}
+
+void fedc__fedavg_fold_params(fedc__fedavg *a, const fedc_params *p, uint64_t weight)
+{
+    for (size_t i = 0; i < a->ntensors; i++)
+        fedc__fedavg_fold(a, i, 0, fedc_params_at(p, i)->data, a->numel[i], weight);
+}
+
+void fedc__fedavg_commit(fedc__fedavg *a, uint64_t weight)
+{
+    a->updates++;
+    a->weight_sum += weight;
+}
+
+int fedc__fedavg_finalize(const fedc__fedavg *a, fedc_params *out, char *err, size_t errlen)
+{
+    if (a->updates == 0 || a->weight_sum == 0)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "no update to average");
+    double denom = (double)a->weight_sum * FIXED_SCALE;
+    for (size_t i = 0; i < a->ntensors; i++) {
+        fedc_tensor *t = fedc_params_at(out, i);
+        float *o = t->data;
+        const int64_t *s = a->acc[i];
+        for (size_t j = 0; j < a->numel[i]; j++) o[j] = (float)((double)s[j] / denom);
+    }
+    return FEDC_OK;
+}

@@ -1,0 +1,59 @@
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+
+void cli_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "fedc %s: error: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_u64(const char *cmd, const char *flag, const char *v, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!v || !*v || *v == '-') goto bad;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end) goto bad;
+    if (x < min || x > max) {
+        cli_error(cmd, "%s must be between %llu and %llu, got %s", flag, (unsigned long long)min,
+                  (unsigned long long)max, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+bad:
+    cli_error(cmd, "%s expects a whole number, got '%s'", flag, v ? v : "");
+    return -1;
+}
+
+int cli_double(const char *cmd, const char *flag, const char *v, double min, double max, double *out)
+{
+    char *end;
+    errno = 0;
+    if (!v || !*v) goto bad;
+    double x = strtod(v, &end);
+    if (errno || *end || !isfinite(x)) goto bad;
+    if (x < min || x > max) {
+        cli_error(cmd, "%s must be between %g and %g, got %s", flag, min, max, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+bad:
+    cli_error(cmd, "%s expects a number, got '%s'", flag, v ? v : "");
+    return -1;
+}
+
+void cli_unknown_flag(const char *cmd, const char *arg)
+{
+    cli_error(cmd, "unknown or incomplete flag '%s' (see 'fedc %s --help')", arg ? arg : "?", cmd);
+}

@@ -1,0 +1,27 @@
+/* Flag parsing helpers shared by the fedc subcommands. Every parse error
+ * names the flag and the bad value. */
+#ifndef FEDC_TOOLS_CLI_H
+#define FEDC_TOOLS_CLI_H
+
+#include <stdint.h>
+
+#include "fedc/core.h"
+
+/* Exit codes of the fedc program (docs/cli.md). */
+#define FEDC_EXIT_OK 0
+#define FEDC_EXIT_FAILURE 1   /* a runtime error: data, network, I/O */
+#define FEDC_EXIT_USAGE 2     /* unknown or malformed flags */
+#define FEDC_EXIT_NOTREACHED 3 /* server: --target-accuracy not reached within --rounds */
+
+/* Prints "fedc CMD: error: ..." to stderr. */
+void cli_error(const char *cmd, const char *fmt, ...) FEDC_PRINTF(2, 3);
+
+/* Parse a value for `flag`; on error print it (for command cmd) and return -1. */
+int cli_u64(const char *cmd, const char *flag, const char *v, uint64_t min, uint64_t max, uint64_t *out);
+int cli_double(const char *cmd, const char *flag, const char *v, double min, double max, double *out);
+
+/* getopt_long's message for an unknown flag is replaced by ours: call this
+ * with the argv element that failed. */
+void cli_unknown_flag(const char *cmd, const char *arg);
+
+#endif

@@ -1,0 +1,51 @@
+/* fedc: the command-line front end. Each subcommand is a thin layer over
+ * the library: flags in, library calls, progress out. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "fedc/core.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "fedc %s: federated learning\n"
+            "\n"
+            "usage: fedc COMMAND [FLAGS]\n"
+            "\n"
+            "commands:\n"
+            "  server      run the federation server (aggregates the clients' updates)\n"
+            "  client      run a client that trains the built-in model on its local data\n"
+            "  partition   split a dataset into per-client data directories\n"
+            "  version     print the version\n"
+            "\n"
+            "'fedc COMMAND --help' lists a command's flags. Documentation: docs/.\n",
+            FEDC_VERSION_STRING);
+}
+
+int main(int argc, char **argv)
+{
+    /* A peer that vanishes mid-write must be an error return, not a signal. */
+    signal(SIGPIPE, SIG_IGN);
+    if (argc < 2) {
+        usage(stderr);
+        return FEDC_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "server")) return fedc_cmd_server(argc - 1, argv + 1);
+    if (!strcmp(cmd, "client")) return fedc_cmd_client(argc - 1, argv + 1);
+    if (!strcmp(cmd, "partition")) return fedc_cmd_partition(argc - 1, argv + 1);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("fedc %s (protocol 1)\n", FEDC_VERSION_STRING);
+        return FEDC_EXIT_OK;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return FEDC_EXIT_OK;
+    }
+    fprintf(stderr, "fedc: error: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return FEDC_EXIT_USAGE;
+}
