@@ -9,7 +9,7 @@ endmacro()
 
 # fedc_test(NAME name SOURCES file... [TIMEOUT s] [LABELS l...] [ARGS a...])
 # builds one test program linked to the static library and registers it
-# with CTest as its own entry.
+# with CTest as its own entry, labelled unit.
 function(fedc_test)
   cmake_parse_arguments(T "" "NAME;TIMEOUT" "SOURCES;LABELS;ARGS" ${ARGN})
   if(NOT T_TIMEOUT)
@@ -21,7 +21,8 @@ function(fedc_test)
   add_test(NAME ${T_NAME} COMMAND ${T_NAME} ${T_ARGS})
   set_tests_properties(${T_NAME} PROPERTIES TIMEOUT ${T_TIMEOUT}
                        ENVIRONMENT "FEDC_BIN=$<TARGET_FILE:fedc_cli>;FEDC_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
-  if(T_LABELS)
-    set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}")
-  endif()
+  # Every test made here is a unit test; the sanitizer pass selects them by label.
+  list(APPEND T_LABELS unit)
+  list(REMOVE_DUPLICATES T_LABELS)
+  set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}")
 endfunction()

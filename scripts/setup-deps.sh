@@ -16,6 +16,7 @@ packages=(
   libcjson-dev                            # safetensors headers, metrics.jsonl
   dataset-fashion-mnist                   # the default dataset
   python3 python3-numpy python3-protobuf  # the Python protocol client and its test
+  protobuf-compiler                       # generates its Python message classes
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)

@@ -201,7 +201,7 @@ typedef enum fedc_partition_scheme {
      * that already hold n/clients examples (the NIID-Bench scheme). Small
      * alpha gives few classes per client, large alpha approaches iid. */
     FEDC_PARTITION_DIRICHLET = 1,
-    /* Examples sorted by label are cut into clients * K equal shards and
+    /* Examples sorted by label are cut into clients * K near-equal shards and
      * each client gets K random shards, so it sees about K classes. */
     FEDC_PARTITION_SHARDS = 2
 } fedc_partition_scheme;
@@ -248,12 +248,14 @@ typedef struct fedc_partition_map {
 } fedc_partition_map;
 
 /*
- * Computes a partition of d under opt. Deterministic: the same dataset and
- * options give the same partition on every platform. Every client gets at
- * least opt->min_samples examples: the dirichlet scheme redraws (as
- * NIID-Bench does) and, if a draw still leaves a client short after many
- * tries, moves random examples from the largest clients to it. Fails with
- * FEDC_ERR_INVALID for bad options, when clients * min_samples exceeds
+ * Computes a partition of d under opt. Deterministic: the same labels and
+ * options give the same partition (iid and shards bit for bit on every
+ * platform; dirichlet uses libm's log and pow, whose last bits may differ
+ * between C libraries). Every client gets at least opt->min_samples
+ * examples: the dirichlet scheme redraws as NIID-Bench does, and if a
+ * client is still short (dirichlet after many redraws, shards from
+ * rounding), random examples move to it from the largest clients. Fails
+ * with FEDC_ERR_INVALID for bad options, when clients * min_samples exceeds
  * d->n, or when d->n does not fit 32-bit indices. On success *out is a new
  * partition the caller destroys.
  */

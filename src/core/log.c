@@ -44,6 +44,8 @@ void fedc_log(fedc_log_level level, const char *component, const char *fmt, ...)
     int n = snprintf(line, sizeof line, "%02d:%02d:%02d.%03ld %-5s %s: ", tm.tm_hour, tm.tm_min,
                      tm.tm_sec, ts.tv_nsec / 1000000, names[level], component ? component : "fedc");
     if (n < 0) return;
+    /* A prefix that fills the buffer leaves no room for the text. */
+    if ((size_t)n > sizeof line - 2) n = (int)(sizeof line - 2);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

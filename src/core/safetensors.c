@@ -252,9 +252,13 @@ int fedc_params_load(const char *path, fedc_params **out, char *err, size_t errl
     }
     for (size_t i = 0; i < count; i++) {
         fedc_tensor *t;
+        char why[FEDC_ERRMSG_MAX];
         rc = fedc_params_add(p, ents[i].name, ents[i].dtype, ents[i].ndim, ents[i].shape, NULL, &t,
-                             err, errlen);
-        if (rc) goto fail;
+                             why, sizeof why);
+        if (rc) {
+            rc = fedc_set_error(err, errlen, rc == FEDC_ERR_NOMEM ? rc : FEDC_ERR_FORMAT, "'%s': %s", path, why);
+            goto fail;
+        }
         if (fread(t->data, 1, t->nbytes, f) != t->nbytes) {
             rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "'%s': truncated data of tensor '%s'",
                                 path, t->name);

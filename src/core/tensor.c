@@ -217,6 +217,15 @@ int fedc_params_check_finite(const fedc_params *p, char *err, size_t errlen)
                     return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE,
                                           "tensor '%s': element %lld is %s", t->name, (long long)j,
                                           isnan(v[j]) ? "NaN" : "Inf");
+        } else if (t->dtype == FEDC_F16 || t->dtype == FEDC_BF16) {
+            /* An all-ones exponent field means Inf or NaN in both formats. */
+            const uint16_t *v = t->data;
+            uint16_t mask = t->dtype == FEDC_F16 ? 0x7c00 : 0x7f80;
+            for (int64_t j = 0; j < n; j++)
+                if ((v[j] & mask) == mask)
+                    return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE,
+                                          "tensor '%s': element %lld is %s", t->name, (long long)j,
+                                          (v[j] & (uint16_t)~(mask | 0x8000)) ? "NaN" : "Inf");
         } else if (t->dtype == FEDC_F64) {
             const double *v = t->data;
             for (int64_t j = 0; j < n; j++)

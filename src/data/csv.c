@@ -55,7 +55,7 @@ static int next_line(csv_reader *r, size_t *len, char *err, size_t errlen)
         }
         if (!gzgets(r->gz, r->line + used, (int)(r->cap - used))) {
             int zerr;
-            const char *msg = gzerror(r->gz, &zerr);
+            gzerror(r->gz, &zerr);
             if (zerr == Z_ERRNO)
                 return -fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot read '%s': %s",
                                        r->path, strerror(errno));
@@ -65,7 +65,8 @@ static int next_line(csv_reader *r, size_t *len, char *err, size_t errlen)
                                        r->path);
             if (zerr != Z_OK)
                 return -fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
-                                       "'%s' holds corrupt gzip data (zlib: %s)", r->path, msg);
+                                       "'%s' holds corrupt gzip data (zlib: %s)", r->path,
+                                       fedc__gz_message(r->gz, r->path));
             if (used == 0) return 0;
             break; /* a last line without a newline */
         }
@@ -118,7 +119,9 @@ static int parse_number(const char *s, double *out)
             return 1;
         }
     }
-    if (*s == '\0') return 0;
+    /* strtod would also take hexadecimal and "infinity"; a data file with
+     * those is more likely broken than meant. */
+    if (*s == '\0' || strpbrk(s, "xX")) return 0;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -267,8 +270,9 @@ int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt_in, fedc
             }
         }
         if (count != nfields) {
-            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "%s:%zu: expected %zu fields, found %zu",
-                                path, r.lineno, nfields, count);
+            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
+                                "%s:%zu: expected %zu fields, found %zu", path, r.lineno, nfields,
+                                count);
             goto fail;
         }
         if (header_fields && header_fields != nfields) {

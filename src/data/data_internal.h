@@ -5,7 +5,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <zlib.h>
+
 #include "fedc/data.h"
+
+/* zlib's message for the last error on gz, without the leading path that
+ * zlib adds (our messages name the file already). */
+const char *fedc__gz_message(gzFile gz, const char *path);
 
 /* Like fedc_dataset_create, but leaves x and y uninitialised when `zero` is
  * 0, for readers that overwrite every element anyway. */

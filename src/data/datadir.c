@@ -48,8 +48,8 @@ int fedc_dataset_load_dir(const char *dir, const char *split, fedc_dataset **out
         return fedc_set_error(err, errlen, errno == ENOENT ? FEDC_ERR_NOTFOUND : FEDC_ERR_IO,
                               "cannot open data directory '%s': %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return fedc_set_error(err, errlen, FEDC_ERR_NOTFOUND, "data directory '%s' is not a directory",
-                              dir);
+        return fedc_set_error(err, errlen, FEDC_ERR_NOTFOUND,
+                              "data directory '%s' is not a directory", dir);
 
     char images_name[64], labels_name[64], csv_name[64];
     snprintf(images_name, sizeof images_name, "%s-images-idx3-ubyte", prefix);

@@ -27,6 +27,7 @@ int fedc__path_exists(const char *path)
 int fedc__mkdirs(const char *dir, char *err, size_t errlen)
 {
     size_t len = strlen(dir);
+    if (len == 0) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "empty directory name");
     char *p = malloc(len + 1);
     if (!p) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
     memcpy(p, dir, len + 1);

@@ -93,10 +93,9 @@ static int read_failed(const idx_file *f, gzFile gz, int zerr, char *err, size_t
     if (zerr == Z_ERRNO)
         return fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot read IDX %s file '%s': %s",
                               f->what, f->path, strerror(errno));
-    int ignored;
     return fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
                           "IDX %s file '%s' holds corrupt gzip data (zlib: %s)", f->what, f->path,
-                          gzerror(gz, &ignored));
+                          fedc__gz_message(gz, f->path));
 }
 
 /* Parses the header and reads the data of one IDX file. */
@@ -315,6 +314,16 @@ fail:
     return rc;
 }
 
+const char *fedc__gz_message(gzFile gz, const char *path)
+{
+    int zerr;
+    const char *msg = gzerror(gz, &zerr);
+    /* zlib prefixes its message with the path, which ours already names. */
+    size_t len = strlen(path);
+    if (strncmp(msg, path, len) == 0 && msg[len] == ':' && msg[len + 1] == ' ') msg += len + 2;
+    return msg;
+}
+
 static uint32_t load_be32(const unsigned char *b)
 {
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
@@ -457,9 +466,10 @@ static int writer_put(idx_writer *w, const void *buf, size_t len, char *err, siz
         size_t n = len > IO_CHUNK ? IO_CHUNK : len;
         if (gzwrite(w->gz, p, (unsigned)n) != (int)n) {
             int zerr;
-            const char *msg = gzerror(w->gz, &zerr);
+            gzerror(w->gz, &zerr);
             return fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot write '%s': %s", w->tmp,
-                                  zerr == Z_ERRNO ? strerror(errno) : msg);
+                                  zerr == Z_ERRNO ? strerror(errno)
+                                                  : fedc__gz_message(w->gz, w->tmp));
         }
         p += n;
         len -= n;
@@ -577,6 +587,14 @@ int fedc__idx_write_labels(const char *path, const fedc_dataset *d, const uint32
     idx_writer w = {0};
     int rc = check_selection(path, d, idx, m, err, errlen);
     if (rc != FEDC_OK) return rc;
+    /* A label outside the class count would be cut to a byte silently. */
+    for (size_t i = 0; i < m; i++) {
+        int32_t y = d->y[idx ? idx[i] : i];
+        if (y < 0 || y >= d->num_classes)
+            return fedc_set_error(err, errlen, FEDC_ERR_RANGE,
+                                  "cannot write '%s': example %zu has label %d, outside [0, %d)",
+                                  path, (size_t)(idx ? idx[i] : i), (int)y, d->num_classes);
+    }
     int as_u8 = d->num_classes <= 256;
     rc = writer_open(&w, path, err, errlen);
     if (rc != FEDC_OK) return rc;

@@ -256,7 +256,8 @@ int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *
                               (int)opt->scheme);
     size_t n = d->n, clients = opt->clients;
     if (clients < 1)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "partition into %zu clients: need at least 1", clients);
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "partition into %zu clients: need at least 1", clients);
     if (opt->min_samples < 1)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
                               "minimum examples per client must be at least 1");

@@ -97,8 +97,8 @@ static int write_json(const char *path, const fedc_dataset *d, const fedc_partit
         json_string(f, source);
     else
         fputs("null", f);
-    fprintf(f, ",\n  \"scheme\": \"%s\",\n  \"seed\": %llu,\n", fedc_partition_scheme_name(p->scheme),
-            (unsigned long long)opt->seed);
+    fprintf(f, ",\n  \"scheme\": \"%s\",\n  \"seed\": %llu,\n",
+            fedc_partition_scheme_name(p->scheme), (unsigned long long)opt->seed);
     if (p->scheme == FEDC_PARTITION_DIRICHLET) {
         fputs("  \"alpha\": ", f);
         json_double(f, opt->alpha);

@@ -65,14 +65,29 @@ typedef struct fedc__nn_backend_i {
      * the two outer axes (NCHW <-> CNHW, and the flatten). */
     void (*swap01)(void *ctx, const float *src, int d0, int d1, int inner, float *dst);
 
-    /* im2col over a CNHW batch x[c][nb][h][w] for a kh x kw kernel:
-     * col[(ci*kh + ki)*kw + kj][(n*oh + oy)*ow + ox] = x[ci][n][oy*stride - pad + ki]
-     * [ox*stride - pad + kj] (0 outside the image). */
-    void (*im2col)(void *ctx, const float *x, int c, int nb, int h, int w, int kh, int kw,
-                   int stride, int pad, float *col);
-    /* The adjoint of im2col: dx = sum of the col entries that read each x. */
-    void (*col2im)(void *ctx, const float *col, int c, int nb, int h, int w, int kh, int kw,
-                   int stride, int pad, float *dx);
+    /* im2col over images n0 .. n0+ns-1 of a CNHW batch x[c][nb][h][w] for a
+     * kh x kw kernel; col is [c*kh*kw][ns*oh*ow]:
+     * col[(ci*kh + ki)*kw + kj][((n-n0)*oh + oy)*ow + ox] =
+     *     x[ci][n][oy*stride - pad + ki][ox*stride - pad + kj] (0 outside). */
+    void (*im2col)(void *ctx, const float *x, int c, int nb, int n0, int ns, int h, int w,
+                   int kh, int kw, int stride, int pad, float *col);
+    /* The adjoint of im2col: sets images n0 .. n0+ns-1 of dx to the sums of
+     * the col entries that read each of their values. */
+    void (*col2im)(void *ctx, const float *col, int c, int nb, int n0, int ns, int h, int w,
+                   int kh, int kw, int stride, int pad, float *dx);
+
+    /* Optional (NULL when a backend has none): a direct convolution for a
+     * conv layer that needs no input gradient, typically the first layer,
+     * whose few input channels make im2col + GEMM a poor fit. The layer uses
+     * it when conv_direct_supported() accepts the geometry. CNHW layouts,
+     * stride and pad as accepted; w is [oc][c][k][k].
+     * fwd:  y = conv(x, w) + b, then max(y, 0) when relu.
+     * dw:   dw (+)= the weight gradient for output gradient dy. */
+    int (*conv_direct_supported)(void *ctx, int c, int k, int stride, int pad);
+    void (*conv_direct_fwd)(void *ctx, const float *x, const float *w, const float *b, int c,
+                            int nb, int h, int wd, int oc, int k, int relu, float *y);
+    void (*conv_direct_dw)(void *ctx, const float *x, const float *dy, int c, int nb, int h,
+                           int wd, int oc, int k, int accumulate, float *dw);
 
     /* Max pooling over `planes` independent h x w planes (floor output size,
      * no padding). argmax[i] is the index within its input plane of the value

@@ -6,6 +6,7 @@
 
 #include "fedc/core.h"
 #include "nn/backend.h"
+#include "nn/conv_direct.h"
 
 /* The default build is portable (no -march), which limits the compiler to
  * SSE2. The element-wise loops below are also compiled for AVX2 and picked
@@ -158,26 +159,29 @@ static void cpu_swap01(void *ctx, const float *src, int d0, int d1, int inner, f
             memcpy(dst + ((size_t)j * d0 + i) * inner, src + ((size_t)i * d1 + j) * inner, row);
 }
 
-/* Copies n floats; a plain loop rather than memcpy because the rows here are
- * short (8 to 24 values), where a library call's overhead dominates. */
+/* Copies n floats. The rows here are short (8 to 24 values), where a call
+ * to memcpy costs more than the copy; fixed-size copies compile to a few
+ * vector moves instead. */
 static inline void copy_row(float *restrict dst, const float *restrict src, int n)
 {
-    for (int i = 0; i < n; i++) dst[i] = src[i];
+    int i = 0;
+    for (; i + 8 <= n; i += 8) memcpy(dst + i, src + i, 8 * sizeof(float));
+    for (; i < n; i++) dst[i] = src[i];
 }
 
 HOT_LOOP
-static void cpu_im2col(void *ctx, const float *x, int c, int nb, int h, int w, int kh, int kw,
-                       int stride, int pad, float *col)
+static void cpu_im2col(void *ctx, const float *x, int c, int nb, int n0, int ns, int h, int w,
+                       int kh, int kw, int stride, int pad, float *col)
 {
     (void)ctx;
     const int oh = (h + 2 * pad - kh) / stride + 1, ow = (w + 2 * pad - kw) / stride + 1;
-    const size_t np = (size_t)nb * oh * ow;
+    const size_t np = (size_t)ns * oh * ow;
     for (int ci = 0; ci < c; ci++)
         for (int ki = 0; ki < kh; ki++)
             for (int kj = 0; kj < kw; kj++) {
                 float *row = col + ((size_t)(ci * kh + ki) * kw + kj) * np;
-                for (int n = 0; n < nb; n++) {
-                    const float *img = x + ((size_t)ci * nb + n) * h * w;
+                for (int n = 0; n < ns; n++) {
+                    const float *img = x + ((size_t)ci * nb + n0 + n) * h * w;
                     float *dst = row + (size_t)n * oh * ow;
                     if (stride == 1 && pad == 0) {
                         /* The common case: every source row is in range and
@@ -203,21 +207,25 @@ static void cpu_im2col(void *ctx, const float *x, int c, int nb, int h, int w, i
 }
 
 HOT_LOOP
-static void cpu_col2im(void *ctx, const float *col, int c, int nb, int h, int w, int kh, int kw,
-                       int stride, int pad, float *dx)
+static void cpu_col2im(void *ctx, const float *col, int c, int nb, int n0, int ns, int h, int w,
+                       int kh, int kw, int stride, int pad, float *dx)
 {
     (void)ctx;
     const int oh = (h + 2 * pad - kh) / stride + 1, ow = (w + 2 * pad - kw) / stride + 1;
-    const size_t np = (size_t)nb * oh * ow;
+    const size_t np = (size_t)ns * oh * ow;
     const size_t plane = (size_t)h * w;
     /* Image by image, so that the image being summed into stays in L1 while
      * all kernel offsets add their rows to it. */
     for (int ci = 0; ci < c; ci++)
-        for (int n = 0; n < nb; n++) {
-            float *restrict img = dx + ((size_t)ci * nb + n) * plane;
+        for (int n = 0; n < ns; n++) {
+            float *restrict img = dx + ((size_t)ci * nb + n0 + n) * plane;
             for (size_t i = 0; i < plane; i++) img[i] = 0.0f;
-            for (int ki = 0; ki < kh; ki++)
-                for (int kj = 0; kj < kw; kj++) {
+            /* kj outermost: consecutive read-modify-writes of a row then
+             * start at the same column, which the store-to-load forwarding
+             * of the CPU handles; a shift by one column between them (kj
+             * innermost) stalls each load on the store before it. */
+            for (int kj = 0; kj < kw; kj++)
+                for (int ki = 0; ki < kh; ki++) {
                     const float *restrict src =
                         col + ((size_t)(ci * kh + ki) * kw + kj) * np + (size_t)n * oh * ow;
                     if (stride == 1 && pad == 0) {
@@ -359,6 +367,26 @@ static void cpu_sgd_update(void *ctx, float *w, const float *g, float *v, size_t
     }
 }
 
+static int cpu_conv_direct_supported(void *ctx, int c, int k, int stride, int pad)
+{
+    (void)ctx;
+    return fedc__nn_conv_direct_available(c, k, stride, pad);
+}
+
+static void cpu_conv_direct_fwd(void *ctx, const float *x, const float *w, const float *b, int c,
+                                int nb, int h, int wd, int oc, int k, int relu, float *y)
+{
+    (void)ctx;
+    fedc__nn_conv_direct_fwd(x, w, b, c, nb, h, wd, oc, k, relu, y);
+}
+
+static void cpu_conv_direct_dw(void *ctx, const float *x, const float *dy, int c, int nb, int h,
+                               int wd, int oc, int k, int accumulate, float *dw)
+{
+    (void)ctx;
+    fedc__nn_conv_direct_dw(x, dy, c, nb, h, wd, oc, k, accumulate, dw);
+}
+
 static const fedc__nn_backend_i cpu_iface = {
     .name = "cpu",
     .host_memory = 1,
@@ -377,6 +405,9 @@ static const fedc__nn_backend_i cpu_iface = {
     .swap01 = cpu_swap01,
     .im2col = cpu_im2col,
     .col2im = cpu_col2im,
+    .conv_direct_supported = cpu_conv_direct_supported,
+    .conv_direct_fwd = cpu_conv_direct_fwd,
+    .conv_direct_dw = cpu_conv_direct_dw,
     .maxpool_fwd = cpu_maxpool_fwd,
     .maxpool_bwd = cpu_maxpool_bwd,
     .softmax_xent = cpu_softmax_xent,

@@ -70,6 +70,10 @@ int fedc__nn_layer_init(fedc__nn_layer *l, fedc__nn_layer_kind kind, const char 
                           (int)kind);
 }
 
+/* Target size of a conv's im2col block: about half of a typical 512 KiB
+ * L2 cache, leaving room for the weights and the output block. */
+#define COL_BLOCK_BYTES (256u * 1024u)
+
 size_t fedc__nn_layer_in_numel(const fedc__nn_layer *l)
 {
     return (size_t)l->in_c * l->in_h * l->in_w;
@@ -116,15 +120,18 @@ int fedc__nn_layer_reserve(const fedc__nn_backend *be, fedc__nn_layer *l, int ca
     size_t out_n = (size_t)cap * fedc__nn_layer_out_numel(l);
     if (!flatten_is_alias(l)) {
         l->ybuf = bi->alloc(ctx, out_n * sizeof(float));
-        /* Every layer but the first needs dx; the buffer is cheap next to the
-         * conv's im2col matrix, and keeping it makes need_dx changeable. */
-        l->dxbuf = bi->alloc(ctx, in_n * sizeof(float));
-        if (!l->ybuf || !l->dxbuf) goto fail;
+        if (l->need_dx) l->dxbuf = bi->alloc(ctx, in_n * sizeof(float));
+        if (!l->ybuf || (l->need_dx && !l->dxbuf)) goto fail;
     }
-    if (l->kind == FEDC__NN_CONV2D) {
-        size_t rows = (size_t)l->in_c * l->k * l->k;
-        size_t cols = (size_t)cap * l->out_h * l->out_w;
-        l->col = bi->alloc(ctx, rows * cols * sizeof(float));
+    l->direct = l->kind == FEDC__NN_CONV2D && bi->conv_direct_supported &&
+                bi->conv_direct_supported(ctx, l->in_c, l->k, l->stride, l->pad);
+    /* The im2col matrix serves the GEMM path and, in both paths, the
+     * gradient of the input (W^T dy, folded back by col2im). */
+    if (l->kind == FEDC__NN_CONV2D && (!l->direct || l->need_dx)) {
+        size_t per_image = (size_t)l->in_c * l->k * l->k * l->out_h * l->out_w * sizeof(float);
+        size_t block = COL_BLOCK_BYTES / per_image;
+        l->block = block < 1 ? 1 : block > (size_t)cap ? cap : (int)block;
+        l->col = bi->alloc(ctx, per_image * (size_t)l->block);
         if (!l->col) goto fail;
     }
     if (l->kind == FEDC__NN_MAXPOOL2D) {
@@ -166,10 +173,21 @@ void fedc__nn_layer_forward(const fedc__nn_backend *be, fedc__nn_layer *l, const
     case FEDC__NN_CONV2D: {
         int kk = l->in_c * l->k * l->k;
         int np = nb * l->out_h * l->out_w;
-        /* One GEMM for the whole batch: W[OC, K] * col[K, N*P] lands directly
-         * in CNHW order. */
-        bi->im2col(ctx, x, l->in_c, nb, l->in_h, l->in_w, l->k, l->k, l->stride, l->pad, l->col);
-        bi->gemm(ctx, 0, 0, l->out_c, np, kk, 1.0f, l->w, kk, l->col, np, 0.0f, l->y, np);
+        if (l->direct) {
+            bi->conv_direct_fwd(ctx, x, l->w, l->b, l->in_c, nb, l->in_h, l->in_w, l->out_c, l->k,
+                                l->relu, l->y);
+            break;
+        }
+        /* Per block of images: W[OC, K] * col[K, block*P] lands directly in
+         * the block's columns of the CNHW output (row stride N*P). */
+        const int p = l->out_h * l->out_w;
+        for (int n0 = 0; n0 < nb; n0 += l->block) {
+            int ns = nb - n0 < l->block ? nb - n0 : l->block;
+            bi->im2col(ctx, x, l->in_c, nb, n0, ns, l->in_h, l->in_w, l->k, l->k, l->stride,
+                       l->pad, l->col);
+            bi->gemm(ctx, 0, 0, l->out_c, ns * p, kk, 1.0f, l->w, kk, l->col, ns * p, 0.0f,
+                     l->y + (size_t)n0 * p, np);
+        }
         bi->bias_act(ctx, l->y, l->b, l->out_c, np, 1, l->relu);
         break;
     }
@@ -208,13 +226,40 @@ void fedc__nn_layer_backward(const fedc__nn_backend *be, fedc__nn_layer *l, cons
         int kk = l->in_c * l->k * l->k;
         int np = nb * l->out_h * l->out_w;
         if (l->relu && !l->relu_bwd_in_next) bi->relu_bwd(ctx, l->y, dy, dy, (size_t)l->out_c * np);
-        bi->gemm(ctx, 0, 1, l->out_c, kk, np, 1.0f, dy, np, l->col, np, beta, l->dw, kk);
         bi->bias_grad(ctx, dy, l->out_c, np, 1, accumulate, l->db);
-        if (l->need_dx) {
-            /* The im2col matrix is no longer needed: reuse it for its gradient. */
-            bi->gemm(ctx, 1, 0, kk, np, l->out_c, 1.0f, l->w, kk, dy, np, 0.0f, l->col, np);
-            bi->col2im(ctx, l->col, l->in_c, nb, l->in_h, l->in_w, l->k, l->k, l->stride, l->pad,
-                       l->dx);
+        const int p = l->out_h * l->out_w;
+        if (l->direct) {
+            bi->conv_direct_dw(ctx, x, dy, l->in_c, nb, l->in_h, l->in_w, l->out_c, l->k,
+                               accumulate, l->dw);
+            if (!l->need_dx) break;
+            for (int n0 = 0; n0 < nb; n0 += l->block) {
+                int ns = nb - n0 < l->block ? nb - n0 : l->block;
+                bi->gemm(ctx, 1, 0, kk, ns * p, l->out_c, 1.0f, l->w, kk, dy + (size_t)n0 * p, np,
+                         0.0f, l->col, ns * p);
+                bi->col2im(ctx, l->col, l->in_c, nb, n0, ns, l->in_h, l->in_w, l->k, l->k,
+                           l->stride, l->pad, l->dx);
+            }
+            break;
+        }
+        /* Blocks in reverse order: the last block's im2col matrix is still in
+         * place from the forward pass. */
+        const int last = (nb - 1) / l->block * l->block;
+        for (int n0 = last; n0 >= 0; n0 -= l->block) {
+            int ns = nb - n0 < l->block ? nb - n0 : l->block;
+            const float *dyb = dy + (size_t)n0 * p;
+            if (n0 != last)
+                bi->im2col(ctx, x, l->in_c, nb, n0, ns, l->in_h, l->in_w, l->k, l->k, l->stride,
+                           l->pad, l->col);
+            bi->gemm(ctx, 0, 1, l->out_c, kk, ns * p, 1.0f, dyb, np, l->col, ns * p,
+                     (accumulate || n0 != last) ? 1.0f : 0.0f, l->dw, kk);
+            if (l->need_dx) {
+                /* The block's im2col matrix is no longer needed: reuse it for
+                 * its gradient. */
+                bi->gemm(ctx, 1, 0, kk, ns * p, l->out_c, 1.0f, l->w, kk, dyb, np, 0.0f, l->col,
+                         ns * p);
+                bi->col2im(ctx, l->col, l->in_c, nb, n0, ns, l->in_h, l->in_w, l->k, l->k,
+                           l->stride, l->pad, l->dx);
+            }
         }
         break;
     }

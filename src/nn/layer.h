@@ -45,8 +45,17 @@ typedef struct fedc__nn_layer {
     /* flatten: the input is already [N][F] (the model's NCHW input), so the
      * layer only renames it. */
     int in_batch_major;
-    /* Whether backward must produce dx (not for the first layer). */
+    /* Whether backward must produce dx (not for the first layer). Set before
+     * the first reserve: it decides how a conv computes. */
     int need_dx;
+    /* conv: runs on the backend's direct convolution instead of im2col +
+     * GEMM (decided by reserve: only without need_dx, where supported). */
+    int direct;
+    /* conv without direct: images per im2col block. The batch goes through
+     * im2col + GEMM in blocks whose im2col matrix fits in the L2 cache;
+     * one matrix for the whole batch would be written to and read back from
+     * main memory. */
+    int block;
 
     /* Parameters: device memory owned by whoever set them (the model). */
     float *w, *b;
@@ -91,8 +100,9 @@ void fedc__nn_layer_forward(const fedc__nn_backend *be, fedc__nn_layer *l, const
 /* Given the input x of the last forward and the gradient dy of the loss
  * with respect to y, computes dw and db (added to the existing values when
  * accumulate, else overwriting them) and, when need_dx, dx. May overwrite
- * dy, and overwrites the conv's im2col buffer, so a forward must come before
- * the next backward. */
+ * dy. Relies on the state of the last forward (outputs, pooling indices,
+ * the conv's last im2col block), so a forward of the same x must come
+ * before each backward. */
 void fedc__nn_layer_backward(const fedc__nn_backend *be, fedc__nn_layer *l, const float *x,
                              float *dy, int nb, int accumulate);
 

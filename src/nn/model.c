@@ -449,7 +449,7 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n,
                      size_t errlen)
 {
     uint32_t *perm = NULL;
-    int rc;
+    int rc, uploaded = 0;
     if (stats) memset(stats, 0, sizeof(*stats));
     if (!m || !x || !y || !cfg)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: NULL argument");
@@ -492,6 +492,7 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n,
     void *ctx = m->be->context;
     bi->set_threads(ctx, fedc_nn_get_threads());
     params_to_device(m);
+    uploaded = 1;
     for (size_t i = 0; i < m->ntensors; i++) bi->zero(ctx, m->mom[i], m->numel[i] * sizeof(float));
 
     fedc_rng rng;
@@ -522,7 +523,8 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n,
         stats->steps = steps;
     }
 done:
-    if (rc != FEDC_OK) params_to_host(m);
+    /* The steps taken before a failure stay in the model, as documented. */
+    if (rc != FEDC_OK && uploaded) params_to_host(m);
     free(perm);
     return rc;
 }

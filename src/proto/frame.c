@@ -23,8 +23,9 @@ int fedc__frame_header_decode(const uint8_t in[FEDC_FRAME_HEADER_BYTES], uint32_
     if (n > max_frame)
         return fedc_set_error(err, errlen, FEDC_ERR_TOO_LARGE,
                               "frame of %u bytes exceeds the limit of %u bytes", n, max_frame);
-    if (in[4] == FEDC_FRAME_MESSAGE && n == 0)
-        return fedc_set_error(err, errlen, FEDC_ERR_PROTOCOL, "empty MESSAGE frame");
+    if (n == 0)
+        return fedc_set_error(err, errlen, FEDC_ERR_PROTOCOL, "empty %s frame",
+                              in[4] == FEDC_FRAME_MESSAGE ? "MESSAGE" : "DATA");
     *type = in[4];
     *len = n;
     return FEDC_OK;

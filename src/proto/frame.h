@@ -18,9 +18,9 @@
 #define FEDC_FRAME_DATA 2u
 /* Default largest frame a peer accepts (header excluded). */
 #define FEDC_DEFAULT_MAX_FRAME (16u << 20)
-/* Smallest max_frame_bytes a peer may announce; DATA chunks are at most
- * this big unless both sides allow more. */
-#define FEDC_MIN_MAX_FRAME (64u << 10)
+/* Smallest max_frame_bytes a peer may announce (every peer must take a
+ * full DATA chunk). */
+#define FEDC_MIN_MAX_FRAME (1u << 20)
 /* Tensor data is sent in DATA frames of at most this many bytes. */
 #define FEDC_CHUNK_BYTES (1u << 20)
 

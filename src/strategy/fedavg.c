@@ -16,7 +16,7 @@
 static double bound_for(uint64_t max_updates)
 {
     uint64_t p = 1;
-    while (p < max_updates && p < (1ull << 40)) p <<= 1;
+    while (p < max_updates && p < (1ull << 62)) p <<= 1;
     double b = ldexp(1.0, 62) / (double)p;
     double magic_limit = ldexp(1.0, 51) - 1.0;
     return b < magic_limit ? b : magic_limit;
@@ -109,6 +109,9 @@ int fedc__fedavg_check(const fedc__fedavg *a, size_t ti, size_t offset, const fl
 {
     if (ti >= a->ntensors || offset > a->numel[ti] || n > a->numel[ti] - offset)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "values outside the tensor");
+    if (weight == 0 || weight > FEDC_FEDAVG_MAX_WEIGHT)
+        return fedc_set_error(err, errlen, FEDC_ERR_RANGE, "weight %llu is outside 1..%llu",
+                              (unsigned long long)weight, (unsigned long long)FEDC_FEDAVG_MAX_WEIGHT);
     double limd = a->bound / ((double)weight * FIXED_SCALE);
     float lim = (float)limd;
     if ((double)lim > limd) lim = nextafterf(lim, 0.0f);

@@ -1,1 +1,28 @@
-# integration tests
+# Integration tests: the real fedc programs as separate processes on loopback.
+add_executable(make_synthetic integration/make_synthetic.c)
+target_link_libraries(make_synthetic PRIVATE fedc_static)
+
+set(FEDC_IT_ENV "FEDC_BIN=$<TARGET_FILE:fedc_cli>;FEDC_MAKE_SYNTHETIC=$<TARGET_FILE:make_synthetic>;FEDC_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+if(TARGET custom_client)
+  list(APPEND FEDC_IT_ENV "FEDC_EXAMPLE_CLIENT=$<TARGET_FILE:custom_client>")
+endif()
+
+# fedc_integration_test(name timeout labels)
+function(fedc_integration_test name timeout labels)
+  add_test(NAME ${name} COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/${name}.sh)
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${timeout} LABELS "${labels}" ENVIRONMENT "${FEDC_IT_ENV}")
+endfunction()
+
+fedc_integration_test(test_federation 300 "integration;sanitize")
+fedc_integration_test(test_client_killed 300 integration)
+fedc_integration_test(test_determinism 300 integration)
+fedc_integration_test(test_bad_input 300 integration)
+if(TARGET custom_client)
+  fedc_integration_test(test_example_client 300 integration)
+endif()
+
+add_executable(test_huge_tensor integration/test_huge_tensor.c)
+target_link_libraries(test_huge_tensor PRIVATE fedc_static)
+add_test(NAME test_huge_tensor COMMAND test_huge_tensor)
+set_tests_properties(test_huge_tensor PROPERTIES TIMEOUT 600 LABELS "integration;large"
+                     ENVIRONMENT "${FEDC_IT_ENV}" RUN_SERIAL TRUE)

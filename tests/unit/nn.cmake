@@ -1,1 +1,6 @@
-# unit tests: nn
+# unit tests: nn (the built-in trainer)
+fedc_test(NAME test_nn_gradcheck SOURCES unit/test_nn_gradcheck.c TIMEOUT 60)
+fedc_test(NAME test_nn_model SOURCES unit/test_nn_model.c TIMEOUT 60)
+fedc_test(NAME test_nn_sgd SOURCES unit/test_nn_sgd.c TIMEOUT 60)
+fedc_test(NAME test_nn_train SOURCES unit/test_nn_train.c TIMEOUT 120)
+fedc_test(NAME test_nn_errors SOURCES unit/test_nn_errors.c TIMEOUT 60)

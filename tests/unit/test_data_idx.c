@@ -271,8 +271,8 @@ static void test_corrupt(void)
            "not a regular file", "a-directory");
 
     write_plain("bad-magic", "\x12\x34\x56\x78\0\0\0\1\0\0\0\1\0\0\0\1\0", 17);
-    expect("bad magic number", "bad-magic", "good-labels", FEDC_ERR_FORMAT, "magic number 0x12345678",
-           "bad-magic");
+    expect("bad magic number", "bad-magic", "good-labels", FEDC_ERR_FORMAT,
+           "magic number 0x12345678", "bad-magic");
     write_plain("text-file", "hello, this is not an IDX file\n", 31);
     expect("a text file", "text-file", "good-labels", FEDC_ERR_FORMAT, "magic", "text-file");
     expect("labels given as images", "good-labels", "good-labels", FEDC_ERR_FORMAT,
@@ -400,7 +400,8 @@ static void test_corrupt(void)
            "invalid dimension size 0", "zero-rows");
 
     /* Labels out of range: int32 labels may be negative or huge. */
-    unsigned char l32[20] = {0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1};
+    unsigned char l32[20] = {0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0,
+                             0, 2, 0, 0, 0,    0,    0,    0,    0, 1};
     dims[0] = 5;
     write_plain("neg-labels", buf, make_idx(buf, 0x0C, 1, dims, l32, 20));
     expect("negative int32 label", "good-images", "neg-labels", FEDC_ERR_FORMAT,

@@ -195,8 +195,8 @@ static void test_schemes(const fedc_dataset *d)
             within &= labels >= 1 && labels <= k;
             equal_sizes &= client_size(p, c) == 100;
         }
-        CHECK(p && within && equal_sizes, "shards K=%d: every client has 1..%d labels, 100 examples",
-              k, k);
+        CHECK(p && within && equal_sizes,
+              "shards K=%d: every client has 1..%d labels, 100 examples", k, k);
         fedc_partition_map_destroy(p);
     }
     /* 3 shards of 33 or 34 per client: rounding may leave a client short of
@@ -406,8 +406,12 @@ static void test_write(const fedc_dataset *d)
             double test = cJSON_GetNumberValue(cJSON_GetObjectItem(cl, "test"));
             double sum_train = 0, sum_test = 0;
             cJSON *h;
-            cJSON_ArrayForEach(h, cJSON_GetObjectItem(cl, "train_labels")) sum_train += h->valuedouble;
-            cJSON_ArrayForEach(h, cJSON_GetObjectItem(cl, "test_labels")) sum_test += h->valuedouble;
+            cJSON_ArrayForEach(h, cJSON_GetObjectItem(cl, "train_labels")) {
+                sum_train += h->valuedouble;
+            }
+            cJSON_ArrayForEach(h, cJSON_GetObjectItem(cl, "test_labels")) {
+                sum_test += h->valuedouble;
+            }
             hist_ok &= sum_train == train && sum_test == test &&
                        cJSON_GetNumberValue(cJSON_GetObjectItem(cl, "examples")) == train + test &&
                        (size_t)(train + test) == client_size(map, (size_t)c);
@@ -465,9 +469,8 @@ static void test_csv_source(void)
             }
             for (size_t i = 0; i < d->n; i++) {
                 int id = (int)d->x[2 * i];
-                char want[32], got[32];
+                char want[32];
                 snprintf(want, sizeof want, "%.3f", id * 0.125 - 3.3);
-                snprintf(got, sizeof got, "%.3f", d->x[2 * i + 1]);
                 exact &= strtof(want, NULL) == d->x[2 * i + 1] && d->y[i] == id % 4;
             }
             total += d->n;

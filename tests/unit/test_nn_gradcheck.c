@@ -35,7 +35,13 @@ static int failures;
         fflush(stdout);                                                                            \
     } while (0)
 
+/* The backend the checks run on: the CPU backend, and the same backend with
+ * its direct convolution kernels removed, so that both conv paths (direct
+ * and im2col + GEMM) are checked on machines that have the kernels. */
 static const fedc__nn_backend *be;
+static fedc__nn_backend_i plain_iface;
+static fedc__nn_backend plain_backend;
+static const char *be_name = "cpu";
 
 static void fill_uniform(fedc_rng *rng, float *v, size_t n, double lo, double hi)
 {
@@ -106,8 +112,9 @@ static void check_coords(fedc__nn_layer *l, const float *x, int nb, const float 
 }
 
 /* Runs the finite-difference check of one initialised layer on nb examples
- * with input x and reports input and parameter gradients. */
-static void gradcheck_layer(const char *what, fedc__nn_layer *l, float *x, int nb, uint64_t seed)
+ * with input x and reports input (when need_dx) and parameter gradients. */
+static void gradcheck_layer_dx(const char *what, fedc__nn_layer *l, float *x, int nb,
+                               uint64_t seed, int need_dx)
 {
     fedc_rng rng;
     fedc_rng_seed(&rng, seed);
@@ -120,22 +127,25 @@ static void gradcheck_layer(const char *what, fedc__nn_layer *l, float *x, int n
     float *db = malloc((l->bn + 1) * sizeof(float));
     fill_uniform(&rng, r, out_n, -1.0, 1.0);
 
-    l->need_dx = 1;
+    l->need_dx = need_dx;
     CHECK(fedc__nn_layer_reserve(be, l, nb) == FEDC_OK, "%s: reserve buffers", what);
     fedc__nn_layer_forward(be, l, x, nb);
     memcpy(dy, r, out_n * sizeof(float));
     fedc__nn_layer_backward(be, l, x, dy, nb, 0);
-    memcpy(dx, l->dx, in_n * sizeof(float));
+    if (need_dx) memcpy(dx, l->dx, in_n * sizeof(float));
     if (l->wn) {
         memcpy(dw, l->dw, l->wn * sizeof(float));
         memcpy(db, l->db, l->bn * sizeof(float));
     }
 
     grad_report rx = {0, 0, 0.0}, rw = {0, 0, 0.0}, rb = {0, 0, 0.0};
-    check_coords(l, x, nb, r, out_n, x, dx, in_n, 1e-3, &rx);
-    CHECK(rx.worst <= 1.0 && rx.skipped * 10 <= rx.checked + rx.skipped,
-          "%s: input gradient, %d values (%d skipped at kinks), worst error %.3f of tolerance",
-          what, rx.checked, rx.skipped, rx.worst);
+    if (need_dx) {
+        check_coords(l, x, nb, r, out_n, x, dx, in_n, 1e-3, &rx);
+        CHECK(rx.worst <= 1.0 && rx.skipped * 10 <= rx.checked + rx.skipped,
+              "%s: input gradient, %d values (%d skipped at kinks), worst error %.3f of "
+              "tolerance",
+              what, rx.checked, rx.skipped, rx.worst);
+    }
     if (l->wn) {
         check_coords(l, x, nb, r, out_n, l->w, dw, l->wn, 1e-3, &rw);
         CHECK(rw.worst <= 1.0 && rw.skipped * 10 <= rw.checked + rw.skipped,
@@ -165,6 +175,11 @@ static void gradcheck_layer(const char *what, fedc__nn_layer *l, float *x, int n
     free(db);
 }
 
+static void gradcheck_layer(const char *what, fedc__nn_layer *l, float *x, int nb, uint64_t seed)
+{
+    gradcheck_layer_dx(what, l, x, nb, seed, 1);
+}
+
 static void test_dense(int relu)
 {
     fedc__nn_layer l;
@@ -190,11 +205,15 @@ static void test_conv(int c, int h, int w, int out, int k, int stride, int pad, 
     fedc_rng rng;
     fedc_rng_seed(&rng, 21 + (uint64_t)stride * 7 + (uint64_t)pad);
     char err[FEDC_ERRMSG_MAX], what[128];
-    snprintf(what, sizeof(what), "conv %dx%dx%d -> %d, k%d s%d p%d%s, batch %d", c, h, w, out, k,
-             stride, pad, relu ? " +relu" : "", nb);
+    snprintf(what, sizeof(what), "[%s] conv %dx%dx%d -> %d, k%d s%d p%d%s, batch %d", be_name, c,
+             h, w, out, k, stride, pad, relu ? " +relu" : "", nb);
     int rc = fedc__nn_layer_init(&l, FEDC__NN_CONV2D, "conv", c, h, w, out, k, stride, pad, relu,
                                  err, sizeof(err));
     CHECK(rc == FEDC_OK, "%s: init (output %dx%d)", what, l.out_h, l.out_w);
+    l.need_dx = 1;
+    if (fedc__nn_layer_reserve(be, &l, nb) == FEDC_OK)
+        printf("     %s: %s\n", what, l.direct ? "direct kernels" : "im2col + GEMM");
+    fedc__nn_layer_release(be, &l);
     float *wt = malloc(l.wn * sizeof(float)), *bs = malloc(l.bn * sizeof(float));
     size_t xn = (size_t)nb * c * h * w;
     float *x = malloc(xn * sizeof(float));
@@ -245,10 +264,95 @@ static void test_conv_values(void)
                     float got = l.y[((o * nb + n) * l.out_h + i) * l.out_w + j];
                     worst = fmax(worst, fabs(got - s));
                 }
-    CHECK(worst < 1e-5, "conv forward equals a direct loop over [out_c, in_c, kh, kw] weights "
-                        "(max diff %.2e)",
-          worst);
+    CHECK(worst < 1e-5, "[%s] conv forward equals a direct loop over [out_c, in_c, kh, kw] "
+                        "weights (max diff %.2e)",
+          be_name, worst);
     fedc__nn_layer_release(be, &l);
+}
+
+/* A conv that needs no input gradient (a first layer) may run on the
+ * backend's direct convolution; it must agree with the im2col + GEMM path
+ * and pass the finite-difference check itself. The shapes exercise partial
+ * vectors (ow 30 = 24 + 6, ow 8), leftover channels (oc 4 = 3 + 1) and
+ * kernels narrower than the column block (k 3). */
+static void test_conv_direct(int c, int h, int w, int oc, int k, int nb)
+{
+    char err[FEDC_ERRMSG_MAX], what[128];
+    fedc__nn_layer a, b;
+    fedc_rng rng;
+    fedc_rng_seed(&rng, 91 + (uint64_t)k);
+    fedc__nn_layer_init(&a, FEDC__NN_CONV2D, "conv", c, h, w, oc, k, 1, 0, 1, err, sizeof(err));
+    fedc__nn_layer_init(&b, FEDC__NN_CONV2D, "conv", c, h, w, oc, k, 1, 0, 1, err, sizeof(err));
+    float *wt = malloc(a.wn * sizeof(float)), *bs = malloc(a.bn * sizeof(float));
+    size_t xn = (size_t)nb * c * h * w, yn = (size_t)nb * fedc__nn_layer_out_numel(&a);
+    float *x = malloc(xn * sizeof(float)), *dy = malloc(yn * sizeof(float));
+    float *dy2 = malloc(yn * sizeof(float));
+    fill_uniform(&rng, wt, a.wn, -0.5, 0.5);
+    fill_uniform(&rng, bs, a.bn, -0.2, 0.2);
+    fill_uniform(&rng, x, xn, 0.0, 1.0);
+    fill_uniform(&rng, dy, yn, -1.0, 1.0);
+    memcpy(dy2, dy, yn * sizeof(float));
+    a.w = b.w = wt;
+    a.b = b.b = bs;
+    a.need_dx = 0;
+    b.need_dx = 1;
+    const fedc__nn_backend *plain = &plain_backend;
+    fedc__nn_layer_reserve(be, &a, nb);
+    fedc__nn_layer_reserve(plain, &b, nb);
+    snprintf(what, sizeof(what), "conv %dx%dx%d -> %d, k%d +relu, batch %d, no dx (%s)", c, h, w,
+             oc, k, nb, a.direct ? "direct kernel" : "im2col: no direct kernel on this CPU");
+    fedc__nn_layer_forward(be, &a, x, nb);
+    fedc__nn_layer_forward(plain, &b, x, nb);
+    double dyv = 0.0, dwv = 0.0, dbv = 0.0;
+    for (size_t i = 0; i < yn; i++) dyv = fmax(dyv, fabs(a.y[i] - b.y[i]));
+    fedc__nn_layer_backward(be, &a, x, dy, nb, 0);
+    fedc__nn_layer_backward(plain, &b, x, dy2, nb, 0);
+    for (size_t i = 0; i < a.wn; i++) dwv = fmax(dwv, fabs(a.dw[i] - b.dw[i]));
+    for (size_t i = 0; i < a.bn; i++) dbv = fmax(dbv, fabs(a.db[i] - b.db[i]));
+    CHECK(dyv < 1e-5 && dwv < 1e-3 && dbv < 1e-3,
+          "%s: same output (max diff %.2e), weight and bias gradients (%.2e, %.2e) as im2col",
+          what, dyv, dwv, dbv);
+    fedc__nn_layer_release(be, &a);
+    fedc__nn_layer_release(plain, &b);
+    /* Without the ReLU for the finite differences: over hundreds of outputs
+     * per channel a weight step would cross some ReLU kink nearly always. */
+    a.relu = 0;
+    snprintf(what, sizeof(what), "conv %dx%dx%d -> %d, k%d, batch %d, no dx (%s)", c, h, w, oc, k,
+             nb, a.direct ? "direct kernel" : "im2col");
+    gradcheck_layer_dx(what, &a, x, nb, 92, 0);
+    free(wt);
+    free(bs);
+    free(x);
+    free(dy);
+    free(dy2);
+}
+
+/* The pool's fused ReLU mask (used after a conv with a ReLU) equals the
+ * pool's plain backward followed by the ReLU's backward. */
+static void test_maxpool_relu_mask(void)
+{
+    const fedc__nn_backend_i *bi = be->iface;
+    const int planes = 5, h = 6, w = 6, oh = 3, ow = 3;
+    float x[5 * 36], y[5 * 9], dy[5 * 9], dx1[5 * 36], dx2[5 * 36];
+    int32_t arg[5 * 9];
+    fedc_rng rng;
+    fedc_rng_seed(&rng, 101);
+    /* ReLU outputs: about half exact zeros, so whole windows are zero. */
+    for (int i = 0; i < planes * h * w; i++) {
+        double u = fedc_rng_uniform(&rng);
+        x[i] = u < 0.6 ? 0.0f : (float)u;
+    }
+    fill_uniform(&rng, dy, (size_t)planes * oh * ow, -1.0, 1.0);
+    bi->maxpool_fwd(be->context, x, planes, h, w, 2, 2, y, arg);
+    bi->maxpool_bwd(be->context, dy, y, arg, planes, h, w, 2, 2, dx1);
+    bi->maxpool_bwd(be->context, dy, NULL, arg, planes, h, w, 2, 2, dx2);
+    bi->relu_bwd(be->context, x, dx2, dx2, (size_t)planes * h * w);
+    int zeros = 0;
+    for (int i = 0; i < planes * oh * ow; i++) zeros += y[i] == 0.0f;
+    CHECK(memcmp(dx1, dx2, sizeof(dx1)) == 0 && zeros > 0,
+          "maxpool backward with the fused ReLU mask equals pool then ReLU backward (%d zero "
+          "windows)",
+          zeros);
 }
 
 static void test_maxpool(int k, int stride)
@@ -493,14 +597,32 @@ static void test_chunked_gradient(void)
 int main(void)
 {
     be = fedc__nn_backend_cpu();
+    plain_iface = *be->iface;
+    plain_iface.conv_direct_supported = NULL;
+    plain_backend.iface = &plain_iface;
+    plain_backend.context = be->context;
     test_dense(0);
     test_dense(1);
-    test_conv(1, 6, 6, 2, 3, 1, 0, 0, 2);
-    test_conv(2, 7, 6, 3, 3, 2, 1, 0, 3);
-    test_conv(2, 6, 6, 3, 3, 1, 0, 1, 2);
-    test_conv_values();
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            be = &plain_backend;
+            be_name = "cpu, no direct kernels";
+        }
+        test_conv(1, 6, 6, 2, 3, 1, 0, 0, 2);
+        test_conv(2, 7, 6, 3, 3, 2, 1, 0, 3);
+        test_conv(2, 6, 6, 3, 3, 1, 0, 1, 2);
+        /* 57.6 KiB of im2col matrix per image: the batch of 5 goes through
+         * im2col + GEMM in blocks (4 + 1), whose weight gradients are summed. */
+        test_conv(4, 16, 16, 3, 5, 1, 0, 0, 5);
+        test_conv_values();
+    }
+    be = fedc__nn_backend_cpu();
+    be_name = "cpu";
+    test_conv_direct(1, 12, 34, 4, 5, 3);
+    test_conv_direct(2, 9, 10, 6, 3, 2);
     test_maxpool(2, 2);
     test_maxpool(3, 2);
+    test_maxpool_relu_mask();
     test_relu();
     test_flatten();
     test_softmax_xent();

@@ -1,0 +1,63 @@
+# Helpers shared by the integration tests (sourced). Every wait is bounded
+# and every process started is killed when the test exits.
+set -euo pipefail
+
+: "${FEDC_BIN:?FEDC_BIN must point to the fedc program}"
+: "${FEDC_MAKE_SYNTHETIC:?FEDC_MAKE_SYNTHETIC must point to make_synthetic}"
+PY=/usr/bin/python3
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/fedc-test.XXXXXX")"
+PIDS=()
+
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  if [[ "${FEDC_KEEP_TEST_DIR:-0}" == "1" ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+
+# A TCP port that nothing listens on right now.
+free_port() {
+  "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# make_data DIR CLIENTS [SIGNAL]: a synthetic dataset split iid over CLIENTS.
+make_data() {
+  local dir="$1" clients="$2" signal="${3:-0.2}"
+  mkdir -p "$dir/full"
+  "$FEDC_MAKE_SYNTHETIC" "$dir/full" 3000 1000 7 "$signal"
+  "$FEDC_BIN" partition --data "$dir/full" --clients "$clients" --scheme iid --seed 1 --out "$dir/parts" >/dev/null
+}
+
+# wait_pid PID SECONDS: waits for PID (a child of this shell), fails the test
+# after SECONDS; sets WAIT_RC to its exit code.
+wait_pid() {
+  local pid="$1" limit="$2" waited=0
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 0.2
+    waited=$((waited + 1))
+    if (( waited > limit * 5 )); then fail "process $pid still running after ${limit}s"; fi
+  done
+  WAIT_RC=0
+  wait "$pid" || WAIT_RC=$?
+}
+
+# wait_for_lines FILE N SECONDS: until FILE has at least N lines.
+wait_for_lines() {
+  local f="$1" n="$2" limit="$3" waited=0
+  while [[ ! -f "$f" || $(wc -l < "$f") -lt $n ]]; do
+    sleep 0.1
+    waited=$((waited + 1))
+    if (( waited > limit * 10 )); then fail "$f has fewer than $n lines after ${limit}s"; fi
+  done
+}
+
+# jq-like: metric FILE ROUND KEY prints the value of KEY in the line for ROUND.
+metric() {
+  "$PY" -c 'import json,sys
+for l in open(sys.argv[1]):
+    o=json.loads(l)
+    if o["round"]==int(sys.argv[2]): print(o[sys.argv[3]])' "$1" "$2" "$3"
+}

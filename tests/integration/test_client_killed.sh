@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# A client killed with SIGKILL in the middle of a round: that round records
+# clients_failed >= 1, and every round still completes with the others.
+source "$(dirname "$0")/lib.sh"
+make_data "$WORK/data" 3
+port=$(free_port)
+# Many local epochs make each round last long enough to kill a client inside it.
+"$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 2 --rounds 4 --lr 0.01 \
+  --local-epochs 15 --fraction-evaluate 1 --out "$WORK/out" --seed 5 --round-timeout 60 \
+  > "$WORK/server.out" 2> "$WORK/server.err" &
+server=$!; PIDS+=($server)
+for i in 0 1 2; do
+  "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-00$i" --node-id "c$i" \
+    > "$WORK/c$i.log" 2>&1 &
+  clients[$i]=$!; PIDS+=(${clients[$i]})
+done
+# Wait for round 1 to finish; round 2 starts at once and its clients train.
+wait_for_lines "$WORK/out/metrics.jsonl" 1 120
+sleep 0.3
+kill -9 "${clients[2]}"
+pass "killed client c2 during round 2"
+wait_pid "$server" 240; rc=$WAIT_RC
+[[ "$rc" == 0 ]] || { cat "$WORK/server.err"; fail "server exited $rc"; }
+for i in 0 1; do
+  wait_pid "${clients[$i]}" 30; rc=$WAIT_RC
+  [[ "$rc" == 0 ]] || fail "client c$i exited $rc"
+done
+"$PY" - "$WORK/out/metrics.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert [r["round"] for r in rows] == [1, 2, 3, 4], rows
+for r in rows:
+    assert r["failed"] is False, f"round {r['round']} failed: {r}"
+assert rows[1]["clients_failed"] >= 1, f"round 2 should count the killed client: {rows[1]}"
+assert rows[2]["clients_ok"] == 2 and rows[3]["clients_ok"] == 2, rows
+print("round 2:", rows[1]["clients_ok"], "ok,", rows[1]["clients_failed"], "failed")
+PYEOF
+grep -q "c2" "$WORK/server.err" || fail "server did not log the dropped client"
+pass "test_client_killed"
