@@ -12,11 +12,11 @@
  *             TensorHeader protobuf (fedc__msg_unpack,
  *             fedc__tensor_header_check), matches it against the model's
  *             layout and locates each DATA payload in the buffer;
- *   validate  runs fedc__fedavg_check on every DATA payload, as the server
- *             does when each chunk arrives;
- *   fold      once the whole update is valid, runs fedc__fedavg_fold on
- *             every payload (an update may only enter the aggregate after
- *             all of it has been checked, as in the server) and commits it.
+ *   validate  and
+ *   fold      run fedc__fedavg_check_fold on every DATA payload, as the
+ *             server does when each chunk arrives: one pass checks every
+ *             value and adds it to the fixed-point sums (a bad value would
+ *             take the update back out), then the update is committed.
  * The reference pass memcpy()s the same U buffers, one after the other,
  * into a single destination buffer of the same size.
  *
@@ -109,7 +109,7 @@ typedef struct chunk {
  * payload that splits an element is refused here, which a streaming
  * receiver such as the server does not need to do.
  */
-static int decode_and_check(const fedc__fedavg *agg, const fedc_params *model, const update *u,
+static int decode_and_check(fedc__fedavg *agg, const fedc_params *model, const update *u,
                             uint64_t weight, chunk *chunks, size_t maxchunks, size_t *nchunks,
                             char *err, size_t errlen)
 {
@@ -162,7 +162,7 @@ static int decode_and_check(const fedc__fedavg *agg, const fedc_params *model, c
             /* The payload sits at whatever byte offset the framing puts it;
              * x86 loads, scalar and vector, accept any alignment. */
             c->x = (const float *)(const void *)p;
-            rc = fedc__fedavg_check(agg, ti, c->offset, c->x, c->n, weight, err, errlen);
+            rc = fedc__fedavg_check_fold(agg, ti, c->offset, c->x, c->n, weight, err, errlen);
             if (rc) return rc;
             p += len;
             got += len;
@@ -293,8 +293,6 @@ int main(int argc, char **argv)
                 fprintf(stderr, "bench_agg: update %ld: %s\n", u, err);
                 goto done;
             }
-            for (size_t c = 0; c < nchunks; c++)
-                fedc__fedavg_fold(&agg, chunks[c].ti, chunks[c].offset, chunks[c].x, chunks[c].n, weight);
             fedc__fedavg_commit(&agg, weight);
         }
         double t3 = now_s();

@@ -115,7 +115,7 @@ static void run_client(int port, int index, double timeout)
     _exit(rc ? 1 : 0);
 }
 
-/* ---- helpers ------------------------------------------------------------ */
+/* ---- files and processes ---------------------------------------------- */
 
 static char *read_file(const char *path)
 {

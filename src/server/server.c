@@ -84,6 +84,7 @@ struct node {
     int waiting_slot;           /* paused until a slot frees */
     node *wait_next;
     int stale;                  /* result of an old round: consume and drop */
+    int folding;                /* this update's chunks are being folded into the aggregate */
     int rejected;
     char reject_reason[FEDC_ERRMSG_MAX];
     uint64_t weight;
@@ -156,6 +157,7 @@ struct fedc_server {
 
 static void node_close(node *n, const char *why);
 static void node_resume(node *n);
+static void unfold_partial(node *n);
 static void maybe_finish_stage(fedc_server *s);
 static void start_round(fedc_server *s);
 static void begin_shutdown(fedc_server *s, int rc);
@@ -371,6 +373,7 @@ static void node_close(node *n, const char *why)
     if (why) fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "dropping %s (%s): %s", n->id[0] ? n->id : "client", n->peer, why);
     n->closing = 1;
     if (n->waiting_slot) unlink_waiter(n);
+    unfold_partial(n);
     release_slot(n);
     request_failed(n, why ? why : "disconnected");
     for (node **pp = &s->nodes; *pp; pp = &(*pp)->next)
@@ -405,8 +408,23 @@ static void protocol_error(node *n, const char *fmt, ...)
 
 static void stream_finished(node *n);
 
+/* Takes the chunks of n's update folded so far back out of the aggregate.
+ * Tensors before stream_index are complete; the current one is folded up to
+ * cur_checked elements. The staging buffer still holds every folded value. */
+static void unfold_partial(node *n)
+{
+    fedc_server *s = n->srv;
+    if (!n->folding) return;
+    n->folding = 0;
+    for (uint32_t t = 0; t <= n->stream_index && t < s->agg.ntensors; t++) {
+        size_t cnt = t < n->stream_index ? s->agg.numel[t] : n->cur_checked;
+        if (cnt) fedc__fedavg_unfold(&s->agg, t, 0, fedc_params_at(n->stream_params, t)->data, cnt, n->weight);
+    }
+}
+
 static void reject_update(node *n, const char *why)
 {
+    unfold_partial(n);
     if (!n->rejected) {
         n->rejected = 1;
         snprintf(n->reject_reason, sizeof n->reject_reason, "%s", why);
@@ -475,19 +493,23 @@ static void on_data_done(node *n, uint32_t len)
 {
     fedc_server *s = n->srv;
     n->cur_got += len;
-    if (n->sk == S_FIT && n->cur_t && !n->rejected && !n->stale) {
-        /* Validate the whole elements that are complete now, while they are
-         * still in cache. */
+    if (n->sk == S_FIT && n->cur_t && n->folding) {
+        /* Check and fold the whole elements that are complete now, while
+         * they are still in cache from the socket read. A bad value takes
+         * the whole update back out. */
         size_t elems = n->cur_got / sizeof(float);
         char why[FEDC_ERRMSG_MAX];
-        if (elems > n->cur_checked &&
-            fedc__fedavg_check(&s->agg, n->stream_index, n->cur_checked,
-                               (const float *)n->cur_t->data + n->cur_checked, elems - n->cur_checked,
-                               n->weight, why, sizeof why))
-            reject_update(n, why);
-        n->cur_checked = elems;
+        if (elems > n->cur_checked) {
+            if (fedc__fedavg_check_fold(&s->agg, n->stream_index, n->cur_checked,
+                                        (const float *)n->cur_t->data + n->cur_checked,
+                                        elems - n->cur_checked, n->weight, why, sizeof why))
+                reject_update(n, why);
+            else
+                n->cur_checked = elems;
+        }
     }
     if (n->cur_got == n->cur_nbytes) {
+        n->cur_checked = 0;
         if (++n->stream_index == n->stream_total) stream_finished(n);
         else n->expect_header = 1;
     }
@@ -551,8 +573,13 @@ static void stream_finished(node *n)
     int stale = n->stale;
     int current = !stale && n->req == REQ_FIT && n->req_round == s->round && s->ph == PHASE_FIT &&
                   !n->result_recorded;
+    if (current && !n->rejected && !n->folding) {
+        /* Nothing was folded (it arrived while stale): impossible for a
+         * current result, but never commit what was not added. */
+        reject_update(n, "update was not aggregated");
+    }
+    n->folding = 0;
     if (current && !n->rejected) {
-        fedc__fedavg_fold_params(&s->agg, n->stream_params, n->weight);
         fedc__fedavg_commit(&s->agg, n->weight);
         if (s->nfits == s->capfits) {
             size_t nc = s->capfits ? 2 * s->capfits : 16;
@@ -702,6 +729,7 @@ static void on_fit_res(node *n, const Fedc__V1__FitRes *r)
     }
     n->expect_header = 1;
     if (!n->stale && !n->rejected) {
+        n->folding = 1;
         int got = acquire_slot(n);
         if (got < 0) {
             node_close(n, "out of memory for an update buffer");
@@ -1398,6 +1426,10 @@ static void on_stage_timeout(uv_timer_t *t)
      * answer is read and dropped, and the client is sampled again after. */
     for (node *n = s->nodes; n; n = n->next) {
         if (n->req == REQ_NONE || n->result_recorded || n->req_round != s->round) continue;
+        /* An update half received is taken back out and the rest of it
+         * will be read and dropped. */
+        unfold_partial(n);
+        n->stale = 1;
         n->result_recorded = 1;
         if (n->req == REQ_FIT) s->failed++;
         if (s->stage_pending) s->stage_pending--;

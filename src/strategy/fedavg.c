@@ -94,6 +94,8 @@ int fedc__fedavg_check_weight(const fedc__fedavg *a, uint64_t weight, char *err,
 #define FEDC_MULTIVERSION
 #endif
 
+static float limit_for(const fedc__fedavg *a, uint64_t weight);
+
 /* Returns nonzero if any |x[i]| > lim or x[i] is NaN. Branch-free so it
  * vectorises; the caller searches for the culprit only on failure. */
 FEDC_MULTIVERSION
@@ -112,9 +114,7 @@ int fedc__fedavg_check(const fedc__fedavg *a, size_t ti, size_t offset, const fl
     if (weight == 0 || weight > FEDC_FEDAVG_MAX_WEIGHT)
         return fedc_set_error(err, errlen, FEDC_ERR_RANGE, "weight %llu is outside 1..%llu",
                               (unsigned long long)weight, (unsigned long long)FEDC_FEDAVG_MAX_WEIGHT);
-    double limd = a->bound / ((double)weight * FIXED_SCALE);
-    float lim = (float)limd;
-    if ((double)lim > limd) lim = nextafterf(lim, 0.0f);
+    float lim = limit_for(a, weight);
     if (!any_out_of_range(x, n, lim)) return FEDC_OK;
     for (size_t i = 0; i < n; i++) {
         if (isnan(x[i]) || isinf(x[i]))
@@ -130,20 +130,74 @@ int fedc__fedavg_check(const fedc__fedavg *a, size_t ti, size_t offset, const fl
 }
 
 FEDC_MULTIVERSION
-static void fold_f32(int64_t *restrict acc, const float *restrict x, size_t n, double s)
+static void fold_f32(uint64_t *restrict acc, const float *restrict x, size_t n, double s)
 {
     for (size_t i = 0; i < n; i++) {
         double v = (double)x[i] * s + MAGIC;
-        int64_t bits;
+        uint64_t bits;
         memcpy(&bits, &v, sizeof bits);
-        acc[i] += bits - MAGIC_BITS;
+        acc[i] += bits - (uint64_t)MAGIC_BITS;
     }
+}
+
+/* The sums use unsigned (wrapping) arithmetic so that folding values that
+ * turn out to be out of range, then taking them back, is still exact. */
+FEDC_MULTIVERSION
+static int check_fold_f32(uint64_t *restrict acc, const float *restrict x, size_t n, double s, float lim)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        bad |= !(fabsf(x[i]) <= lim);
+        double v = (double)x[i] * s + MAGIC;
+        uint64_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        acc[i] += bits - (uint64_t)MAGIC_BITS;
+    }
+    return bad;
+}
+
+FEDC_MULTIVERSION
+static void unfold_f32(uint64_t *restrict acc, const float *restrict x, size_t n, double s)
+{
+    for (size_t i = 0; i < n; i++) {
+        double v = (double)x[i] * s + MAGIC;
+        uint64_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        acc[i] -= bits - (uint64_t)MAGIC_BITS;
+    }
+}
+
+static float limit_for(const fedc__fedavg *a, uint64_t weight)
+{
+    double limd = a->bound / ((double)weight * FIXED_SCALE);
+    float lim = (float)limd;
+    if ((double)lim > limd) lim = nextafterf(lim, 0.0f);
+    return lim;
+}
+
+int fedc__fedavg_check_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
+                            uint64_t weight, char *err, size_t errlen)
+{
+    if (ti >= a->ntensors || offset > a->numel[ti] || n > a->numel[ti] - offset || weight == 0 ||
+        weight > FEDC_FEDAVG_MAX_WEIGHT)
+        return fedc__fedavg_check(a, ti, offset, x, n, weight, err, errlen);
+    uint64_t *acc = (uint64_t *)(a->acc[ti] + offset);
+    double s = (double)weight * FIXED_SCALE;
+    if (!check_fold_f32(acc, x, n, s, limit_for(a, weight))) return FEDC_OK;
+    unfold_f32(acc, x, n, s);
+    return fedc__fedavg_check(a, ti, offset, x, n, weight, err, errlen);
+}
+
+void fedc__fedavg_unfold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
+                         uint64_t weight)
+{
+    unfold_f32((uint64_t *)(a->acc[ti] + offset), x, n, (double)weight * FIXED_SCALE);
 }
 
 void fedc__fedavg_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
                        uint64_t weight)
 {
-    fold_f32(a->acc[ti] + offset, x, n, (double)weight * FIXED_SCALE);
+    fold_f32((uint64_t *)(a->acc[ti] + offset), x, n, (double)weight * FIXED_SCALE);
 }
 
 void fedc__fedavg_fold_params(fedc__fedavg *a, const fedc_params *p, uint64_t weight)

@@ -45,6 +45,16 @@ int fedc__fedavg_check(const fedc__fedavg *a, size_t ti, size_t offset, const fl
  * round still has room for it. */
 int fedc__fedavg_check_weight(const fedc__fedavg *a, uint64_t weight, char *err, size_t errlen);
 
+/* Checks and folds in one pass over x (the values are read once, while in
+ * cache). On failure the values are taken back out, so the accumulator is
+ * exactly as before, and the error is that of fedc__fedavg_check(). */
+int fedc__fedavg_check_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
+                            uint64_t weight, char *err, size_t errlen);
+/* Takes back values folded earlier with the same weight: integer sums make
+ * this exact, so a rejected update leaves no trace. */
+void fedc__fedavg_unfold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
+                         uint64_t weight);
+
 /* Adds weight * x (checked values) to tensor ti at `offset`. */
 void fedc__fedavg_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
                        uint64_t weight);

@@ -2,7 +2,11 @@
 add_executable(make_synthetic integration/make_synthetic.c)
 target_link_libraries(make_synthetic PRIVATE fedc_static)
 
-set(FEDC_IT_ENV "FEDC_BIN=$<TARGET_FILE:fedc_cli>;FEDC_MAKE_SYNTHETIC=$<TARGET_FILE:make_synthetic>;FEDC_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+add_executable(poison_client integration/poison_client.c)
+target_link_libraries(poison_client PRIVATE fedc_static)
+
+set(FEDC_IT_ENV "FEDC_BIN=$<TARGET_FILE:fedc_cli>;FEDC_MAKE_SYNTHETIC=$<TARGET_FILE:make_synthetic>"
+    "FEDC_POISON_CLIENT=$<TARGET_FILE:poison_client>;FEDC_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
 if(TARGET custom_client)
   list(APPEND FEDC_IT_ENV "FEDC_EXAMPLE_CLIENT=$<TARGET_FILE:custom_client>")
 endif()
@@ -17,6 +21,7 @@ fedc_integration_test(test_federation 300 "integration;sanitize")
 fedc_integration_test(test_client_killed 300 integration)
 fedc_integration_test(test_determinism 300 integration)
 fedc_integration_test(test_bad_input 300 integration)
+fedc_integration_test(test_reject_no_trace 300 integration)
 if(TARGET custom_client)
   fedc_integration_test(test_example_client 300 integration)
 endif()
