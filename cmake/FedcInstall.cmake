@@ -13,5 +13,7 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/fedcConfigVersion.cmake
                                  COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/fedcConfig.cmake ${PROJECT_BINARY_DIR}/fedcConfigVersion.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/fedc)
+# The .pc file locates the prefix relative to itself.
+file(RELATIVE_PATH FEDC_PC_PREFIX_REL "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")
 configure_file(cmake/fedc.pc.in ${PROJECT_BINARY_DIR}/fedc.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/fedc.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

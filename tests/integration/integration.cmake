@@ -26,6 +26,10 @@ if(TARGET custom_client)
   fedc_integration_test(test_example_client 300 integration)
 endif()
 
+add_test(NAME test_install COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_install.sh)
+set_tests_properties(test_install PROPERTIES TIMEOUT 300 LABELS integration
+                     ENVIRONMENT "${FEDC_IT_ENV};FEDC_BUILD_DIR=${PROJECT_BINARY_DIR}")
+
 add_executable(test_huge_tensor integration/test_huge_tensor.c)
 target_link_libraries(test_huge_tensor PRIVATE fedc_static)
 add_test(NAME test_huge_tensor COMMAND test_huge_tensor)
