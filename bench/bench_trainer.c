@@ -103,8 +103,8 @@ int main(int argc, char **argv)
                "\"last_epoch_loss\": %.6f, \"trainer_samples_per_s\": %.1f}\n",
                arch, threads, batch, n, epochs, dt, st.loss, sps);
     else {
-        printf("%s, %ld threads, batch %ld, %zu samples x %ld epochs in %.3f s, loss %.4f\n", arch,
-               threads, batch, n, epochs, dt, st.loss);
+        printf("%s, %ld threads, batch %ld, %zu samples x %ld epochs in %.3f s, loss %.4f\n", arch, threads,
+               batch, n, epochs, dt, st.loss);
         printf("trainer_samples_per_s %.1f\n", sps);
     }
     free(x);

@@ -287,6 +287,9 @@ int fedc_cmd_server(int argc, char **argv)
         cli_error(CMD, "%s", err);
         goto done;
     }
+    /* The server keeps its own copy of the model; ours can go. */
+    fedc_params_destroy(init);
+    init = NULL;
     g_server = s;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);

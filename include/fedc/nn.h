@@ -15,10 +15,12 @@
  *        Flatten, Linear(256,120), ReLU, Linear(120,84), ReLU, Linear(84,10)
  *
  * Training is deterministic: the same model seed, data and configuration
- * give bit-identical parameters on the same build and BLAS thread count.
+ * give bit-identical parameters on the same build, CPU and thread count
+ * (see fedc_nn_set_threads()).
  *
  * A model is not safe to use from two threads at once; distinct models may
- * be used concurrently. The BLAS thread count is a process-wide setting.
+ * be used concurrently (then keep fedc_nn_set_threads() at 1, or the
+ * threads of all of them compete for the cores).
  */
 #ifndef FEDC_NN_H
 #define FEDC_NN_H
@@ -46,8 +48,7 @@ typedef struct fedc_model fedc_model;
  * message listing the known names for an unknown `arch`, FEDC_ERR_NOMEM when
  * out of memory.
  */
-int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *err,
-                      size_t errlen);
+int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *err, size_t errlen);
 
 /* Frees the model and its parameter set. No-op on NULL. */
 void fedc_model_destroy(fedc_model *m);
@@ -112,15 +113,15 @@ typedef struct fedc_train_stats {
  * `stats` may be NULL.
  *
  * Returns FEDC_ERR_INVALID for n == 0, a label out of range or a bad
- * configuration (message names the field or example), FEDC_ERR_NONFINITE
- * for a NaN or infinite input value (the model is then unchanged), or when
- * the loss or the parameters diverge to NaN or infinity (the parameters are
- * then left as they were after the last step taken; restore them with
+ * configuration (the message names the field or the example),
+ * FEDC_ERR_TOO_LARGE for more than 2^32 - 1 examples, FEDC_ERR_NONFINITE for
+ * a NaN or infinite input value (the model is then unchanged) or when the
+ * loss or the parameters diverge to NaN or infinity (the parameters are then
+ * left as they were after the last step taken; restore them with
  * fedc_model_set_params()), FEDC_ERR_NOMEM when out of memory.
  */
-int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n,
-                     const fedc_train_config *cfg, fedc_train_stats *stats, char *err,
-                     size_t errlen);
+int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, const fedc_train_config *cfg,
+                     fedc_train_stats *stats, char *err, size_t errlen);
 
 /* What fedc_model_evaluate() reports. */
 typedef struct fedc_eval_stats {
@@ -136,8 +137,8 @@ typedef struct fedc_eval_stats {
  * beyond float rounding. `stats` may be NULL. Errors as for
  * fedc_model_train(); the parameters are never changed.
  */
-int fedc_model_evaluate(fedc_model *m, const float *x, const int32_t *y, size_t n,
-                        int batch_size, fedc_eval_stats *stats, char *err, size_t errlen);
+int fedc_model_evaluate(fedc_model *m, const float *x, const int32_t *y, size_t n, int batch_size,
+                        fedc_eval_stats *stats, char *err, size_t errlen);
 
 /*
  * Forward pass only: writes n * num_classes raw scores (logits, before the
@@ -145,13 +146,23 @@ int fedc_model_evaluate(fedc_model *m, const float *x, const int32_t *y, size_t 
  * fedc_model_train(). Returns FEDC_ERR_INVALID for n == 0 or NULL pointers,
  * FEDC_ERR_NONFINITE for a NaN or infinite input value.
  */
-int fedc_model_predict(fedc_model *m, const float *x, size_t n, float *logits, char *err,
-                       size_t errlen);
+int fedc_model_predict(fedc_model *m, const float *x, size_t n, float *logits, char *err, size_t errlen);
 
 /*
- * Number of BLAS threads the trainer uses in this process (default 1, so
- * that many clients can share a machine). Values below 1 are taken as 1.
- * Applies to every model from its next train, evaluate or predict call.
+ * Number of threads the trainer computes with in this process (default 1,
+ * so that many clients can share a machine); values below 1 are taken as 1,
+ * above 64 as 64. Applies to every model from its next train, evaluate or
+ * predict call.
+ *
+ * The threads split each minibatch (data parallelism): each runs the layers
+ * on its share of the examples, BLAS calls included, and their gradients
+ * are summed before the step. For networks this small that scales much
+ * better than multithreaded GEMMs, so OpenBLAS itself is set to 1 thread
+ * (a process-wide OpenBLAS setting) whenever the trainer runs. Threads are
+ * started for each call and stopped at its end; batches of fewer than 4
+ * examples per thread use fewer threads. Results are reproducible for a
+ * given thread count; different counts sum the gradients in a different
+ * order and so differ in the last bits.
  */
 void fedc_nn_set_threads(int n);
 

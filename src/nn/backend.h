@@ -11,9 +11,9 @@
  *
  * Activation layouts. Spatial activations (conv, pool) are kept "CNHW":
  * channel-major over the whole batch, [C][N][H][W], so that a convolution of
- * a whole batch is one GEMM with the output already in place, and a pool
- * sees C*N independent planes. Dense activations are [N][F]. The model input
- * (NCHW) equals CNHW when C == 1.
+ * many images is one GEMM (W[OC, K] * im2col[K, N*H*W]) with the output
+ * already in place, and a pool sees C*N independent planes. Dense
+ * activations are [N][F]. The model input (NCHW) equals CNHW when C == 1.
  */
 #ifndef FEDC_NN_BACKEND_H
 #define FEDC_NN_BACKEND_H
@@ -35,26 +35,27 @@ typedef struct fedc__nn_backend_i {
     void (*zero)(void *ctx, void *p, size_t nbytes);
     /* Copies rows idx[0..count) of the host matrix `host_src` (rows of
      * row_len floats) into consecutive rows of dst. */
-    void (*gather_rows)(void *ctx, float *dst, const float *host_src, const uint32_t *idx,
-                        size_t count, size_t row_len);
+    void (*gather_rows)(void *ctx, float *dst, const float *host_src, const uint32_t *idx, size_t count,
+                        size_t row_len);
 
-    /* Worker threads for the following ops (process-wide for BLAS). */
+    /* Threads each of the following ops may use. For OpenBLAS this is a
+     * process-wide setting; the CPU backend's own loops run on the calling
+     * thread. The trainer's threads (see fedc_nn_set_threads) are a level
+     * above: each runs its share of a batch and calls the ops with 1. */
     void (*set_threads)(void *ctx, int n);
 
     /* C[m,n] = alpha * op(A) * op(B) + beta * C, row-major, op = transpose
      * when ta/tb is non-zero (lda/ldb are the row strides of A and B as
      * stored). */
-    void (*gemm)(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *a,
-                 int lda, const float *b, int ldb, float beta, float *c, int ldc);
+    void (*gemm)(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc);
 
     /* y[r][j] += bias (bias[r] when per_row, else bias[j]) for a rows x cols
      * matrix, then y = max(y, 0) when relu. */
-    void (*bias_act)(void *ctx, float *y, const float *bias, int rows, int cols, int per_row,
-                     int relu);
+    void (*bias_act)(void *ctx, float *y, const float *bias, int rows, int cols, int per_row, int relu);
     /* db (+)= sums of dy: over each row (db[r], per_row) or each column
      * (db[j]); accumulates into db when accumulate, else overwrites. */
-    void (*bias_grad)(void *ctx, const float *dy, int rows, int cols, int per_row,
-                      int accumulate, float *db);
+    void (*bias_grad)(void *ctx, const float *dy, int rows, int cols, int per_row, int accumulate, float *db);
 
     /* y = max(x, 0), n elements; y may equal x. */
     void (*relu_fwd)(void *ctx, const float *x, float *y, size_t n);
@@ -69,50 +70,54 @@ typedef struct fedc__nn_backend_i {
      * kh x kw kernel; col is [c*kh*kw][ns*oh*ow]:
      * col[(ci*kh + ki)*kw + kj][((n-n0)*oh + oy)*ow + ox] =
      *     x[ci][n][oy*stride - pad + ki][ox*stride - pad + kj] (0 outside). */
-    void (*im2col)(void *ctx, const float *x, int c, int nb, int n0, int ns, int h, int w,
-                   int kh, int kw, int stride, int pad, float *col);
+    void (*im2col)(void *ctx, const float *x, int c, int nb, int n0, int ns, int h, int w, int kh, int kw,
+                   int stride, int pad, float *col);
     /* The adjoint of im2col: sets images n0 .. n0+ns-1 of dx to the sums of
      * the col entries that read each of their values. */
-    void (*col2im)(void *ctx, const float *col, int c, int nb, int n0, int ns, int h, int w,
-                   int kh, int kw, int stride, int pad, float *dx);
+    void (*col2im)(void *ctx, const float *col, int c, int nb, int n0, int ns, int h, int w, int kh, int kw,
+                   int stride, int pad, float *dx);
 
-    /* Optional (NULL when a backend has none): a direct convolution for a
-     * conv layer that needs no input gradient, typically the first layer,
-     * whose few input channels make im2col + GEMM a poor fit. The layer uses
-     * it when conv_direct_supported() accepts the geometry. CNHW layouts,
-     * stride and pad as accepted; w is [oc][c][k][k].
+    /* Optional (NULL when a backend has none): direct convolution, for the
+     * forward pass and the weight gradient, without an im2col matrix. Small
+     * convolutions (few channels, small images) make GEMMs with a dimension
+     * of 6 or 16, which BLAS libraries run far below their peak. A conv layer
+     * uses these when conv_direct_supported() accepts its geometry; the input
+     * gradient still goes through GEMM + col2im. CNHW layouts; w is
+     * [oc][c][k][k].
      * fwd:  y = conv(x, w) + b, then max(y, 0) when relu.
      * dw:   dw (+)= the weight gradient for output gradient dy. */
     int (*conv_direct_supported)(void *ctx, int c, int k, int stride, int pad);
-    void (*conv_direct_fwd)(void *ctx, const float *x, const float *w, const float *b, int c,
-                            int nb, int h, int wd, int oc, int k, int relu, float *y);
-    void (*conv_direct_dw)(void *ctx, const float *x, const float *dy, int c, int nb, int h,
-                           int wd, int oc, int k, int accumulate, float *dw);
+    void (*conv_direct_fwd)(void *ctx, const float *x, const float *w, const float *b, int c, int nb, int h,
+                            int wd, int oc, int k, int relu, float *y);
+    void (*conv_direct_dw)(void *ctx, const float *x, const float *dy, int c, int nb, int h, int wd, int oc,
+                           int k, int accumulate, float *dw);
 
     /* Max pooling over `planes` independent h x w planes (floor output size,
      * no padding). argmax[i] is the index within its input plane of the value
      * chosen for output i (the first maximum on ties). */
-    void (*maxpool_fwd)(void *ctx, const float *x, int planes, int h, int w, int k, int stride,
-                        float *y, int32_t *argmax);
+    void (*maxpool_fwd)(void *ctx, const float *x, int planes, int h, int w, int k, int stride, float *y,
+                        int32_t *argmax);
     /* dx = 0 except dx[argmax] += dy, plane by plane. When relu_y (the pool's
      * output) is not NULL, only outputs > 0 pass their gradient: this is the
      * backward of a ReLU before the pool, fused into the scatter (the maximum
      * of ReLU outputs is zero exactly when the chosen input is). */
-    void (*maxpool_bwd)(void *ctx, const float *dy, const float *relu_y, const int32_t *argmax,
-                        int planes, int h, int w, int k, int stride, float *dx);
+    void (*maxpool_bwd)(void *ctx, const float *dy, const float *relu_y, const int32_t *argmax, int planes,
+                        int h, int w, int k, int stride, float *dx);
 
     /* Softmax cross-entropy of logits [nb][classes] against host labels.
      * Adds the summed loss to *loss_sum and the number of rows whose first
      * maximum is the label to *correct (both host). When dlogits is not NULL
      * it receives scale * (softmax - onehot). */
-    void (*softmax_xent)(void *ctx, const float *logits, const int32_t *host_labels, int nb,
-                         int classes, float scale, float *dlogits, double *loss_sum,
-                         uint64_t *correct);
+    void (*softmax_xent)(void *ctx, const float *logits, const int32_t *host_labels, int nb, int classes,
+                         float scale, float *dlogits, double *loss_sum, uint64_t *correct);
+
+    /* dst += src, n values (sums the gradients of parallel workers). */
+    void (*add)(void *ctx, float *dst, const float *src, size_t n);
 
     /* PyTorch's SGD step on n values: g' = g + wd * w; v = momentum * v + g';
      * w -= lr * v (v untouched and w -= lr * g' when momentum == 0). */
-    void (*sgd_update)(void *ctx, float *w, const float *g, float *v, size_t n, float lr,
-                       float momentum, float weight_decay);
+    void (*sgd_update)(void *ctx, float *w, const float *g, float *v, size_t n, float lr, float momentum,
+                       float weight_decay);
 } fedc__nn_backend_i;
 
 typedef struct fedc__nn_backend {

@@ -1,4 +1,5 @@
-/* The CPU compute backend: OpenBLAS for the GEMMs, plain loops for the rest. */
+/* The CPU compute backend: OpenBLAS for the GEMMs, the AVX2 direct convolutions of
+ * conv_direct.c where the CPU has them, plain loops for the rest. */
 #include <math.h>
 #include <string.h>
 
@@ -10,8 +11,10 @@
 
 /* The default build is portable (no -march), which limits the compiler to
  * SSE2. The element-wise loops below are also compiled for AVX2 and picked
- * at load time on CPUs that have it. */
-#if defined(__has_attribute) && (defined(__x86_64__) || defined(__i386__))
+ * at load time on CPUs that have it. ThreadSanitizer instruments the
+ * load-time resolvers, which then run before its runtime is up and crash,
+ * so its builds keep the portable loops only. */
+#if defined(__has_attribute) && (defined(__x86_64__) || defined(__i386__)) && !defined(__SANITIZE_THREAD__)
 #if __has_attribute(target_clones)
 #define HOT_LOOP __attribute__((target_clones("avx2", "default")))
 #endif
@@ -46,8 +49,8 @@ static void cpu_zero(void *ctx, void *p, size_t nbytes)
     if (nbytes) memset(p, 0, nbytes);
 }
 
-static void cpu_gather_rows(void *ctx, float *dst, const float *src, const uint32_t *idx,
-                            size_t count, size_t row_len)
+static void cpu_gather_rows(void *ctx, float *dst, const float *src, const uint32_t *idx, size_t count,
+                            size_t row_len)
 {
     (void)ctx;
     for (size_t i = 0; i < count; i++)
@@ -62,17 +65,16 @@ static void cpu_set_threads(void *ctx, int n)
     if (openblas_get_num_threads() != n) openblas_set_num_threads(n);
 }
 
-static void cpu_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *a,
-                     int lda, const float *b, int ldb, float beta, float *c, int ldc)
+static void cpu_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                     const float *b, int ldb, float beta, float *c, int ldc)
 {
     (void)ctx;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m,
-                n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha,
+                a, lda, b, ldb, beta, c, ldc);
 }
 
 HOT_LOOP
-static void cpu_bias_act(void *ctx, float *y, const float *bias, int rows, int cols, int per_row,
-                         int relu)
+static void cpu_bias_act(void *ctx, float *y, const float *bias, int rows, int cols, int per_row, int relu)
 {
     (void)ctx;
     for (int r = 0; r < rows; r++) {
@@ -114,8 +116,8 @@ static float sum_floats(const float *x, size_t n)
 }
 
 HOT_LOOP
-static void cpu_bias_grad(void *ctx, const float *dy, int rows, int cols, int per_row,
-                          int accumulate, float *db)
+static void cpu_bias_grad(void *ctx, const float *dy, int rows, int cols, int per_row, int accumulate,
+                          float *db)
 {
     (void)ctx;
     if (per_row) {
@@ -170,8 +172,8 @@ static inline void copy_row(float *restrict dst, const float *restrict src, int 
 }
 
 HOT_LOOP
-static void cpu_im2col(void *ctx, const float *x, int c, int nb, int n0, int ns, int h, int w,
-                       int kh, int kw, int stride, int pad, float *col)
+static void cpu_im2col(void *ctx, const float *x, int c, int nb, int n0, int ns, int h, int w, int kh, int kw,
+                       int stride, int pad, float *col)
 {
     (void)ctx;
     const int oh = (h + 2 * pad - kh) / stride + 1, ow = (w + 2 * pad - kw) / stride + 1;
@@ -207,8 +209,8 @@ static void cpu_im2col(void *ctx, const float *x, int c, int nb, int n0, int ns,
 }
 
 HOT_LOOP
-static void cpu_col2im(void *ctx, const float *col, int c, int nb, int n0, int ns, int h, int w,
-                       int kh, int kw, int stride, int pad, float *dx)
+static void cpu_col2im(void *ctx, const float *col, int c, int nb, int n0, int ns, int h, int w, int kh,
+                       int kw, int stride, int pad, float *dx)
 {
     (void)ctx;
     const int oh = (h + 2 * pad - kh) / stride + 1, ow = (w + 2 * pad - kw) / stride + 1;
@@ -248,8 +250,8 @@ static void cpu_col2im(void *ctx, const float *col, int c, int nb, int n0, int n
 }
 
 HOT_LOOP
-static void cpu_maxpool_fwd(void *ctx, const float *x, int planes, int h, int w, int k,
-                            int stride, float *y, int32_t *argmax)
+static void cpu_maxpool_fwd(void *ctx, const float *x, int planes, int h, int w, int k, int stride, float *y,
+                            int32_t *argmax)
 {
     (void)ctx;
     const int oh = (h - k) / stride + 1, ow = (w - k) / stride + 1;
@@ -300,9 +302,8 @@ static void cpu_maxpool_fwd(void *ctx, const float *x, int planes, int h, int w,
 }
 
 HOT_LOOP
-static void cpu_maxpool_bwd(void *ctx, const float *dy, const float *relu_y,
-                            const int32_t *argmax, int planes, int h, int w, int k, int stride,
-                            float *dx)
+static void cpu_maxpool_bwd(void *ctx, const float *dy, const float *relu_y, const int32_t *argmax,
+                            int planes, int h, int w, int k, int stride, float *dx)
 {
     (void)ctx;
     const int oh = (h - k) / stride + 1, ow = (w - k) / stride + 1;
@@ -312,6 +313,27 @@ static void cpu_maxpool_bwd(void *ctx, const float *dy, const float *relu_y,
         const float *dyp = dy + (size_t)p * oh * ow;
         const float *yp = relu_y ? relu_y + (size_t)p * oh * ow : NULL;
         const int32_t *ap = argmax + (size_t)p * oh * ow;
+        if (k == 2 && stride == 2) {
+            /* Non-overlapping 2x2 windows: write each window whole (the
+             * gradient at its maximum, zeros elsewhere) instead of clearing
+             * the plane and scattering into it. */
+            for (int oy = 0; oy < oh; oy++) {
+                float *r0 = dxp + (size_t)2 * oy * w, *r1 = r0 + w;
+                for (int ox = 0; ox < ow; ox++) {
+                    int i = oy * ow + ox, at = ap[i] - (2 * oy * w + 2 * ox);
+                    float d = dyp[i];
+                    if (yp) d = yp[i] > 0.0f ? d : 0.0f;
+                    r0[2 * ox] = at == 0 ? d : 0.0f;
+                    r0[2 * ox + 1] = at == 1 ? d : 0.0f;
+                    r1[2 * ox] = at == w ? d : 0.0f;
+                    r1[2 * ox + 1] = at == w + 1 ? d : 0.0f;
+                }
+                /* An odd width leaves a last column outside every window. */
+                for (int x = 2 * ow; x < w; x++) r0[x] = r1[x] = 0.0f;
+            }
+            for (size_t i = (size_t)2 * oh * w; i < plane; i++) dxp[i] = 0.0f;
+            continue;
+        }
         for (size_t i = 0; i < plane; i++) dxp[i] = 0.0f;
         if (yp)
             for (int i = 0; i < oh * ow; i++) dxp[ap[i]] += yp[i] > 0.0f ? dyp[i] : 0.0f;
@@ -320,9 +342,8 @@ static void cpu_maxpool_bwd(void *ctx, const float *dy, const float *relu_y,
     }
 }
 
-static void cpu_softmax_xent(void *ctx, const float *logits, const int32_t *labels, int nb,
-                             int classes, float scale, float *dlogits, double *loss_sum,
-                             uint64_t *correct)
+static void cpu_softmax_xent(void *ctx, const float *logits, const int32_t *labels, int nb, int classes,
+                             float scale, float *dlogits, double *loss_sum, uint64_t *correct)
 {
     (void)ctx;
     double loss = 0.0;
@@ -352,8 +373,15 @@ static void cpu_softmax_xent(void *ctx, const float *logits, const int32_t *labe
 }
 
 HOT_LOOP
-static void cpu_sgd_update(void *ctx, float *w, const float *g, float *v, size_t n, float lr,
-                           float momentum, float weight_decay)
+static void cpu_add(void *ctx, float *dst, const float *src, size_t n)
+{
+    (void)ctx;
+    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+HOT_LOOP
+static void cpu_sgd_update(void *ctx, float *w, const float *g, float *v, size_t n, float lr, float momentum,
+                           float weight_decay)
 {
     (void)ctx;
     if (momentum == 0.0f) {
@@ -373,15 +401,15 @@ static int cpu_conv_direct_supported(void *ctx, int c, int k, int stride, int pa
     return fedc__nn_conv_direct_available(c, k, stride, pad);
 }
 
-static void cpu_conv_direct_fwd(void *ctx, const float *x, const float *w, const float *b, int c,
-                                int nb, int h, int wd, int oc, int k, int relu, float *y)
+static void cpu_conv_direct_fwd(void *ctx, const float *x, const float *w, const float *b, int c, int nb,
+                                int h, int wd, int oc, int k, int relu, float *y)
 {
     (void)ctx;
     fedc__nn_conv_direct_fwd(x, w, b, c, nb, h, wd, oc, k, relu, y);
 }
 
-static void cpu_conv_direct_dw(void *ctx, const float *x, const float *dy, int c, int nb, int h,
-                               int wd, int oc, int k, int accumulate, float *dw)
+static void cpu_conv_direct_dw(void *ctx, const float *x, const float *dy, int c, int nb, int h, int wd,
+                               int oc, int k, int accumulate, float *dw)
 {
     (void)ctx;
     fedc__nn_conv_direct_dw(x, dy, c, nb, h, wd, oc, k, accumulate, dw);
@@ -411,9 +439,13 @@ static const fedc__nn_backend_i cpu_iface = {
     .maxpool_fwd = cpu_maxpool_fwd,
     .maxpool_bwd = cpu_maxpool_bwd,
     .softmax_xent = cpu_softmax_xent,
+    .add = cpu_add,
     .sgd_update = cpu_sgd_update,
 };
 
 static const fedc__nn_backend cpu_backend = {&cpu_iface, NULL};
 
-const fedc__nn_backend *fedc__nn_backend_cpu(void) { return &cpu_backend; }
+const fedc__nn_backend *fedc__nn_backend_cpu(void)
+{
+    return &cpu_backend;
+}

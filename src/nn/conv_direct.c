@@ -12,7 +12,7 @@
 #ifdef HAVE_X86_KERNELS
 #include <immintrin.h>
 
-#define KERNEL __attribute__((target("avx2,fma")))
+#define KERNEL        __attribute__((target("avx2,fma")))
 #define INLINE_KERNEL KERNEL static inline __attribute__((always_inline))
 
 int fedc__nn_conv_direct_available(int c, int k, int stride, int pad)
@@ -93,9 +93,9 @@ static inline slot walk_next(slot_walk *s)
  * and the accumulators stay in registers. */
 #define TILE_SLOTS 3
 
-INLINE_KERNEL void fwd_tile(const float *x, const float *w, const float *b, int c, int nb, int h,
-                            int wd, int k, int relu, float *y, int o0, const slot *sl,
-                            const __m256i *mask, const int chans, const int full)
+INLINE_KERNEL void fwd_tile(const float *x, const float *w, const float *b, int c, int nb, int h, int wd,
+                            int k, int relu, float *y, int o0, const slot *sl, const __m256i *mask,
+                            const int chans, const int full)
 {
     const ptrdiff_t cin = (ptrdiff_t)nb * h * wd;                      /* between input channels */
     const ptrdiff_t cout = (ptrdiff_t)nb * (h - k + 1) * (wd - k + 1); /* between outputs */
@@ -114,8 +114,7 @@ INLINE_KERNEL void fwd_tile(const float *x, const float *w, const float *b, int 
                                  : _mm256_maskload_ps(xr + sl[v].in + kj, mask[v]);
                 for (int g = 0; g < chans; g++) {
                     __m256 wv = _mm256_broadcast_ss(wr + g * wstride + kj);
-                    for (int v = 0; v < TILE_SLOTS; v++)
-                        acc[g][v] = _mm256_fmadd_ps(wv, xv[v], acc[g][v]);
+                    for (int v = 0; v < TILE_SLOTS; v++) acc[g][v] = _mm256_fmadd_ps(wv, xv[v], acc[g][v]);
                 }
             }
         }
@@ -131,8 +130,8 @@ INLINE_KERNEL void fwd_tile(const float *x, const float *w, const float *b, int 
         }
 }
 
-KERNEL void fedc__nn_conv_direct_fwd(const float *x, const float *w, const float *b, int c,
-                                     int nb, int h, int wd, int oc, int k, int relu, float *y)
+KERNEL void fedc__nn_conv_direct_fwd(const float *x, const float *w, const float *b, int c, int nb, int h,
+                                     int wd, int oc, int k, int relu, float *y)
 {
     slot_walk walk;
     walk_init(&walk, nb, h, wd, k);
@@ -148,12 +147,10 @@ KERNEL void fedc__nn_conv_direct_fwd(const float *x, const float *w, const float
         /* The input rows of the tile stay in L1 across the channel groups. */
         int o0 = 0;
         if (full) {
-            for (; o0 + 3 <= oc; o0 += 3)
-                fwd_tile(x, w, b, c, nb, h, wd, k, relu, y, o0, sl, mask, 3, 1);
+            for (; o0 + 3 <= oc; o0 += 3) fwd_tile(x, w, b, c, nb, h, wd, k, relu, y, o0, sl, mask, 3, 1);
             for (; o0 < oc; o0++) fwd_tile(x, w, b, c, nb, h, wd, k, relu, y, o0, sl, mask, 1, 1);
         } else {
-            for (; o0 + 3 <= oc; o0 += 3)
-                fwd_tile(x, w, b, c, nb, h, wd, k, relu, y, o0, sl, mask, 3, 0);
+            for (; o0 + 3 <= oc; o0 += 3) fwd_tile(x, w, b, c, nb, h, wd, k, relu, y, o0, sl, mask, 3, 0);
             for (; o0 < oc; o0++) fwd_tile(x, w, b, c, nb, h, wd, k, relu, y, o0, sl, mask, 1, 0);
         }
     }
@@ -164,8 +161,8 @@ KERNEL void fedc__nn_conv_direct_fwd(const float *x, const float *w, const float
  * output row of the batch: ten independent accumulators keep the FMA units busy,
  * and each input load feeds both channels. Constants as in fwd_tile. */
 INLINE_KERNEL void dw_tile(const float *x, const float *dy, int c, int nb, int h, int wd, int k,
-                           int accumulate, float *dw, int o0, int ci, int ki, int kj0,
-                           const int chans, const int cols)
+                           int accumulate, float *dw, int o0, int ci, int ki, int kj0, const int chans,
+                           const int cols)
 {
     const ptrdiff_t cin = (ptrdiff_t)nb * h * wd;
     const ptrdiff_t cout = (ptrdiff_t)nb * (h - k + 1) * (wd - k + 1);
@@ -210,21 +207,20 @@ INLINE_KERNEL void dw_tile(const float *x, const float *dy, int c, int nb, int h
         }
 }
 
-INLINE_KERNEL void dw_channels(const float *x, const float *dy, int c, int nb, int h, int wd,
-                               int k, int accumulate, float *dw, int o0, const int chans)
+INLINE_KERNEL void dw_channels(const float *x, const float *dy, int c, int nb, int h, int wd, int k,
+                               int accumulate, float *dw, int o0, const int chans)
 {
     for (int ci = 0; ci < c; ci++)
         for (int ki = 0; ki < k; ki++) {
             int kj0 = 0;
             for (; kj0 + 5 <= k; kj0 += 5)
                 dw_tile(x, dy, c, nb, h, wd, k, accumulate, dw, o0, ci, ki, kj0, chans, 5);
-            for (; kj0 < k; kj0++)
-                dw_tile(x, dy, c, nb, h, wd, k, accumulate, dw, o0, ci, ki, kj0, chans, 1);
+            for (; kj0 < k; kj0++) dw_tile(x, dy, c, nb, h, wd, k, accumulate, dw, o0, ci, ki, kj0, chans, 1);
         }
 }
 
-KERNEL void fedc__nn_conv_direct_dw(const float *x, const float *dy, int c, int nb, int h, int wd,
-                                    int oc, int k, int accumulate, float *dw)
+KERNEL void fedc__nn_conv_direct_dw(const float *x, const float *dy, int c, int nb, int h, int wd, int oc,
+                                    int k, int accumulate, float *dw)
 {
     int o0 = 0;
     for (; o0 + 2 <= oc; o0 += 2) dw_channels(x, dy, c, nb, h, wd, k, accumulate, dw, o0, 2);
@@ -242,15 +238,15 @@ int fedc__nn_conv_direct_available(int c, int k, int stride, int pad)
     return 0;
 }
 
-void fedc__nn_conv_direct_fwd(const float *x, const float *w, const float *b, int c, int nb,
-                              int h, int wd, int oc, int k, int relu, float *y)
+void fedc__nn_conv_direct_fwd(const float *x, const float *w, const float *b, int c, int nb, int h, int wd,
+                              int oc, int k, int relu, float *y)
 {
     (void)x, (void)w, (void)b, (void)c, (void)nb, (void)h, (void)wd, (void)oc, (void)k;
     (void)relu, (void)y;
 }
 
-void fedc__nn_conv_direct_dw(const float *x, const float *dy, int c, int nb, int h, int wd,
-                             int oc, int k, int accumulate, float *dw)
+void fedc__nn_conv_direct_dw(const float *x, const float *dy, int c, int nb, int h, int wd, int oc, int k,
+                             int accumulate, float *dw)
 {
     (void)x, (void)dy, (void)c, (void)nb, (void)h, (void)wd, (void)oc, (void)k;
     (void)accumulate, (void)dw;

@@ -5,9 +5,8 @@
 #include "fedc/core.h"
 #include "nn/layer.h"
 
-int fedc__nn_layer_init(fedc__nn_layer *l, fedc__nn_layer_kind kind, const char *name, int in_c,
-                        int in_h, int in_w, int out, int k, int stride, int pad, int relu,
-                        char *err, size_t errlen)
+int fedc__nn_layer_init(fedc__nn_layer *l, fedc__nn_layer_kind kind, const char *name, int in_c, int in_h,
+                        int in_w, int out, int k, int stride, int pad, int relu, char *err, size_t errlen)
 {
     memset(l, 0, sizeof(*l));
     l->kind = kind;
@@ -21,22 +20,20 @@ int fedc__nn_layer_init(fedc__nn_layer *l, fedc__nn_layer_kind kind, const char 
     l->relu = relu;
     l->need_dx = 1;
     if (in_c < 1 || in_h < 1 || in_w < 1)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "layer '%s': empty input %dx%dx%d",
-                              l->name, in_c, in_h, in_w);
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "layer '%s': empty input %dx%dx%d", l->name,
+                              in_c, in_h, in_w);
     switch (kind) {
     case FEDC__NN_DENSE:
         if (out < 1 || in_h != 1 || in_w != 1)
             return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                                  "dense layer '%s': needs a flat input and >= 1 output",
-                                  l->name);
+                                  "dense layer '%s': needs a flat input and >= 1 output", l->name);
         l->out_c = out;
         l->out_h = l->out_w = 1;
         l->wn = (size_t)out * in_c;
         l->bn = (size_t)out;
         return FEDC_OK;
     case FEDC__NN_CONV2D:
-        if (out < 1 || k < 1 || stride < 1 || pad < 0 || in_h + 2 * pad < k ||
-            in_w + 2 * pad < k)
+        if (out < 1 || k < 1 || stride < 1 || pad < 0 || in_h + 2 * pad < k || in_w + 2 * pad < k)
             return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
                                   "conv layer '%s': kernel %d (stride %d, pad %d) does not fit "
                                   "a %dx%d input",
@@ -50,8 +47,8 @@ int fedc__nn_layer_init(fedc__nn_layer *l, fedc__nn_layer_kind kind, const char 
     case FEDC__NN_MAXPOOL2D:
         if (k < 1 || stride < 1 || in_h < k || in_w < k)
             return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                                  "max-pool layer '%s': window %d does not fit a %dx%d input",
-                                  l->name, k, in_h, in_w);
+                                  "max-pool layer '%s': window %d does not fit a %dx%d input", l->name, k,
+                                  in_h, in_w);
         l->out_c = in_c;
         l->out_h = (in_h - k) / stride + 1;
         l->out_w = (in_w - k) / stride + 1;
@@ -66,8 +63,7 @@ int fedc__nn_layer_init(fedc__nn_layer *l, fedc__nn_layer_kind kind, const char 
         l->out_h = l->out_w = 1;
         return FEDC_OK;
     }
-    return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "layer '%s': unknown kind %d", l->name,
-                          (int)kind);
+    return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "layer '%s': unknown kind %d", l->name, (int)kind);
 }
 
 /* Target size of a conv's im2col block: about half of a typical 512 KiB
@@ -157,8 +153,7 @@ void fedc__nn_layer_release(const fedc__nn_backend *be, fedc__nn_layer *l)
     l->dw = l->db = l->vw = l->vb = NULL;
 }
 
-void fedc__nn_layer_forward(const fedc__nn_backend *be, fedc__nn_layer *l, const float *x,
-                            int nb)
+void fedc__nn_layer_forward(const fedc__nn_backend *be, fedc__nn_layer *l, const float *x, int nb)
 {
     const fedc__nn_backend_i *bi = be->iface;
     void *ctx = be->context;
@@ -174,8 +169,8 @@ void fedc__nn_layer_forward(const fedc__nn_backend *be, fedc__nn_layer *l, const
         int kk = l->in_c * l->k * l->k;
         int np = nb * l->out_h * l->out_w;
         if (l->direct) {
-            bi->conv_direct_fwd(ctx, x, l->w, l->b, l->in_c, nb, l->in_h, l->in_w, l->out_c, l->k,
-                                l->relu, l->y);
+            bi->conv_direct_fwd(ctx, x, l->w, l->b, l->in_c, nb, l->in_h, l->in_w, l->out_c, l->k, l->relu,
+                                l->y);
             break;
         }
         /* Per block of images: W[OC, K] * col[K, block*P] lands directly in
@@ -183,8 +178,7 @@ void fedc__nn_layer_forward(const fedc__nn_backend *be, fedc__nn_layer *l, const
         const int p = l->out_h * l->out_w;
         for (int n0 = 0; n0 < nb; n0 += l->block) {
             int ns = nb - n0 < l->block ? nb - n0 : l->block;
-            bi->im2col(ctx, x, l->in_c, nb, n0, ns, l->in_h, l->in_w, l->k, l->k, l->stride,
-                       l->pad, l->col);
+            bi->im2col(ctx, x, l->in_c, nb, n0, ns, l->in_h, l->in_w, l->k, l->k, l->stride, l->pad, l->col);
             bi->gemm(ctx, 0, 0, l->out_c, ns * p, kk, 1.0f, l->w, kk, l->col, ns * p, 0.0f,
                      l->y + (size_t)n0 * p, np);
         }
@@ -192,12 +186,9 @@ void fedc__nn_layer_forward(const fedc__nn_backend *be, fedc__nn_layer *l, const
         break;
     }
     case FEDC__NN_MAXPOOL2D:
-        bi->maxpool_fwd(ctx, x, l->in_c * nb, l->in_h, l->in_w, l->k, l->stride, l->y,
-                        l->argmax);
+        bi->maxpool_fwd(ctx, x, l->in_c * nb, l->in_h, l->in_w, l->k, l->stride, l->y, l->argmax);
         break;
-    case FEDC__NN_RELU:
-        bi->relu_fwd(ctx, x, l->y, (size_t)nb * fedc__nn_layer_in_numel(l));
-        break;
+    case FEDC__NN_RELU: bi->relu_fwd(ctx, x, l->y, (size_t)nb * fedc__nn_layer_in_numel(l)); break;
     case FEDC__NN_FLATTEN:
         if (flatten_is_alias(l))
             l->y = (float *)x;
@@ -207,8 +198,8 @@ void fedc__nn_layer_forward(const fedc__nn_backend *be, fedc__nn_layer *l, const
     }
 }
 
-void fedc__nn_layer_backward(const fedc__nn_backend *be, fedc__nn_layer *l, const float *x,
-                             float *dy, int nb, int accumulate)
+void fedc__nn_layer_backward(const fedc__nn_backend *be, fedc__nn_layer *l, const float *x, float *dy, int nb,
+                             int accumulate)
 {
     const fedc__nn_backend_i *bi = be->iface;
     void *ctx = be->context;
@@ -229,15 +220,14 @@ void fedc__nn_layer_backward(const fedc__nn_backend *be, fedc__nn_layer *l, cons
         bi->bias_grad(ctx, dy, l->out_c, np, 1, accumulate, l->db);
         const int p = l->out_h * l->out_w;
         if (l->direct) {
-            bi->conv_direct_dw(ctx, x, dy, l->in_c, nb, l->in_h, l->in_w, l->out_c, l->k,
-                               accumulate, l->dw);
+            bi->conv_direct_dw(ctx, x, dy, l->in_c, nb, l->in_h, l->in_w, l->out_c, l->k, accumulate, l->dw);
             if (!l->need_dx) break;
             for (int n0 = 0; n0 < nb; n0 += l->block) {
                 int ns = nb - n0 < l->block ? nb - n0 : l->block;
-                bi->gemm(ctx, 1, 0, kk, ns * p, l->out_c, 1.0f, l->w, kk, dy + (size_t)n0 * p, np,
-                         0.0f, l->col, ns * p);
-                bi->col2im(ctx, l->col, l->in_c, nb, n0, ns, l->in_h, l->in_w, l->k, l->k,
-                           l->stride, l->pad, l->dx);
+                bi->gemm(ctx, 1, 0, kk, ns * p, l->out_c, 1.0f, l->w, kk, dy + (size_t)n0 * p, np, 0.0f,
+                         l->col, ns * p);
+                bi->col2im(ctx, l->col, l->in_c, nb, n0, ns, l->in_h, l->in_w, l->k, l->k, l->stride, l->pad,
+                           l->dx);
             }
             break;
         }
@@ -248,25 +238,24 @@ void fedc__nn_layer_backward(const fedc__nn_backend *be, fedc__nn_layer *l, cons
             int ns = nb - n0 < l->block ? nb - n0 : l->block;
             const float *dyb = dy + (size_t)n0 * p;
             if (n0 != last)
-                bi->im2col(ctx, x, l->in_c, nb, n0, ns, l->in_h, l->in_w, l->k, l->k, l->stride,
-                           l->pad, l->col);
+                bi->im2col(ctx, x, l->in_c, nb, n0, ns, l->in_h, l->in_w, l->k, l->k, l->stride, l->pad,
+                           l->col);
             bi->gemm(ctx, 0, 1, l->out_c, kk, ns * p, 1.0f, dyb, np, l->col, ns * p,
                      (accumulate || n0 != last) ? 1.0f : 0.0f, l->dw, kk);
             if (l->need_dx) {
                 /* The block's im2col matrix is no longer needed: reuse it for
                  * its gradient. */
-                bi->gemm(ctx, 1, 0, kk, ns * p, l->out_c, 1.0f, l->w, kk, dyb, np, 0.0f, l->col,
-                         ns * p);
-                bi->col2im(ctx, l->col, l->in_c, nb, n0, ns, l->in_h, l->in_w, l->k, l->k,
-                           l->stride, l->pad, l->dx);
+                bi->gemm(ctx, 1, 0, kk, ns * p, l->out_c, 1.0f, l->w, kk, dyb, np, 0.0f, l->col, ns * p);
+                bi->col2im(ctx, l->col, l->in_c, nb, n0, ns, l->in_h, l->in_w, l->k, l->k, l->stride, l->pad,
+                           l->dx);
             }
         }
         break;
     }
     case FEDC__NN_MAXPOOL2D:
         if (l->need_dx)
-            bi->maxpool_bwd(ctx, dy, l->relu_mask ? l->y : NULL, l->argmax, l->in_c * nb,
-                            l->in_h, l->in_w, l->k, l->stride, l->dx);
+            bi->maxpool_bwd(ctx, dy, l->relu_mask ? l->y : NULL, l->argmax, l->in_c * nb, l->in_h, l->in_w,
+                            l->k, l->stride, l->dx);
         break;
     case FEDC__NN_RELU:
         if (l->need_dx) bi->relu_bwd(ctx, l->y, dy, l->dx, (size_t)nb * fedc__nn_layer_in_numel(l));

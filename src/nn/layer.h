@@ -41,7 +41,7 @@ typedef struct fedc__nn_layer {
      * ReLU's mask (relu_mask on the pool), so the conv skips its own pass
      * over the larger, unpooled gradient. */
     int relu_bwd_in_next;
-    int relu_mask;      /* max-pool: apply the mask of the ReLU before it */
+    int relu_mask; /* max-pool: apply the mask of the ReLU before it */
     /* flatten: the input is already [N][F] (the model's NCHW input), so the
      * layer only renames it. */
     int in_batch_major;
@@ -77,9 +77,8 @@ typedef struct fedc__nn_layer {
  * relu fuses a ReLU into dense and conv. Returns FEDC_ERR_INVALID with a
  * message when the geometry does not fit (kernel larger than the input, ...).
  * Allocates nothing. */
-int fedc__nn_layer_init(fedc__nn_layer *l, fedc__nn_layer_kind kind, const char *name, int in_c,
-                        int in_h, int in_w, int out, int k, int stride, int pad, int relu,
-                        char *err, size_t errlen);
+int fedc__nn_layer_init(fedc__nn_layer *l, fedc__nn_layer_kind kind, const char *name, int in_c, int in_h,
+                        int in_w, int out, int k, int stride, int pad, int relu, char *err, size_t errlen);
 
 /* Allocates gradients and momentum buffers (zeroed) and activation buffers
  * for `cap` examples; may be called again with a larger cap, which replaces
@@ -94,8 +93,7 @@ size_t fedc__nn_layer_in_numel(const fedc__nn_layer *l);
 size_t fedc__nn_layer_out_numel(const fedc__nn_layer *l);
 
 /* y = layer(x) for nb <= cap examples. */
-void fedc__nn_layer_forward(const fedc__nn_backend *be, fedc__nn_layer *l, const float *x,
-                            int nb);
+void fedc__nn_layer_forward(const fedc__nn_backend *be, fedc__nn_layer *l, const float *x, int nb);
 
 /* Given the input x of the last forward and the gradient dy of the loss
  * with respect to y, computes dw and db (added to the existing values when
@@ -103,7 +101,7 @@ void fedc__nn_layer_forward(const fedc__nn_backend *be, fedc__nn_layer *l, const
  * dy. Relies on the state of the last forward (outputs, pooling indices,
  * the conv's last im2col block), so a forward of the same x must come
  * before each backward. */
-void fedc__nn_layer_backward(const fedc__nn_backend *be, fedc__nn_layer *l, const float *x,
-                             float *dy, int nb, int accumulate);
+void fedc__nn_layer_backward(const fedc__nn_backend *be, fedc__nn_layer *l, const float *x, float *dy, int nb,
+                             int accumulate);
 
 #endif /* FEDC_NN_LAYER_H */

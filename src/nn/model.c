@@ -11,9 +11,14 @@
 #include "nn/backend.h"
 #include "nn/layer.h"
 #include "nn/model.h"
+#include "nn/workers.h"
 
-#define MAX_LAYERS 16
+#define MAX_LAYERS  16
 #define MAX_TENSORS (2 * MAX_LAYERS)
+#define MAX_THREADS 64
+/* A thread gets at least this many examples of a batch: below it, waking
+ * threads costs more than they save. */
+#define MIN_EXAMPLES_PER_THREAD 4
 
 /* One layer of an architecture table. */
 typedef struct layer_spec {
@@ -21,7 +26,7 @@ typedef struct layer_spec {
     const char *name; /* parameter prefix, NULL for layers without parameters */
     int out;          /* dense: features; conv: channels */
     int k, stride, pad;
-    int relu;         /* ReLU fused onto the output */
+    int relu; /* ReLU fused onto the output */
 } layer_spec;
 
 typedef struct arch_spec {
@@ -31,50 +36,90 @@ typedef struct arch_spec {
     layer_spec layers[MAX_LAYERS];
 } arch_spec;
 
+/* clang-format off */
 static const arch_spec archs[] = {
-    {"mlp", 1, 28, 28, 4,
-     {{FEDC__NN_FLATTEN, NULL, 0, 0, 0, 0, 0},
-      {FEDC__NN_DENSE, "fc1", 200, 0, 0, 0, 1},
-      {FEDC__NN_DENSE, "fc2", 200, 0, 0, 0, 1},
-      {FEDC__NN_DENSE, "fc3", 10, 0, 0, 0, 0}}},
-    {"cnn", 1, 28, 28, 8,
-     {{FEDC__NN_CONV2D, "conv1", 6, 5, 1, 0, 1},
-      {FEDC__NN_MAXPOOL2D, NULL, 0, 2, 2, 0, 0},
-      {FEDC__NN_CONV2D, "conv2", 16, 5, 1, 0, 1},
-      {FEDC__NN_MAXPOOL2D, NULL, 0, 2, 2, 0, 0},
-      {FEDC__NN_FLATTEN, NULL, 0, 0, 0, 0, 0},
-      {FEDC__NN_DENSE, "fc1", 120, 0, 0, 0, 1},
-      {FEDC__NN_DENSE, "fc2", 84, 0, 0, 0, 1},
-      {FEDC__NN_DENSE, "fc3", 10, 0, 0, 0, 0}}},
+    {"mlp", 1, 28, 28, 4, {
+        {FEDC__NN_FLATTEN,   NULL,    0,   0, 0, 0, 0},
+        {FEDC__NN_DENSE,     "fc1",   200, 0, 0, 0, 1},
+        {FEDC__NN_DENSE,     "fc2",   200, 0, 0, 0, 1},
+        {FEDC__NN_DENSE,     "fc3",   10,  0, 0, 0, 0}}},
+    {"cnn", 1, 28, 28, 8, {
+        {FEDC__NN_CONV2D,    "conv1", 6,   5, 1, 0, 1},
+        {FEDC__NN_MAXPOOL2D, NULL,    0,   2, 2, 0, 0},
+        {FEDC__NN_CONV2D,    "conv2", 16,  5, 1, 0, 1},
+        {FEDC__NN_MAXPOOL2D, NULL,    0,   2, 2, 0, 0},
+        {FEDC__NN_FLATTEN,   NULL,    0,   0, 0, 0, 0},
+        {FEDC__NN_DENSE,     "fc1",   120, 0, 0, 0, 1},
+        {FEDC__NN_DENSE,     "fc2",   84,  0, 0, 0, 1},
+        {FEDC__NN_DENSE,     "fc3",   10,  0, 0, 0, 0}}},
 };
+/* clang-format on */
+
+/*
+ * One trainer thread's working set: activations and gradients for its share
+ * of each batch, over the parameters all threads share. Replica 0 always
+ * exists; it also holds the momentum buffers and receives the sum of the
+ * threads' gradients before each step.
+ */
+typedef struct replica {
+    fedc__nn_layer layers[MAX_LAYERS];
+    float *grad[MAX_TENSORS]; /* its layers' gradient buffers, in tensor order */
+    int cap;                  /* examples per chunk its buffers hold */
+    float *xb;                /* the chunk's input, NCHW */
+    float *xt;                /* the same in CNHW, when the first layer is spatial and C > 1 */
+    float *dlogits;
+    int32_t *yb; /* the chunk's labels (host) */
+    /* Results of its share of the current job. */
+    size_t begin, end;
+    double loss_sum;
+    uint64_t correct;
+    int rc;
+    char err[FEDC_ERRMSG_MAX];
+} replica;
+
+typedef enum job_kind { JOB_GRAD, JOB_EVAL, JOB_PREDICT } job_kind;
+
+/* Work split among the threads: examples [0, n) of x, in shares of
+ * consecutive examples, one per replica. */
+typedef struct job {
+    struct fedc_model *m;
+    job_kind kind;
+    const float *x;      /* host examples */
+    const int32_t *y;    /* host labels (not for JOB_PREDICT) */
+    const uint32_t *idx; /* JOB_GRAD: the job's examples are x[idx[i]], or x[i] if NULL */
+    size_t n;
+    int nthreads;
+    float scale;   /* JOB_GRAD: factor of the loss gradient (1 / batch size) */
+    float *logits; /* JOB_PREDICT: host output, n * classes */
+} job;
 
 struct fedc_model {
     const arch_spec *arch;
     const fedc__nn_backend *be;
     int classes;
     int nlayers;
-    fedc__nn_layer layers[MAX_LAYERS];
     /* What users see; on a host-memory backend the layers compute on these
      * tensors' data directly. */
     fedc_params *params;
     size_t ntensors;
-    float *dev[MAX_TENSORS];  /* device copy of each tensor (the tensor data on CPU) */
-    float *grad[MAX_TENSORS]; /* the owning layer's gradient buffer */
-    float *mom[MAX_TENSORS];  /* the owning layer's momentum buffer */
+    float *dev[MAX_TENSORS]; /* device copy of each tensor (the tensor data on CPU) */
+    float *mom[MAX_TENSORS]; /* replica 0's momentum buffers */
     size_t numel[MAX_TENSORS];
-    /* Working memory for chunks of up to `cap` examples. */
-    int cap;
-    float *xb;      /* the chunk's input, NCHW */
-    float *xt;      /* the same in CNHW, when the first layer is spatial and C > 1 */
-    float *dlogits;
-    int32_t *yb;    /* the chunk's labels (host) */
+    int nrep; /* replicas allocated */
+    replica *rep[MAX_THREADS];
 };
 
 static atomic_int nn_threads = 1;
 
-void fedc_nn_set_threads(int n) { atomic_store(&nn_threads, n < 1 ? 1 : n); }
+void fedc_nn_set_threads(int n)
+{
+    atomic_store(&nn_threads, n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : n);
+}
 
-int fedc_nn_get_threads(void) { return atomic_load(&nn_threads); }
+int fedc_nn_get_threads(void)
+{
+    return atomic_load(&nn_threads);
+}
 
 static size_t input_numel(const fedc_model *m)
 {
@@ -83,7 +128,7 @@ static size_t input_numel(const fedc_model *m)
 
 static int first_layer_needs_cnhw(const fedc_model *m)
 {
-    fedc__nn_layer_kind k = m->layers[0].kind;
+    fedc__nn_layer_kind k = m->rep[0]->layers[0].kind;
     return m->arch->in_c > 1 && (k == FEDC__NN_CONV2D || k == FEDC__NN_MAXPOOL2D);
 }
 
@@ -97,8 +142,7 @@ static void init_uniform(fedc_rng *rng, float *v, size_t n, size_t fan_in)
     for (size_t i = 0; i < n; i++) v[i] = (float)((2.0 * fedc_rng_uniform(rng) - 1.0) * bound);
 }
 
-static int add_layer_params(fedc_model *m, fedc__nn_layer *l, fedc_rng *rng, char *err,
-                            size_t errlen)
+static int add_layer_params(fedc_model *m, fedc__nn_layer *l, fedc_rng *rng, char *err, size_t errlen)
 {
     char name[FEDC_MAX_NAME];
     int64_t wshape[4], bshape[1] = {(int64_t)l->bn};
@@ -136,58 +180,104 @@ done:
     return rc;
 }
 
-static void release_workspace(fedc_model *m)
+static void replica_free_workspace(const fedc__nn_backend *be, replica *r)
 {
-    const fedc__nn_backend_i *bi = m->be->iface;
-    bi->free(m->be->context, m->xb);
-    bi->free(m->be->context, m->xt);
-    bi->free(m->be->context, m->dlogits);
-    free(m->yb);
-    m->xb = m->xt = m->dlogits = NULL;
-    m->yb = NULL;
-    m->cap = 0;
+    const fedc__nn_backend_i *bi = be->iface;
+    bi->free(be->context, r->xb);
+    bi->free(be->context, r->xt);
+    bi->free(be->context, r->dlogits);
+    free(r->yb);
+    r->xb = r->xt = r->dlogits = NULL;
+    r->yb = NULL;
+    r->cap = 0;
 }
 
-/* Makes sure the working memory holds chunks of `cap` examples. Buffers only
- * grow, so that training allocates nothing per step. */
-static int reserve(fedc_model *m, int cap, char *err, size_t errlen)
+static void replica_destroy(const fedc_model *m, replica *r)
 {
-    if (cap <= m->cap) return FEDC_OK;
+    if (!r) return;
+    replica_free_workspace(m->be, r);
+    for (int i = 0; i < m->nlayers; i++) fedc__nn_layer_release(m->be, &r->layers[i]);
+    free(r);
+}
+
+/* Makes sure replica r holds chunks of `cap` examples. Buffers only grow, so
+ * that training allocates nothing per step. */
+static int replica_reserve(fedc_model *m, replica *r, int cap, char *err, size_t errlen)
+{
+    if (cap <= r->cap) return FEDC_OK;
     const fedc__nn_backend_i *bi = m->be->iface;
     void *ctx = m->be->context;
-    release_workspace(m);
+    replica_free_workspace(m->be, r);
     for (int i = 0; i < m->nlayers; i++)
-        if (fedc__nn_layer_reserve(m->be, &m->layers[i], cap) != FEDC_OK) goto fail;
-    m->xb = bi->alloc(ctx, (size_t)cap * input_numel(m) * sizeof(float));
-    m->dlogits = bi->alloc(ctx, (size_t)cap * m->classes * sizeof(float));
-    m->yb = malloc((size_t)cap * sizeof(int32_t));
-    if (!m->xb || !m->dlogits || !m->yb) goto fail;
+        if (fedc__nn_layer_reserve(m->be, &r->layers[i], cap) != FEDC_OK) goto fail;
+    r->xb = bi->alloc(ctx, (size_t)cap * input_numel(m) * sizeof(float));
+    r->dlogits = bi->alloc(ctx, (size_t)cap * m->classes * sizeof(float));
+    r->yb = malloc((size_t)cap * sizeof(int32_t));
+    if (!r->xb || !r->dlogits || !r->yb) goto fail;
     if (first_layer_needs_cnhw(m)) {
-        m->xt = bi->alloc(ctx, (size_t)cap * input_numel(m) * sizeof(float));
-        if (!m->xt) goto fail;
+        r->xt = bi->alloc(ctx, (size_t)cap * input_numel(m) * sizeof(float));
+        if (!r->xt) goto fail;
     }
-    m->cap = cap;
+    for (int i = 0, k = 0; i < m->nlayers; i++) {
+        const fedc__nn_layer *l = &r->layers[i];
+        if (!l->wn) continue;
+        r->grad[k++] = l->dw;
+        r->grad[k++] = l->db;
+    }
+    r->cap = cap;
     return FEDC_OK;
 fail:
-    release_workspace(m);
+    replica_free_workspace(m->be, r);
     return fedc_set_error(err, errlen, FEDC_ERR_NOMEM,
                           "out of memory reserving trainer buffers for %d examples", cap);
+}
+
+/* Makes replicas 0 .. nthreads-1 exist with room for chunks of `cap`. New
+ * replicas copy replica 0's layers: same geometry and parameters, their own
+ * buffers. */
+static int reserve(fedc_model *m, int nthreads, int cap, char *err, size_t errlen)
+{
+    for (int t = m->nrep; t < nthreads; t++) {
+        replica *r = calloc(1, sizeof(*r));
+        if (!r) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < m->nlayers; i++) {
+            const fedc__nn_layer *src = &m->rep[0]->layers[i];
+            fedc__nn_layer *l = &r->layers[i];
+            int rc = fedc__nn_layer_init(l, src->kind, src->name, src->in_c, src->in_h, src->in_w, src->out_c,
+                                         src->k, src->stride, src->pad, src->relu, err, errlen);
+            if (rc != FEDC_OK) {
+                replica_destroy(m, r);
+                return rc;
+            }
+            l->in_batch_major = src->in_batch_major;
+            l->need_dx = src->need_dx;
+            l->relu_bwd_in_next = src->relu_bwd_in_next;
+            l->relu_mask = src->relu_mask;
+            l->w = src->w;
+            l->b = src->b;
+        }
+        m->rep[t] = r;
+        m->nrep = t + 1;
+    }
+    for (int t = 0; t < nthreads; t++) {
+        int rc = replica_reserve(m, m->rep[t], cap, err, errlen);
+        if (rc != FEDC_OK) return rc;
+    }
+    return FEDC_OK;
 }
 
 void fedc_model_destroy(fedc_model *m)
 {
     if (!m) return;
     const fedc__nn_backend_i *bi = m->be->iface;
-    release_workspace(m);
-    for (int i = 0; i < m->nlayers; i++) fedc__nn_layer_release(m->be, &m->layers[i]);
+    for (int t = 0; t < m->nrep; t++) replica_destroy(m, m->rep[t]);
     if (!bi->host_memory)
         for (size_t i = 0; i < m->ntensors; i++) bi->free(m->be->context, m->dev[i]);
     fedc_params_destroy(m->params);
     free(m);
 }
 
-int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *err,
-                      size_t errlen)
+int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *err, size_t errlen)
 {
     const arch_spec *spec = NULL;
     fedc_model *m = NULL;
@@ -206,10 +296,15 @@ int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *e
     m->arch = spec;
     m->be = fedc__nn_backend_cpu();
     m->params = fedc_params_create();
-    if (!m->params) {
+    m->rep[0] = calloc(1, sizeof(replica));
+    if (!m->params || !m->rep[0]) {
+        free(m->rep[0]);
+        m->rep[0] = NULL;
         rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory creating a model");
         goto fail;
     }
+    m->nrep = 1;
+    fedc__nn_layer *layers = m->rep[0]->layers;
 
     fedc_rng rng;
     fedc_rng_seed(&rng, seed);
@@ -217,9 +312,9 @@ int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *e
     int batch_major = 1; /* the model input is NCHW */
     for (int i = 0; i < spec->nlayers; i++) {
         const layer_spec *ls = &spec->layers[i];
-        fedc__nn_layer *l = &m->layers[i];
-        rc = fedc__nn_layer_init(l, ls->kind, ls->name, c, h, w, ls->out, ls->k, ls->stride,
-                                 ls->pad, ls->relu, err, errlen);
+        fedc__nn_layer *l = &layers[i];
+        rc = fedc__nn_layer_init(l, ls->kind, ls->name, c, h, w, ls->out, ls->k, ls->stride, ls->pad,
+                                 ls->relu, err, errlen);
         if (rc != FEDC_OK) goto fail;
         m->nlayers = i + 1;
         l->in_batch_major = batch_major;
@@ -231,8 +326,8 @@ int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *e
             rc = add_layer_params(m, l, &rng, err, errlen);
             if (rc != FEDC_OK) goto fail;
         }
-        if (ls->kind == FEDC__NN_MAXPOOL2D && i > 0 && m->layers[i - 1].relu) {
-            m->layers[i - 1].relu_bwd_in_next = 1;
+        if (ls->kind == FEDC__NN_MAXPOOL2D && i > 0 && layers[i - 1].relu) {
+            layers[i - 1].relu_bwd_in_next = 1;
             l->relu_mask = 1;
         }
         c = l->out_c;
@@ -246,7 +341,7 @@ int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *e
     m->ntensors = fedc_params_count(m->params);
     size_t t = 0;
     for (int i = 0; i < m->nlayers; i++) {
-        fedc__nn_layer *l = &m->layers[i];
+        fedc__nn_layer *l = &layers[i];
         if (!l->wn) continue;
         float *host[2] = {fedc_params_at(m->params, t)->data, fedc_params_at(m->params, t + 1)->data};
         size_t n[2] = {l->wn, l->bn};
@@ -267,16 +362,13 @@ int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *e
         t += 2;
     }
     /* Gradient and momentum buffers come with the first reservation. */
-    rc = reserve(m, 1, err, errlen);
+    rc = reserve(m, 1, 1, err, errlen);
     if (rc != FEDC_OK) goto fail;
     for (int i = 0, k = 0; i < m->nlayers; i++) {
-        fedc__nn_layer *l = &m->layers[i];
+        const fedc__nn_layer *l = &layers[i];
         if (!l->wn) continue;
-        m->grad[k] = l->dw;
-        m->grad[k + 1] = l->db;
-        m->mom[k] = l->vw;
-        m->mom[k + 1] = l->vb;
-        k += 2;
+        m->mom[k++] = l->vw;
+        m->mom[k++] = l->vb;
     }
     *out = m;
     return FEDC_OK;
@@ -285,7 +377,10 @@ fail:
     return rc;
 }
 
-const char *fedc_model_arch(const fedc_model *m) { return m->arch->name; }
+const char *fedc_model_arch(const fedc_model *m)
+{
+    return m->arch->name;
+}
 
 void fedc_model_input_shape(const fedc_model *m, int *c, int *h, int *w)
 {
@@ -294,7 +389,10 @@ void fedc_model_input_shape(const fedc_model *m, int *c, int *h, int *w)
     if (w) *w = m->arch->in_w;
 }
 
-int fedc_model_num_classes(const fedc_model *m) { return m->classes; }
+int fedc_model_num_classes(const fedc_model *m)
+{
+    return m->classes;
+}
 
 size_t fedc_model_num_params(const fedc_model *m)
 {
@@ -303,7 +401,10 @@ size_t fedc_model_num_params(const fedc_model *m)
     return total;
 }
 
-fedc_params *fedc_model_params(fedc_model *m) { return m->params; }
+fedc_params *fedc_model_params(fedc_model *m)
+{
+    return m->params;
+}
 
 int fedc_model_set_params(fedc_model *m, const fedc_params *p, char *err, size_t errlen)
 {
@@ -313,7 +414,10 @@ int fedc_model_set_params(fedc_model *m, const fedc_params *p, char *err, size_t
     return fedc_params_copy_data(m->params, p, err, errlen);
 }
 
-float *fedc__nn_model_grad(fedc_model *m, size_t i) { return i < m->ntensors ? m->grad[i] : NULL; }
+float *fedc__nn_model_grad(fedc_model *m, size_t i)
+{
+    return i < m->ntensors ? m->rep[0]->grad[i] : NULL;
+}
 
 /* The tensors of fedc_model_params() are the truth between calls: a
  * device backend copies them in before and out after each piece of work. */
@@ -335,95 +439,186 @@ static void params_to_host(fedc_model *m)
                     m->numel[i] * sizeof(float));
 }
 
-/* Runs the layers over nb examples whose input is at `in` (device, NCHW)
- * and returns the logits. */
-static const float *forward(fedc_model *m, const float *in, int nb)
+/* Runs replica r's layers over nb examples whose input is at `in` (device,
+ * NCHW) and returns the logits. */
+static const float *forward(const fedc_model *m, replica *r, const float *in, int nb)
 {
     const fedc__nn_backend *be = m->be;
     if (first_layer_needs_cnhw(m)) {
-        be->iface->swap01(be->context, in, nb, m->arch->in_c, m->arch->in_h * m->arch->in_w,
-                          m->xt);
-        in = m->xt;
+        be->iface->swap01(be->context, in, nb, m->arch->in_c, m->arch->in_h * m->arch->in_w, r->xt);
+        in = r->xt;
     }
     for (int i = 0; i < m->nlayers; i++) {
-        fedc__nn_layer_forward(be, &m->layers[i], in, nb);
-        in = m->layers[i].y;
+        fedc__nn_layer_forward(be, &r->layers[i], in, nb);
+        in = r->layers[i].y;
     }
     return in;
 }
 
-/* Backpropagates m->dlogits through the layers after forward(m, in, nb). */
-static void backward(fedc_model *m, const float *in, int nb, int accumulate)
+/* Backpropagates r->dlogits through the layers after forward(m, r, in, nb). */
+static void backward(const fedc_model *m, replica *r, const float *in, int nb, int accumulate)
 {
-    if (first_layer_needs_cnhw(m)) in = m->xt;
-    float *dy = m->dlogits;
+    if (first_layer_needs_cnhw(m)) in = r->xt;
+    float *dy = r->dlogits;
     for (int i = m->nlayers - 1; i >= 0; i--) {
-        fedc__nn_layer *l = &m->layers[i];
-        fedc__nn_layer_backward(m->be, l, i == 0 ? in : m->layers[i - 1].y, dy, nb, accumulate);
+        fedc__nn_layer *l = &r->layers[i];
+        fedc__nn_layer_backward(m->be, l, i == 0 ? in : r->layers[i - 1].y, dy, nb, accumulate);
         dy = l->dx;
     }
 }
 
-/* Forward, loss and backward over the nb examples x[idx[0..nb)] (all of x
- * in order when idx is NULL), in chunks of at most m->cap, summing the
- * gradients. The loss gradient is scaled by 1/nb, the mean over the batch.
- * Fails with FEDC_ERR_NONFINITE before any gradient is used when a chunk's
- * loss is not finite. */
-static int batch_grad(fedc_model *m, const float *x, const int32_t *y, const uint32_t *idx,
-                      size_t nb, double *loss_sum, uint64_t *correct, char *err, size_t errlen)
+/* The share of replica t: consecutive examples, ceil(n / threads) each, so
+ * that replica 0's is never empty when n > 0 (the later ones may be). */
+static void share(size_t n, int nthreads, int t, size_t *begin, size_t *end)
 {
+    size_t per = (n + (size_t)nthreads - 1) / (size_t)nthreads;
+    size_t b = per * (size_t)t, e = b + per;
+    *begin = b < n ? b : n;
+    *end = e < n ? e : n;
+}
+
+/* Thread t's part of a job, chunk by chunk. */
+static void run_share(void *arg, int t)
+{
+    const job *j = arg;
+    fedc_model *m = j->m;
+    replica *r = m->rep[t];
     const fedc__nn_backend_i *bi = m->be->iface;
     void *ctx = m->be->context;
-    size_t row = input_numel(m);
-    float scale = (float)(1.0 / (double)nb);
-    for (size_t start = 0; start < nb; start += (size_t)m->cap) {
-        int cb = (int)(nb - start < (size_t)m->cap ? nb - start : (size_t)m->cap);
-        if (idx) {
-            bi->gather_rows(ctx, m->xb, x, idx + start, (size_t)cb, row);
-            for (int i = 0; i < cb; i++) m->yb[i] = y[idx[start + i]];
+    const size_t row = input_numel(m);
+    share(j->n, j->nthreads, t, &r->begin, &r->end);
+    r->loss_sum = 0.0;
+    r->correct = 0;
+    r->rc = FEDC_OK;
+    for (size_t start = r->begin; start < r->end; start += (size_t)r->cap) {
+        int cb = (int)(r->end - start < (size_t)r->cap ? r->end - start : (size_t)r->cap);
+        const float *in;
+        const int32_t *labels = j->y ? j->y + start : NULL;
+        if (j->idx) {
+            bi->gather_rows(ctx, r->xb, j->x, j->idx + start, (size_t)cb, row);
+            for (int i = 0; i < cb; i++) r->yb[i] = j->y[j->idx[start + i]];
+            in = r->xb;
+            labels = r->yb;
+        } else if (bi->host_memory) {
+            /* On the CPU the caller's array is the device input; it is only read. */
+            in = j->x + start * row;
         } else {
-            bi->to_device(ctx, m->xb, x + start * row, (size_t)cb * row * sizeof(float));
-            memcpy(m->yb, y + start, (size_t)cb * sizeof(int32_t));
+            bi->to_device(ctx, r->xb, j->x + start * row, (size_t)cb * row * sizeof(float));
+            in = r->xb;
         }
-        const float *logits = forward(m, m->xb, cb);
+        const float *logits = forward(m, r, in, cb);
+        if (j->kind == JOB_PREDICT) {
+            bi->to_host(ctx, j->logits + start * (size_t)m->classes, logits,
+                        (size_t)cb * m->classes * sizeof(float));
+            continue;
+        }
+        if (j->kind == JOB_EVAL) {
+            bi->softmax_xent(ctx, logits, labels, cb, m->classes, 0.0f, NULL, &r->loss_sum, &r->correct);
+            continue;
+        }
         double chunk_loss = 0.0;
-        bi->softmax_xent(ctx, logits, m->yb, cb, m->classes, scale, m->dlogits, &chunk_loss,
-                         correct);
-        if (!isfinite(chunk_loss))
-            return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE,
-                                  "training diverged: the loss is %s (try a smaller learning "
-                                  "rate)",
-                                  isnan(chunk_loss) ? "NaN" : "infinite");
-        *loss_sum += chunk_loss;
-        backward(m, m->xb, cb, start > 0);
+        bi->softmax_xent(ctx, logits, labels, cb, m->classes, j->scale, r->dlogits, &chunk_loss, &r->correct);
+        if (!isfinite(chunk_loss)) {
+            r->rc = fedc_set_error(r->err, sizeof(r->err), FEDC_ERR_NONFINITE,
+                                   "training diverged: the loss is %s (try a smaller learning "
+                                   "rate)",
+                                   isnan(chunk_loss) ? "NaN" : "infinite");
+            return;
+        }
+        r->loss_sum += chunk_loss;
+        backward(m, r, in, cb, start > r->begin);
     }
+}
+
+/* How many threads a job of n examples gets. */
+static int threads_for(const fedc_model *m, size_t n)
+{
+    /* Replicas share the parameters in place, which needs host memory. */
+    if (!m->be->iface->host_memory) return 1;
+    size_t most = n / MIN_EXAMPLES_PER_THREAD;
+    int t = fedc_nn_get_threads();
+    return (size_t)t <= most ? t : most > 1 ? (int)most : 1;
+}
+
+/* Runs a job on its threads and sums their results: loss and hits, and for
+ * JOB_GRAD the gradients, into replica 0. Replica buffers must be reserved
+ * for j->nthreads threads. */
+static int run_job(fedc_model *m, job *j, fedc__nn_workers *workers, double *loss_sum, uint64_t *correct,
+                   char *err, size_t errlen)
+{
+    fedc__nn_workers_run(workers, run_share, j);
+    for (int t = 0; t < j->nthreads; t++) {
+        replica *r = m->rep[t];
+        if (r->rc != FEDC_OK) return fedc_set_error(err, errlen, r->rc, "%s", r->err);
+        *loss_sum += r->loss_sum;
+        *correct += r->correct;
+    }
+    if (j->kind == JOB_GRAD)
+        for (int t = 1; t < j->nthreads; t++) {
+            replica *r = m->rep[t];
+            if (r->begin == r->end) continue;
+            for (size_t i = 0; i < m->ntensors; i++)
+                m->be->iface->add(m->be->context, m->rep[0]->grad[i], r->grad[i], m->numel[i]);
+        }
     return FEDC_OK;
 }
 
-int fedc__nn_model_loss_grad(fedc_model *m, const float *x, const int32_t *y, size_t nb,
-                             double *loss, char *err, size_t errlen)
+/* Chooses the threads for jobs of up to `work` examples, processed in
+ * chunks of at most `chunk` (and FEDC__NN_MAX_CHUNK), reserves their
+ * buffers and starts them. *workers is NULL for one thread; the caller
+ * destroys it. Threads live for one call, so that no idle thread stays
+ * behind in a process that holds many models. */
+static int start_threads(fedc_model *m, size_t work, size_t chunk, int *nthreads, fedc__nn_workers **workers,
+                         char *err, size_t errlen)
 {
-    int rc = reserve(m, nb < FEDC__NN_MAX_CHUNK ? (int)nb : FEDC__NN_MAX_CHUNK, err, errlen);
+    int t = threads_for(m, work);
+    *workers = NULL;
+    if (t > 1) {
+        *workers = fedc__nn_workers_create(t);
+        if (!*workers) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory starting threads");
+        t = fedc__nn_workers_count(*workers);
+    }
+    size_t cap = (work + (size_t)t - 1) / (size_t)t;
+    if (cap > chunk) cap = chunk;
+    if (cap > FEDC__NN_MAX_CHUNK) cap = FEDC__NN_MAX_CHUNK;
+    int rc = reserve(m, t, cap < 1 ? 1 : (int)cap, err, errlen);
+    if (rc != FEDC_OK) {
+        fedc__nn_workers_destroy(*workers);
+        *workers = NULL;
+        return rc;
+    }
+    /* Each thread runs its own GEMMs; BLAS threads on top would only
+     * compete with them for the cores. */
+    m->be->iface->set_threads(m->be->context, 1);
+    *nthreads = t;
+    return FEDC_OK;
+}
+
+int fedc__nn_model_loss_grad(fedc_model *m, const float *x, const int32_t *y, size_t nb, double *loss,
+                             char *err, size_t errlen)
+{
+    fedc__nn_workers *workers;
+    job j = {m, JOB_GRAD, x, y, NULL, nb, 1, (float)(1.0 / (double)nb), NULL};
+    int rc = start_threads(m, nb, nb, &j.nthreads, &workers, err, errlen);
     if (rc != FEDC_OK) return rc;
-    m->be->iface->set_threads(m->be->context, fedc_nn_get_threads());
     params_to_device(m);
     double sum = 0.0;
     uint64_t correct = 0;
-    rc = batch_grad(m, x, y, NULL, nb, &sum, &correct, err, errlen);
+    rc = run_job(m, &j, workers, &sum, &correct, err, errlen);
     if (loss) *loss = sum / (double)nb;
+    fedc__nn_workers_destroy(workers);
     return rc;
 }
 
 /* Checks the examples: finite inputs and labels in range (y may be NULL). */
-static int check_examples(const fedc_model *m, const float *x, const int32_t *y, size_t n,
-                          char *err, size_t errlen)
+static int check_examples(const fedc_model *m, const float *x, const int32_t *y, size_t n, char *err,
+                          size_t errlen)
 {
     size_t row = input_numel(m);
     for (size_t i = 0; i < n; i++) {
         if (y && (y[i] < 0 || y[i] >= m->classes))
             return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                                  "label %ld of example %zu is outside [0, %d)", (long)y[i], i,
-                                  m->classes);
+                                  "label %ld of example %zu is outside [0, %d)", (long)y[i], i, m->classes);
         const float *xi = x + i * row;
         /* A branch-free scan of the exponent bits (all ones for NaN and
          * infinity) keeps the common, all-finite case one vectorised pass. */
@@ -444,17 +639,14 @@ static int check_examples(const fedc_model *m, const float *x, const int32_t *y,
     return FEDC_OK;
 }
 
-int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n,
-                     const fedc_train_config *cfg, fedc_train_stats *stats, char *err,
-                     size_t errlen)
+int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, const fedc_train_config *cfg,
+                     fedc_train_stats *stats, char *err, size_t errlen)
 {
     uint32_t *perm = NULL;
     int rc, uploaded = 0;
     if (stats) memset(stats, 0, sizeof(*stats));
-    if (!m || !x || !y || !cfg)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: NULL argument");
-    if (n == 0)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: no training examples");
+    if (!m || !x || !y || !cfg) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: NULL argument");
+    if (n == 0) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: no training examples");
     if (n > UINT32_MAX)
         return fedc_set_error(err, errlen, FEDC_ERR_TOO_LARGE,
                               "train: %zu examples is more than the trainer's limit of %lu", n,
@@ -467,19 +659,20 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n,
                               "train: momentum must be finite and >= 0, got %g", cfg->momentum);
     if (!(cfg->weight_decay >= 0.0) || !isfinite(cfg->weight_decay))
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "train: weight decay must be finite and >= 0, got %g",
-                              cfg->weight_decay);
+                              "train: weight decay must be finite and >= 0, got %g", cfg->weight_decay);
     if (cfg->epochs < 1)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: epochs must be >= 1, got %d",
                               cfg->epochs);
     if (cfg->batch_size < 1)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "train: batch size must be >= 1, got %d", cfg->batch_size);
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: batch size must be >= 1, got %d",
+                              cfg->batch_size);
     rc = check_examples(m, x, y, n, err, errlen);
     if (rc != FEDC_OK) return rc;
 
     size_t bs = (size_t)cfg->batch_size < n ? (size_t)cfg->batch_size : n;
-    rc = reserve(m, bs < FEDC__NN_MAX_CHUNK ? (int)bs : FEDC__NN_MAX_CHUNK, err, errlen);
+    fedc__nn_workers *workers = NULL;
+    job j = {m, JOB_GRAD, x, y, NULL, 0, 1, 0.0f, NULL};
+    rc = start_threads(m, bs, bs, &j.nthreads, &workers, err, errlen);
     if (rc != FEDC_OK) return rc;
     perm = malloc(n * sizeof(uint32_t));
     if (!perm) {
@@ -490,7 +683,6 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n,
 
     const fedc__nn_backend_i *bi = m->be->iface;
     void *ctx = m->be->context;
-    bi->set_threads(ctx, fedc_nn_get_threads());
     params_to_device(m);
     uploaded = 1;
     for (size_t i = 0; i < m->ntensors; i++) bi->zero(ctx, m->mom[i], m->numel[i] * sizeof(float));
@@ -505,15 +697,18 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n,
         loss_sum = 0.0;
         correct = 0;
         for (size_t start = 0; start < n; start += bs) {
-            size_t nb = n - start < bs ? n - start : bs;
-            rc = batch_grad(m, x, y, perm + start, nb, &loss_sum, &correct, err, errlen);
+            j.n = n - start < bs ? n - start : bs;
+            j.idx = perm + start;
+            j.scale = (float)(1.0 / (double)j.n);
+            rc = run_job(m, &j, workers, &loss_sum, &correct, err, errlen);
             if (rc != FEDC_OK) goto done;
             for (size_t i = 0; i < m->ntensors; i++)
-                bi->sgd_update(ctx, m->dev[i], m->grad[i], m->mom[i], m->numel[i], lr, mom, wd);
+                bi->sgd_update(ctx, m->dev[i], m->rep[0]->grad[i], m->mom[i], m->numel[i], lr, mom, wd);
             steps++;
         }
     }
     params_to_host(m);
+    uploaded = 0;
     rc = fedc_params_check_finite(m->params, err, errlen);
     if (rc != FEDC_OK) goto done;
     if (stats) {
@@ -524,46 +719,35 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n,
     }
 done:
     /* The steps taken before a failure stay in the model, as documented. */
-    if (rc != FEDC_OK && uploaded) params_to_host(m);
+    if (uploaded) params_to_host(m);
+    fedc__nn_workers_destroy(workers);
     free(perm);
     return rc;
 }
 
-int fedc_model_evaluate(fedc_model *m, const float *x, const int32_t *y, size_t n,
-                        int batch_size, fedc_eval_stats *stats, char *err, size_t errlen)
+int fedc_model_evaluate(fedc_model *m, const float *x, const int32_t *y, size_t n, int batch_size,
+                        fedc_eval_stats *stats, char *err, size_t errlen)
 {
     if (stats) memset(stats, 0, sizeof(*stats));
-    if (!m || !x || !y)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "evaluate: NULL argument");
+    if (!m || !x || !y) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "evaluate: NULL argument");
     if (n == 0) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "evaluate: no examples");
     if (batch_size < 1)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "evaluate: batch size must be >= 1, got %d", batch_size);
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "evaluate: batch size must be >= 1, got %d",
+                              batch_size);
     int rc = check_examples(m, x, y, n, err, errlen);
     if (rc != FEDC_OK) return rc;
-    size_t chunk = (size_t)batch_size < n ? (size_t)batch_size : n;
-    if (chunk > FEDC__NN_MAX_CHUNK) chunk = FEDC__NN_MAX_CHUNK;
-    rc = reserve(m, (int)chunk, err, errlen);
+    /* The batch size only bounds the working memory: each thread takes a
+     * share of all n examples, in chunks of at most batch_size. */
+    fedc__nn_workers *workers = NULL;
+    job j = {m, JOB_EVAL, x, y, NULL, n, 1, 0.0f, NULL};
+    rc = start_threads(m, n, (size_t)batch_size, &j.nthreads, &workers, err, errlen);
     if (rc != FEDC_OK) return rc;
-
-    const fedc__nn_backend_i *bi = m->be->iface;
-    void *ctx = m->be->context;
-    size_t row = input_numel(m);
-    bi->set_threads(ctx, fedc_nn_get_threads());
     params_to_device(m);
     double loss_sum = 0.0;
     uint64_t correct = 0;
-    for (size_t start = 0; start < n; start += chunk) {
-        int cb = (int)(n - start < chunk ? n - start : chunk);
-        const float *in = x + start * row;
-        /* On the CPU the caller's array is the device input; it is only read. */
-        if (!bi->host_memory) {
-            bi->to_device(ctx, m->xb, in, (size_t)cb * row * sizeof(float));
-            in = m->xb;
-        }
-        const float *logits = forward(m, in, cb);
-        bi->softmax_xent(ctx, logits, y + start, cb, m->classes, 0.0f, NULL, &loss_sum, &correct);
-    }
+    rc = run_job(m, &j, workers, &loss_sum, &correct, err, errlen);
+    fedc__nn_workers_destroy(workers);
+    if (rc != FEDC_OK) return rc;
     if (!isfinite(loss_sum))
         return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE,
                               "evaluate: the loss is not finite (the parameters hold NaN or "
@@ -576,33 +760,20 @@ int fedc_model_evaluate(fedc_model *m, const float *x, const int32_t *y, size_t 
     return FEDC_OK;
 }
 
-int fedc_model_predict(fedc_model *m, const float *x, size_t n, float *logits, char *err,
-                       size_t errlen)
+int fedc_model_predict(fedc_model *m, const float *x, size_t n, float *logits, char *err, size_t errlen)
 {
-    if (!m || !x || !logits)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "predict: NULL argument");
+    if (!m || !x || !logits) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "predict: NULL argument");
     if (n == 0) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "predict: no examples");
     int rc = check_examples(m, x, NULL, n, err, errlen);
     if (rc != FEDC_OK) return rc;
-    size_t chunk = n < FEDC__NN_MAX_CHUNK ? n : FEDC__NN_MAX_CHUNK;
-    rc = reserve(m, (int)chunk, err, errlen);
+    fedc__nn_workers *workers = NULL;
+    job j = {m, JOB_PREDICT, x, NULL, NULL, n, 1, 0.0f, logits};
+    rc = start_threads(m, n, n, &j.nthreads, &workers, err, errlen);
     if (rc != FEDC_OK) return rc;
-
-    const fedc__nn_backend_i *bi = m->be->iface;
-    void *ctx = m->be->context;
-    size_t row = input_numel(m);
-    bi->set_threads(ctx, fedc_nn_get_threads());
     params_to_device(m);
-    for (size_t start = 0; start < n; start += chunk) {
-        int cb = (int)(n - start < chunk ? n - start : chunk);
-        const float *in = x + start * row;
-        if (!bi->host_memory) {
-            bi->to_device(ctx, m->xb, in, (size_t)cb * row * sizeof(float));
-            in = m->xb;
-        }
-        const float *out = forward(m, in, cb);
-        bi->to_host(ctx, logits + start * (size_t)m->classes, out,
-                    (size_t)cb * m->classes * sizeof(float));
-    }
-    return FEDC_OK;
+    double unused_loss = 0.0;
+    uint64_t unused_correct = 0;
+    rc = run_job(m, &j, workers, &unused_loss, &unused_correct, err, errlen);
+    fedc__nn_workers_destroy(workers);
+    return rc;
 }

@@ -19,8 +19,8 @@
  * for fedc_model_train) into *loss and its gradient with respect to every
  * parameter into the buffers returned by fedc__nn_model_grad(); the
  * parameters are not changed. Inputs are not validated. */
-int fedc__nn_model_loss_grad(fedc_model *m, const float *x, const int32_t *y, size_t nb,
-                             double *loss, char *err, size_t errlen);
+int fedc__nn_model_loss_grad(fedc_model *m, const float *x, const int32_t *y, size_t nb, double *loss,
+                             char *err, size_t errlen);
 
 /* Gradient buffer of the i-th tensor of fedc_model_params() (device memory;
  * host memory on the CPU backend), or NULL when i is out of range. */

@@ -51,7 +51,7 @@ struct node {
     fedc_server *srv;
     node *next;
     uint64_t serial;
-    char peer[64];
+    char peer[INET6_ADDRSTRLEN + 16]; /* "[v6]:port" or "v4:port" */
     char id[129];
     node_state state;
     int closing;
@@ -984,8 +984,9 @@ static void on_connection(uv_stream_t *server, int status)
     }
     uv_tcp_nodelay(&n->tcp, 1);
     struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
     int sl = sizeof ss;
-    char host[64] = "?";
+    char host[INET6_ADDRSTRLEN] = "?";
     int port = 0;
     if (uv_tcp_getpeername(&n->tcp, (struct sockaddr *)&ss, &sl) == 0) {
         if (ss.ss_family == AF_INET) {
@@ -996,7 +997,7 @@ static void on_connection(uv_stream_t *server, int status)
             port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
         }
     }
-    snprintf(n->peer, sizeof n->peer, "%s:%d", host, port);
+    snprintf(n->peer, sizeof n->peer, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port & 0xffff);
     n->serial = s->next_serial++;
     n->next = s->nodes;
     s->nodes = n;

@@ -12,20 +12,20 @@
 
 static int failures;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            printf("ok   ");                                                                       \
-        } else {                                                                                   \
-            printf("FAIL ");                                                                       \
-            failures++;                                                                            \
-        }                                                                                          \
-        printf(__VA_ARGS__);                                                                       \
-        printf("\n");                                                                              \
-        fflush(stdout);                                                                            \
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (cond) {                                                                                          \
+            printf("ok   ");                                                                                 \
+        } else {                                                                                             \
+            printf("FAIL ");                                                                                 \
+            failures++;                                                                                      \
+        }                                                                                                    \
+        printf(__VA_ARGS__);                                                                                 \
+        printf("\n");                                                                                        \
+        fflush(stdout);                                                                                      \
     } while (0)
 
-#define N 40
+#define N   40
 #define PIX 784
 
 static float x[N * PIX];
@@ -36,16 +36,15 @@ static const fedc_train_config good = {0.05, 0.9, 1e-4, 1, 8, 1};
 /* Runs one training that must fail with `want` and a message containing
  * `needle`. */
 static void expect_train(fedc_model *m, const float *xs, const int32_t *ys, size_t n,
-                         const fedc_train_config *cfg, int want, const char *needle,
-                         const char *what)
+                         const fedc_train_config *cfg, int want, const char *needle, const char *what)
 {
     char err[FEDC_ERRMSG_MAX] = "";
     fedc_train_stats st;
     int rc = fedc_model_train(m, xs, ys, n, cfg, &st, err, sizeof(err));
     printf("     %s -> %s: %s\n", what, fedc_strerror(rc), err);
     CHECK(rc == want && err[0] && (!needle || strstr(err, needle)),
-          "train with %s gives status %d (want %d) and a message mentioning '%s'", what, rc,
-          want, needle ? needle : "");
+          "train with %s gives status %d (want %d) and a message mentioning '%s'", what, rc, want,
+          needle ? needle : "");
 }
 
 int main(void)
@@ -104,12 +103,10 @@ int main(void)
     expect_train(m, x, y, N, &good, FEDC_ERR_NONFINITE, "infinite", "an infinite pixel");
     fedc_eval_stats es;
     int rc = fedc_model_evaluate(m, x, y, N, 16, &es, err, sizeof(err));
-    CHECK(rc == FEDC_ERR_NONFINITE, "evaluate with an infinite pixel gives FEDC_ERR_NONFINITE: %s",
-          err);
+    CHECK(rc == FEDC_ERR_NONFINITE, "evaluate with an infinite pixel gives FEDC_ERR_NONFINITE: %s", err);
     float logits[N * 10];
     rc = fedc_model_predict(m, x, N, logits, err, sizeof(err));
-    CHECK(rc == FEDC_ERR_NONFINITE, "predict with an infinite pixel gives FEDC_ERR_NONFINITE: %s",
-          err);
+    CHECK(rc == FEDC_ERR_NONFINITE, "predict with an infinite pixel gives FEDC_ERR_NONFINITE: %s", err);
     x[5 * PIX + 300] = saved;
 
     /* None of the refused calls touched the parameters. */
@@ -123,8 +120,7 @@ int main(void)
 
     /* Evaluate's own checks. */
     rc = fedc_model_evaluate(m, x, y, N, 0, &es, err, sizeof(err));
-    CHECK(rc == FEDC_ERR_INVALID && strstr(err, "batch size"), "evaluate with batch_size 0: %s",
-          err);
+    CHECK(rc == FEDC_ERR_INVALID && strstr(err, "batch size"), "evaluate with batch_size 0: %s", err);
     rc = fedc_model_evaluate(m, x, bad_y, N, 8, &es, err, sizeof(err));
     CHECK(rc == FEDC_ERR_INVALID && strstr(err, "label"), "evaluate with label -1: %s", err);
     rc = fedc_model_evaluate(m, x, y, 0, 8, &es, err, sizeof(err));

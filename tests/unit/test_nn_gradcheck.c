@@ -22,17 +22,17 @@
 
 static int failures;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            printf("ok   ");                                                                       \
-        } else {                                                                                   \
-            printf("FAIL ");                                                                       \
-            failures++;                                                                            \
-        }                                                                                          \
-        printf(__VA_ARGS__);                                                                       \
-        printf("\n");                                                                              \
-        fflush(stdout);                                                                            \
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (cond) {                                                                                          \
+            printf("ok   ");                                                                                 \
+        } else {                                                                                             \
+            printf("FAIL ");                                                                                 \
+            failures++;                                                                                      \
+        }                                                                                                    \
+        printf(__VA_ARGS__);                                                                                 \
+        printf("\n");                                                                                        \
+        fflush(stdout);                                                                                      \
     } while (0)
 
 /* The backend the checks run on: the CPU backend, and the same backend with
@@ -81,8 +81,8 @@ typedef struct grad_report {
 
 /* Central differences of L with respect to each of the n values at v,
  * compared with the analytic gradient g. */
-static void check_coords(fedc__nn_layer *l, const float *x, int nb, const float *r, size_t out_n,
-                         float *v, const float *g, size_t n, double eps, grad_report *rep)
+static void check_coords(fedc__nn_layer *l, const float *x, int nb, const float *r, size_t out_n, float *v,
+                         const float *g, size_t n, double eps, grad_report *rep)
 {
     const double atol = 2e-3, rtol = 1e-2;
     for (size_t i = 0; i < n; i++) {
@@ -113,8 +113,8 @@ static void check_coords(fedc__nn_layer *l, const float *x, int nb, const float 
 
 /* Runs the finite-difference check of one initialised layer on nb examples
  * with input x and reports input (when need_dx) and parameter gradients. */
-static void gradcheck_layer_dx(const char *what, fedc__nn_layer *l, float *x, int nb,
-                               uint64_t seed, int need_dx)
+static void gradcheck_layer_dx(const char *what, fedc__nn_layer *l, float *x, int nb, uint64_t seed,
+                               int need_dx)
 {
     fedc_rng rng;
     fedc_rng_seed(&rng, seed);
@@ -154,8 +154,8 @@ static void gradcheck_layer_dx(const char *what, fedc__nn_layer *l, float *x, in
               what, rw.checked, rw.skipped, rw.worst);
         check_coords(l, x, nb, r, out_n, l->b, db, l->bn, 1e-3, &rb);
         CHECK(rb.worst <= 1.0 && rb.skipped * 10 <= rb.checked + rb.skipped,
-              "%s: bias gradient, %d values (%d skipped at kinks), worst error %.3f of tolerance",
-              what, rb.checked, rb.skipped, rb.worst);
+              "%s: bias gradient, %d values (%d skipped at kinks), worst error %.3f of tolerance", what,
+              rb.checked, rb.skipped, rb.worst);
 
         /* Accumulating a second backward must add the same gradient again. */
         fedc__nn_layer_forward(be, l, x, nb);
@@ -164,8 +164,7 @@ static void gradcheck_layer_dx(const char *what, fedc__nn_layer *l, float *x, in
         double worst = 0.0;
         for (size_t i = 0; i < l->wn; i++) worst = fmax(worst, fabs(l->dw[i] - 2.0 * dw[i]));
         for (size_t i = 0; i < l->bn; i++) worst = fmax(worst, fabs(l->db[i] - 2.0 * db[i]));
-        CHECK(worst < 1e-4, "%s: accumulated backward doubles the gradient (max diff %.2e)", what,
-              worst);
+        CHECK(worst < 1e-4, "%s: accumulated backward doubles the gradient (max diff %.2e)", what, worst);
     }
     fedc__nn_layer_release(be, l);
     free(r);
@@ -187,8 +186,7 @@ static void test_dense(int relu)
     fedc_rng_seed(&rng, 11);
     const int nb = 3, in = 7, out = 5;
     char err[FEDC_ERRMSG_MAX];
-    int rc = fedc__nn_layer_init(&l, FEDC__NN_DENSE, "fc", in, 1, 1, out, 0, 0, 0, relu, err,
-                                 sizeof(err));
+    int rc = fedc__nn_layer_init(&l, FEDC__NN_DENSE, "fc", in, 1, 1, out, 0, 0, 0, relu, err, sizeof(err));
     CHECK(rc == FEDC_OK, "dense%s: init", relu ? "+relu" : "");
     float w[35], b[5], x[21];
     fill_uniform(&rng, w, 35, -0.5, 0.5);
@@ -205,10 +203,10 @@ static void test_conv(int c, int h, int w, int out, int k, int stride, int pad, 
     fedc_rng rng;
     fedc_rng_seed(&rng, 21 + (uint64_t)stride * 7 + (uint64_t)pad);
     char err[FEDC_ERRMSG_MAX], what[128];
-    snprintf(what, sizeof(what), "[%s] conv %dx%dx%d -> %d, k%d s%d p%d%s, batch %d", be_name, c,
-             h, w, out, k, stride, pad, relu ? " +relu" : "", nb);
-    int rc = fedc__nn_layer_init(&l, FEDC__NN_CONV2D, "conv", c, h, w, out, k, stride, pad, relu,
-                                 err, sizeof(err));
+    snprintf(what, sizeof(what), "[%s] conv %dx%dx%d -> %d, k%d s%d p%d%s, batch %d", be_name, c, h, w, out,
+             k, stride, pad, relu ? " +relu" : "", nb);
+    int rc = fedc__nn_layer_init(&l, FEDC__NN_CONV2D, "conv", c, h, w, out, k, stride, pad, relu, err,
+                                 sizeof(err));
     CHECK(rc == FEDC_OK, "%s: init (output %dx%d)", what, l.out_h, l.out_w);
     l.need_dx = 1;
     if (fedc__nn_layer_reserve(be, &l, nb) == FEDC_OK)
@@ -237,8 +235,7 @@ static void test_conv_values(void)
     char err[FEDC_ERRMSG_MAX];
     fedc_rng rng;
     fedc_rng_seed(&rng, 5);
-    fedc__nn_layer_init(&l, FEDC__NN_CONV2D, "conv", c, h, w, oc, k, stride, pad, 0, err,
-                        sizeof(err));
+    fedc__nn_layer_init(&l, FEDC__NN_CONV2D, "conv", c, h, w, oc, k, stride, pad, 0, err, sizeof(err));
     float wt[3 * 2 * 3 * 3], bs[3], x[2 * 2 * 5 * 6];
     fill_uniform(&rng, wt, sizeof(wt) / sizeof(wt[0]), -1, 1);
     fill_uniform(&rng, bs, 3, -1, 1);
@@ -264,8 +261,9 @@ static void test_conv_values(void)
                     float got = l.y[((o * nb + n) * l.out_h + i) * l.out_w + j];
                     worst = fmax(worst, fabs(got - s));
                 }
-    CHECK(worst < 1e-5, "[%s] conv forward equals a direct loop over [out_c, in_c, kh, kw] "
-                        "weights (max diff %.2e)",
+    CHECK(worst < 1e-5,
+          "[%s] conv forward equals a direct loop over [out_c, in_c, kh, kw] "
+          "weights (max diff %.2e)",
           be_name, worst);
     fedc__nn_layer_release(be, &l);
 }
@@ -299,8 +297,8 @@ static void test_conv_direct(int c, int h, int w, int oc, int k, int nb)
     const fedc__nn_backend *plain = &plain_backend;
     fedc__nn_layer_reserve(be, &a, nb);
     fedc__nn_layer_reserve(plain, &b, nb);
-    snprintf(what, sizeof(what), "conv %dx%dx%d -> %d, k%d +relu, batch %d, no dx (%s)", c, h, w,
-             oc, k, nb, a.direct ? "direct kernel" : "im2col: no direct kernel on this CPU");
+    snprintf(what, sizeof(what), "conv %dx%dx%d -> %d, k%d +relu, batch %d, no dx (%s)", c, h, w, oc, k, nb,
+             a.direct ? "direct kernel" : "im2col: no direct kernel on this CPU");
     fedc__nn_layer_forward(be, &a, x, nb);
     fedc__nn_layer_forward(plain, &b, x, nb);
     double dyv = 0.0, dwv = 0.0, dbv = 0.0;
@@ -310,15 +308,15 @@ static void test_conv_direct(int c, int h, int w, int oc, int k, int nb)
     for (size_t i = 0; i < a.wn; i++) dwv = fmax(dwv, fabs(a.dw[i] - b.dw[i]));
     for (size_t i = 0; i < a.bn; i++) dbv = fmax(dbv, fabs(a.db[i] - b.db[i]));
     CHECK(dyv < 1e-5 && dwv < 1e-3 && dbv < 1e-3,
-          "%s: same output (max diff %.2e), weight and bias gradients (%.2e, %.2e) as im2col",
-          what, dyv, dwv, dbv);
+          "%s: same output (max diff %.2e), weight and bias gradients (%.2e, %.2e) as im2col", what, dyv, dwv,
+          dbv);
     fedc__nn_layer_release(be, &a);
     fedc__nn_layer_release(plain, &b);
     /* Without the ReLU for the finite differences: over hundreds of outputs
      * per channel a weight step would cross some ReLU kink nearly always. */
     a.relu = 0;
-    snprintf(what, sizeof(what), "conv %dx%dx%d -> %d, k%d, batch %d, no dx (%s)", c, h, w, oc, k,
-             nb, a.direct ? "direct kernel" : "im2col");
+    snprintf(what, sizeof(what), "conv %dx%dx%d -> %d, k%d, batch %d, no dx (%s)", c, h, w, oc, k, nb,
+             a.direct ? "direct kernel" : "im2col");
     gradcheck_layer_dx(what, &a, x, nb, 92, 0);
     free(wt);
     free(bs);
@@ -361,8 +359,7 @@ static void test_maxpool(int k, int stride)
     char err[FEDC_ERRMSG_MAX], what[64];
     const int c = 2, h = 6, w = 7, nb = 2;
     snprintf(what, sizeof(what), "maxpool k%d s%d on %dx%d", k, stride, h, w);
-    fedc__nn_layer_init(&l, FEDC__NN_MAXPOOL2D, "pool", c, h, w, 0, k, stride, 0, 0, err,
-                        sizeof(err));
+    fedc__nn_layer_init(&l, FEDC__NN_MAXPOOL2D, "pool", c, h, w, 0, k, stride, 0, 0, err, sizeof(err));
     size_t n = (size_t)c * h * w * nb;
     float *x = malloc(n * sizeof(float));
     uint32_t *perm = malloc(n * sizeof(uint32_t));
@@ -395,8 +392,7 @@ static void test_flatten(void)
     fedc__nn_layer l;
     char err[FEDC_ERRMSG_MAX];
     const int c = 3, h = 2, w = 2, nb = 2;
-    fedc__nn_layer_init(&l, FEDC__NN_FLATTEN, "flatten", c, h, w, 0, 0, 0, 0, 0, err,
-                        sizeof(err));
+    fedc__nn_layer_init(&l, FEDC__NN_FLATTEN, "flatten", c, h, w, 0, 0, 0, 0, 0, err, sizeof(err));
     l.in_batch_major = 0;
     float x[24];
     for (int i = 0; i < 24; i++) x[i] = (float)i;
@@ -459,8 +455,9 @@ static void test_softmax_xent(void)
         double num = (lp - lm) / nb / (up + down);
         worst = fmax(worst, fabs(num - d[i]));
     }
-    CHECK(worst < 1e-5, "softmax-xent: gradient of the mean loss vs finite differences (max "
-                        "diff %.2e)",
+    CHECK(worst < 1e-5,
+          "softmax-xent: gradient of the mean loss vs finite differences (max "
+          "diff %.2e)",
           worst);
     /* Large logits must not overflow. */
     float big[3] = {1000.0f, -1000.0f, 999.0f};
@@ -493,8 +490,9 @@ static void test_model(const char *arch, int nb)
     for (int i = 0; i < nb; i++) y[i] = (int32_t)fedc_rng_below(&rng, 10);
     double loss;
     rc = fedc__nn_model_loss_grad(m, x, y, (size_t)nb, &loss, err, sizeof(err));
-    CHECK(rc == FEDC_OK && loss > 1.5 && loss < 3.5, "%s: loss of an untrained model %.4f (ln 10 "
-                                                     "= 2.303)",
+    CHECK(rc == FEDC_OK && loss > 1.5 && loss < 3.5,
+          "%s: loss of an untrained model %.4f (ln 10 "
+          "= 2.303)",
           arch, loss);
     fedc_params *p = fedc_model_params(m);
     for (size_t t = 0; t < fedc_params_count(p); t++) {
@@ -594,6 +592,56 @@ static void test_chunked_gradient(void)
     fedc_model_destroy(m);
 }
 
+/* The trainer's threads split a batch and sum their gradients: any thread
+ * count must give the one-thread gradient up to float rounding. 37 examples
+ * make uneven shares; 300 make each share go through the layers in chunks. */
+static void test_threads_agree(const char *arch, size_t n)
+{
+    fedc_model *m = NULL;
+    char err[FEDC_ERRMSG_MAX];
+    fedc_model_create(arch, 21, &m, err, sizeof(err));
+    float *x = malloc(n * 784 * sizeof(float));
+    int32_t *y = malloc(n * sizeof(int32_t));
+    fedc_rng rng;
+    fedc_rng_seed(&rng, 22);
+    fill_uniform(&rng, x, n * 784, 0.0, 1.0);
+    for (size_t i = 0; i < n; i++) y[i] = (int32_t)fedc_rng_below(&rng, 10);
+    fedc_params *p = fedc_model_params(m);
+    size_t count = fedc_params_count(p), total = fedc_model_num_params(m);
+    float *g1 = malloc(total * sizeof(float));
+    double l1 = 0.0;
+    fedc_nn_set_threads(1);
+    int rc = fedc__nn_model_loss_grad(m, x, y, n, &l1, err, sizeof(err));
+    for (size_t t = 0, off = 0; t < count; t++) {
+        size_t k = (size_t)fedc_tensor_numel(fedc_params_at(p, t));
+        memcpy(g1 + off, fedc__nn_model_grad(m, t), k * sizeof(float));
+        off += k;
+    }
+    for (int threads = 2; threads <= 3; threads++) {
+        double lt = 0.0, worst = 0.0, gmax = 0.0;
+        fedc_nn_set_threads(threads);
+        rc |= fedc__nn_model_loss_grad(m, x, y, n, &lt, err, sizeof(err));
+        for (size_t t = 0, off = 0; t < count; t++) {
+            size_t k = (size_t)fedc_tensor_numel(fedc_params_at(p, t));
+            const float *g = fedc__nn_model_grad(m, t);
+            for (size_t i = 0; i < k; i++) {
+                worst = fmax(worst, fabs(g[i] - g1[off + i]));
+                gmax = fmax(gmax, fabs(g1[off + i]));
+            }
+            off += k;
+        }
+        CHECK(rc == FEDC_OK && fabs(lt - l1) < 1e-9 * fabs(l1) && worst <= 1e-5 * gmax,
+              "%s, %zu examples: %d threads give the 1-thread loss (%.9f vs %.9f) and gradient "
+              "(max diff %.2e, largest value %.2e)",
+              arch, n, threads, lt, l1, worst, gmax);
+    }
+    fedc_nn_set_threads(1);
+    free(g1);
+    free(x);
+    free(y);
+    fedc_model_destroy(m);
+}
+
 int main(void)
 {
     be = fedc__nn_backend_cpu();
@@ -629,6 +677,8 @@ int main(void)
     test_model("mlp", 3);
     test_model("cnn", 3);
     test_chunked_gradient();
+    test_threads_agree("cnn", 37);
+    test_threads_agree("mlp", 300);
     if (failures) {
         printf("%d check(s) failed\n", failures);
         return 1;

@@ -13,17 +13,17 @@
 
 static int failures;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            printf("ok   ");                                                                       \
-        } else {                                                                                   \
-            printf("FAIL ");                                                                       \
-            failures++;                                                                            \
-        }                                                                                          \
-        printf(__VA_ARGS__);                                                                       \
-        printf("\n");                                                                              \
-        fflush(stdout);                                                                            \
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (cond) {                                                                                          \
+            printf("ok   ");                                                                                 \
+        } else {                                                                                             \
+            printf("FAIL ");                                                                                 \
+            failures++;                                                                                      \
+        }                                                                                                    \
+        printf(__VA_ARGS__);                                                                                 \
+        printf("\n");                                                                                        \
+        fflush(stdout);                                                                                      \
     } while (0)
 
 typedef struct expected_tensor {
@@ -34,7 +34,7 @@ typedef struct expected_tensor {
 } expected_tensor;
 
 static const expected_tensor cnn_tensors[] = {
-    {"conv1.weight", 4, {6, 1, 5, 5}, 25},  {"conv1.bias", 1, {6}, 25},
+    {"conv1.weight", 4, {6, 1, 5, 5}, 25},   {"conv1.bias", 1, {6}, 25},
     {"conv2.weight", 4, {16, 6, 5, 5}, 150}, {"conv2.bias", 1, {16}, 150},
     {"fc1.weight", 2, {120, 256}, 256},      {"fc1.bias", 1, {120}, 256},
     {"fc2.weight", 2, {84, 120}, 120},       {"fc2.bias", 1, {84}, 120},
@@ -42,9 +42,8 @@ static const expected_tensor cnn_tensors[] = {
 };
 
 static const expected_tensor mlp_tensors[] = {
-    {"fc1.weight", 2, {200, 784}, 784}, {"fc1.bias", 1, {200}, 784},
-    {"fc2.weight", 2, {200, 200}, 200}, {"fc2.bias", 1, {200}, 200},
-    {"fc3.weight", 2, {10, 200}, 200},  {"fc3.bias", 1, {10}, 200},
+    {"fc1.weight", 2, {200, 784}, 784}, {"fc1.bias", 1, {200}, 784},       {"fc2.weight", 2, {200, 200}, 200},
+    {"fc2.bias", 1, {200}, 200},        {"fc3.weight", 2, {10, 200}, 200}, {"fc3.bias", 1, {10}, 200},
 };
 
 static size_t count_params(const fedc_params *p)
@@ -55,8 +54,7 @@ static size_t count_params(const fedc_params *p)
     return total;
 }
 
-static void check_layout(const char *arch, const expected_tensor *want, size_t nwant,
-                         size_t total)
+static void check_layout(const char *arch, const expected_tensor *want, size_t nwant, size_t total)
 {
     fedc_model *m = NULL;
     char err[FEDC_ERRMSG_MAX];
@@ -64,27 +62,24 @@ static void check_layout(const char *arch, const expected_tensor *want, size_t n
     CHECK(rc == FEDC_OK && m, "%s: create", arch);
     if (rc) return;
     fedc_params *p = fedc_model_params(m);
-    CHECK(strcmp(fedc_model_arch(m), arch) == 0, "%s: fedc_model_arch is '%s'", arch,
-          fedc_model_arch(m));
+    CHECK(strcmp(fedc_model_arch(m), arch) == 0, "%s: fedc_model_arch is '%s'", arch, fedc_model_arch(m));
     int c = 0, h = 0, w = 0;
     fedc_model_input_shape(m, &c, &h, &w);
-    CHECK(c == 1 && h == 28 && w == 28 && fedc_model_num_classes(m) == 10,
-          "%s: input %dx%dx%d, %d classes", arch, c, h, w, fedc_model_num_classes(m));
+    CHECK(c == 1 && h == 28 && w == 28 && fedc_model_num_classes(m) == 10, "%s: input %dx%dx%d, %d classes",
+          arch, c, h, w, fedc_model_num_classes(m));
     CHECK(count_params(p) == total && fedc_model_num_params(m) == total,
           "%s: %zu parameters (fedc_model_num_params %zu), expected %zu", arch, count_params(p),
           fedc_model_num_params(m), total);
-    CHECK(fedc_params_count(p) == nwant, "%s: %zu tensors, expected %zu", arch,
-          fedc_params_count(p), nwant);
+    CHECK(fedc_params_count(p) == nwant, "%s: %zu tensors, expected %zu", arch, fedc_params_count(p), nwant);
     for (size_t i = 0; i < nwant && i < fedc_params_count(p); i++) {
         const fedc_tensor *t = fedc_params_at(p, i);
-        int same = strcmp(t->name, want[i].name) == 0 && t->ndim == want[i].ndim &&
-                   t->dtype == FEDC_F32;
+        int same = strcmp(t->name, want[i].name) == 0 && t->ndim == want[i].ndim && t->dtype == FEDC_F32;
         for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == want[i].shape[d];
         char got[64], exp[64];
         fedc_shape_str(t->ndim, t->shape, got, sizeof(got));
         fedc_shape_str(want[i].ndim, want[i].shape, exp, sizeof(exp));
-        CHECK(same, "%s: tensor %zu is '%s' F32 %s (expected '%s' %s)", arch, i, t->name, got,
-              want[i].name, exp);
+        CHECK(same, "%s: tensor %zu is '%s' F32 %s (expected '%s' %s)", arch, i, t->name, got, want[i].name,
+              exp);
 
         /* PyTorch's default init: uniform in +-1/sqrt(fan_in); the extremes
          * of a few hundred draws come close to the bound, and the mean is
@@ -101,8 +96,8 @@ static void check_layout(const char *arch, const expected_tensor *want, size_t n
         int inside = lo >= -bound && hi <= bound;
         int spread = n < 50 || (hi > 0.8 * bound && lo < -0.8 * bound);
         CHECK(inside && spread && fabs(mean) < 0.2 * bound,
-              "%s: '%s' uniform in +-%.4f (min %.4f, max %.4f, mean %.4f)", arch, t->name, bound,
-              lo, hi, mean);
+              "%s: '%s' uniform in +-%.4f (min %.4f, max %.4f, mean %.4f)", arch, t->name, bound, lo, hi,
+              mean);
     }
     fedc_model_destroy(m);
 }
@@ -174,8 +169,7 @@ static void test_set_params(void)
     err[0] = 0;
     rc = fedc_model_set_params(a, bad, err, sizeof(err));
     printf("     message: %s\n", err);
-    CHECK(rc == FEDC_ERR_SHAPE && strstr(err, "fc2.weight") && strstr(err, "121") &&
-              strstr(err, "120"),
+    CHECK(rc == FEDC_ERR_SHAPE && strstr(err, "fc2.weight") && strstr(err, "121") && strstr(err, "120"),
           "set_params with fc2.weight [84, 121] names the tensor and both shapes");
     CHECK(params_equal(a, b), "the model is unchanged after a refused set_params");
 
@@ -218,8 +212,7 @@ static void test_predict(const char *arch)
         fedc_model_predict(m, x + i * 784, 1, one, NULL, 0);
         for (int j = 0; j < 10; j++) worst = fmax(worst, fabs(one[j] - logits[i * 10 + j]));
     }
-    CHECK(worst < 1e-5, "%s: one example at a time gives the same logits (max diff %.2e)", arch,
-          worst);
+    CHECK(worst < 1e-5, "%s: one example at a time gives the same logits (max diff %.2e)", arch, worst);
 
     double loss = 0.0;
     size_t right = 0;
@@ -240,12 +233,25 @@ static void test_predict(const char *arch)
     fedc_eval_stats st1, st2;
     rc = fedc_model_evaluate(m, x, y, n, 64, &st1, err, sizeof(err));
     int rc2 = fedc_model_evaluate(m, x, y, n, 1000, &st2, err, sizeof(err));
-    CHECK(rc == FEDC_OK && rc2 == FEDC_OK && fabs(st1.loss - loss) < 1e-5 &&
-              fabs(st2.loss - loss) < 1e-5 && st1.num_examples == n &&
-              fabs(st1.accuracy - (double)right / n) < 1e-12,
+    CHECK(rc == FEDC_OK && rc2 == FEDC_OK && fabs(st1.loss - loss) < 1e-5 && fabs(st2.loss - loss) < 1e-5 &&
+              st1.num_examples == n && fabs(st1.accuracy - (double)right / n) < 1e-12,
           "%s: evaluate (batch 64: loss %.6f acc %.4f; batch 1000: loss %.6f) matches the "
           "logits (loss %.6f)",
           arch, st1.loss, st1.accuracy, st2.loss, loss);
+
+    /* With two threads each takes half of the examples. */
+    float *logits2 = malloc(n * 10 * sizeof(float));
+    fedc_eval_stats st3;
+    fedc_nn_set_threads(2);
+    rc = fedc_model_predict(m, x, n, logits2, err, sizeof(err));
+    rc2 = fedc_model_evaluate(m, x, y, n, 64, &st3, err, sizeof(err));
+    fedc_nn_set_threads(1);
+    worst = 0.0;
+    for (size_t i = 0; i < n * 10; i++) worst = fmax(worst, fabs(logits2[i] - logits[i]));
+    CHECK(rc == FEDC_OK && rc2 == FEDC_OK && worst < 1e-5 && fabs(st3.loss - st1.loss) < 1e-9 &&
+              st3.accuracy == st1.accuracy,
+          "%s: with 2 threads predict (max diff %.2e) and evaluate (loss %.6f) agree", arch, worst, st3.loss);
+    free(logits2);
     free(x);
     free(y);
     free(logits);

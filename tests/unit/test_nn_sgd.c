@@ -15,23 +15,26 @@
 
 static int failures;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            printf("ok   ");                                                                       \
-        } else {                                                                                   \
-            printf("FAIL ");                                                                       \
-            failures++;                                                                            \
-        }                                                                                          \
-        printf(__VA_ARGS__);                                                                       \
-        printf("\n");                                                                              \
-        fflush(stdout);                                                                            \
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (cond) {                                                                                          \
+            printf("ok   ");                                                                                 \
+        } else {                                                                                             \
+            printf("FAIL ");                                                                                 \
+            failures++;                                                                                      \
+        }                                                                                                    \
+        printf(__VA_ARGS__);                                                                                 \
+        printf("\n");                                                                                        \
+        fflush(stdout);                                                                                      \
     } while (0)
 
 /* w = 1, constant gradient 0.5, lr 0.1, momentum 0.9, weight decay 0.1:
- *   step 1: g' = 0.5 + 0.1*1      = 0.6      v = 0.6                  w = 1 - 0.06        = 0.94
- *   step 2: g' = 0.5 + 0.1*0.94   = 0.594    v = 0.9*0.6 + 0.594 = 1.134     w = 0.94 - 0.1134   = 0.8266
- *   step 3: g' = 0.5 + 0.1*0.8266 = 0.58266  v = 0.9*1.134 + 0.58266 = 1.60326 w = 0.8266 - 0.160326 = 0.666274
+ *   step 1: g' = 0.5 + 0.1*1      = 0.6       v = 0.6
+ *           w = 1 - 0.1*0.6                  = 0.94
+ *   step 2: g' = 0.5 + 0.1*0.94   = 0.594     v = 0.9*0.6 + 0.594       = 1.134
+ *           w = 0.94 - 0.1*1.134             = 0.8266
+ *   step 3: g' = 0.5 + 0.1*0.8266 = 0.58266   v = 0.9*1.134 + 0.58266   = 1.60326
+ *           w = 0.8266 - 0.1*1.60326         = 0.666274
  * Without momentum (same lr and decay): w = 0.94, then 0.94 - 0.1*0.594 = 0.8806,
  * then 0.8806 - 0.1*(0.5 + 0.08806) = 0.821794. */
 static void test_update_by_hand(void)
@@ -45,11 +48,11 @@ static void test_update_by_hand(void)
         be->iface->sgd_update(be->context, w, g, v, 1, 0.1f, 0.9f, 0.1f);
         be->iface->sgd_update(be->context, w + 1, g + 1, v + 1, 1, 0.1f, 0.0f, 0.1f);
         CHECK(fabs(w[0] - want_w[step]) < 1e-6 && fabs(v[0] - want_v[step]) < 1e-6,
-              "momentum 0.9, decay 0.1, step %d: w %.6f (hand %.6f), v %.6f (hand %.6f)",
-              step + 1, w[0], want_w[step], v[0], want_v[step]);
+              "momentum 0.9, decay 0.1, step %d: w %.6f (hand %.6f), v %.6f (hand %.6f)", step + 1, w[0],
+              want_w[step], v[0], want_v[step]);
         CHECK(fabs(w[1] - want_plain[step]) < 1e-6 && v[1] == 0.0f,
-              "no momentum, decay 0.1, step %d: w %.6f (hand %.6f), buffer untouched", step + 1,
-              w[1], want_plain[step]);
+              "no momentum, decay 0.1, step %d: w %.6f (hand %.6f), buffer untouched", step + 1, w[1],
+              want_plain[step]);
     }
 }
 
@@ -91,8 +94,7 @@ static double max_diff(fedc_model *m, float *const *want)
     for (size_t t = 0; t < fedc_params_count(p); t++) {
         const fedc_tensor *ten = fedc_params_at(p, t);
         const float *v = ten->data;
-        for (int64_t i = 0; i < fedc_tensor_numel(ten); i++)
-            worst = fmax(worst, fabs(v[i] - want[t][i]));
+        for (int64_t i = 0; i < fedc_tensor_numel(ten); i++) worst = fmax(worst, fabs(v[i] - want[t][i]));
     }
     return worst;
 }
@@ -169,15 +171,15 @@ static void test_train_steps(const char *arch)
     fedc_model_train(m, x, y, n, &cfg, NULL, err, sizeof(err));
     double d2 = max_diff(m, w2r);
     CHECK(d1 < 2e-6 && d2 < 2e-6,
-          "%s: each call starts with zero momentum (after call 1: %.2e, call 2: %.2e)", arch, d1,
-          d2);
+          "%s: each call starts with zero momentum (after call 1: %.2e, call 2: %.2e)", arch, d1, d2);
 
     /* The last batch of an epoch may be smaller: 8 examples in batches of 3. */
     cfg.epochs = 2;
     cfg.batch_size = 3;
     rc = fedc_model_train(m, x, y, n, &cfg, &st, err, sizeof(err));
-    CHECK(rc == FEDC_OK && st.steps == 6, "%s: 8 examples in batches of 3 for 2 epochs take %llu "
-                                          "steps (6)",
+    CHECK(rc == FEDC_OK && st.steps == 6,
+          "%s: 8 examples in batches of 3 for 2 epochs take %llu "
+          "steps (6)",
           arch, (unsigned long long)st.steps);
     free_all(w0, count);
     free_all(g0, count);

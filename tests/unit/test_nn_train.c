@@ -13,21 +13,21 @@
 
 static int failures;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            printf("ok   ");                                                                       \
-        } else {                                                                                   \
-            printf("FAIL ");                                                                       \
-            failures++;                                                                            \
-        }                                                                                          \
-        printf(__VA_ARGS__);                                                                       \
-        printf("\n");                                                                              \
-        fflush(stdout);                                                                            \
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (cond) {                                                                                          \
+            printf("ok   ");                                                                                 \
+        } else {                                                                                             \
+            printf("FAIL ");                                                                                 \
+            failures++;                                                                                      \
+        }                                                                                                    \
+        printf(__VA_ARGS__);                                                                                 \
+        printf("\n");                                                                                        \
+        fflush(stdout);                                                                                      \
     } while (0)
 
 #define SIDE 28
-#define PIX (SIDE * SIDE)
+#define PIX  (SIDE * SIDE)
 
 /* Class k is a bright 7x7 square centred on the k-th point of a 4x3 grid,
  * shifted by up to 2 pixels per example, over uniform noise in [0, 0.4]:
@@ -62,7 +62,7 @@ static int same_params(fedc_model *a, fedc_model *b)
     return 1;
 }
 
-static void test_learns(const char *arch, double lr)
+static void test_learns(const char *arch, double lr, int threads)
 {
     const size_t ntrain = 800, ntest = 300;
     float *x = malloc(ntrain * PIX * sizeof(float)), *xt = malloc(ntest * PIX * sizeof(float));
@@ -70,8 +70,11 @@ static void test_learns(const char *arch, double lr)
     make_data(1, ntrain, x, y);
     make_data(2, ntest, xt, yt);
     fedc_model *m = NULL;
-    char err[FEDC_ERRMSG_MAX];
+    char err[FEDC_ERRMSG_MAX], name[32];
     fedc_model_create(arch, 3, &m, err, sizeof(err));
+    fedc_nn_set_threads(threads);
+    snprintf(name, sizeof(name), "%s, %d thread%s", arch, threads, threads > 1 ? "s" : "");
+    arch = name;
 
     fedc_eval_stats before, after;
     fedc_model_evaluate(m, xt, yt, ntest, 100, &before, err, sizeof(err));
@@ -86,17 +89,17 @@ static void test_learns(const char *arch, double lr)
     rc = fedc_model_evaluate(m, xt, yt, ntest, 100, &after, err, sizeof(err));
     printf("     %s: held-out loss %.4f acc %.3f before; train loss %.4f (epoch 1) -> %.4f "
            "(epoch 4), acc %.3f; held-out loss %.4f acc %.3f after\n",
-           arch, before.loss, before.accuracy, st1.loss, st3.loss, st3.accuracy, after.loss,
-           after.accuracy);
-    CHECK(st3.loss < 0.5 * st1.loss && st3.loss < 0.5, "%s: training loss falls (%.4f -> %.4f)",
-          arch, st1.loss, st3.loss);
-    CHECK(rc == FEDC_OK && after.loss < 0.3 * before.loss, "%s: held-out loss falls (%.4f -> "
-                                                           "%.4f)",
+           arch, before.loss, before.accuracy, st1.loss, st3.loss, st3.accuracy, after.loss, after.accuracy);
+    CHECK(st3.loss < 0.5 * st1.loss && st3.loss < 0.5, "%s: training loss falls (%.4f -> %.4f)", arch,
+          st1.loss, st3.loss);
+    CHECK(rc == FEDC_OK && after.loss < 0.3 * before.loss,
+          "%s: held-out loss falls (%.4f -> "
+          "%.4f)",
           arch, before.loss, after.loss);
     CHECK(after.accuracy >= 0.95, "%s: held-out accuracy %.3f >= 0.95", arch, after.accuracy);
-    CHECK(st3.num_examples == ntrain && st3.steps == 3 * 25,
-          "%s: stats report %llu examples, %llu steps", arch,
-          (unsigned long long)st3.num_examples, (unsigned long long)st3.steps);
+    CHECK(st3.num_examples == ntrain && st3.steps == 3 * 25, "%s: stats report %llu examples, %llu steps",
+          arch, (unsigned long long)st3.num_examples, (unsigned long long)st3.steps);
+    fedc_nn_set_threads(1);
     free(x);
     free(xt);
     free(y);
@@ -105,8 +108,8 @@ static void test_learns(const char *arch, double lr)
 }
 
 /* Trains a fresh model and returns it (the caller destroys it). */
-static fedc_model *trained(const char *arch, uint64_t model_seed, uint64_t shuffle_seed,
-                           const float *x, const int32_t *y, size_t n)
+static fedc_model *trained(const char *arch, uint64_t model_seed, uint64_t shuffle_seed, const float *x,
+                           const int32_t *y, size_t n)
 {
     fedc_model *m = NULL;
     fedc_model_create(arch, model_seed, &m, NULL, 0);
@@ -129,16 +132,19 @@ static void test_determinism(const char *arch, int threads)
     fedc_model *b = trained(arch, 1, 10, x, y, n);
     fedc_model *c = trained(arch, 1, 11, x, y, n);
     fedc_model *d = trained(arch, 2, 10, x, y, n);
-    CHECK(a && b && c && d, "%s, %d BLAS thread(s): four trainings succeed", arch, threads);
+    CHECK(a && b && c && d, "%s, %d thread(s): four trainings succeed", arch, threads);
     if (a && b && c && d) {
-        CHECK(same_params(a, b), "%s, %d BLAS thread(s): same seeds give bit-identical "
-                                 "parameters",
+        CHECK(same_params(a, b),
+              "%s, %d thread(s): same seeds give bit-identical "
+              "parameters",
               arch, threads);
-        CHECK(!same_params(a, c), "%s, %d BLAS thread(s): another shuffle seed gives other "
-                                  "parameters",
+        CHECK(!same_params(a, c),
+              "%s, %d thread(s): another shuffle seed gives other "
+              "parameters",
               arch, threads);
-        CHECK(!same_params(a, d), "%s, %d BLAS thread(s): another model seed gives other "
-                                  "parameters",
+        CHECK(!same_params(a, d),
+              "%s, %d thread(s): another model seed gives other "
+              "parameters",
               arch, threads);
     }
     fedc_nn_set_threads(1);
@@ -152,12 +158,15 @@ static void test_determinism(const char *arch, int threads)
 
 int main(void)
 {
-    CHECK(fedc_nn_get_threads() == 1, "the trainer uses 1 BLAS thread by default");
-    test_learns("mlp", 0.05);
-    test_learns("cnn", 0.05);
+    CHECK(fedc_nn_get_threads() == 1, "the trainer uses 1 thread by default");
+    test_learns("mlp", 0.05, 1);
+    test_learns("cnn", 0.05, 1);
+    test_learns("cnn", 0.05, 2);
     test_determinism("mlp", 1);
     test_determinism("cnn", 1);
+    test_determinism("mlp", 2);
     test_determinism("cnn", 2);
+    test_determinism("cnn", 3);
     if (failures) {
         printf("%d check(s) failed\n", failures);
         return 1;
