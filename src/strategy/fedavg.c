@@ -142,16 +142,28 @@ static void fold_f32(uint64_t *restrict acc, const float *restrict x, size_t n, 
 
 /* The sums use unsigned (wrapping) arithmetic so that folding values that
  * turn out to be out of range, then taking them back, is still exact. */
+/* Values are read once, so they are prefetched as non-temporal: without the
+ * hint, a large update streaming in from memory evicts the accumulator
+ * (which is read and written for every update) from the caches. Measured by
+ * bench/bench_agg: about 0.63 of memcpy's speed without, 0.75 with. */
+#define FOLD_BLOCK 64                 /* floats per block: four cache lines */
+#define FOLD_PREFETCH_BYTES 4096      /* how far ahead of the block */
+
 FEDC_MULTIVERSION
 static int check_fold_f32(uint64_t *restrict acc, const float *restrict x, size_t n, double s, float lim)
 {
     int bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        bad |= !(fabsf(x[i]) <= lim);
-        double v = (double)x[i] * s + MAGIC;
-        uint64_t bits;
-        memcpy(&bits, &v, sizeof bits);
-        acc[i] += bits - (uint64_t)MAGIC_BITS;
+    for (size_t b = 0; b < n; b += FOLD_BLOCK) {
+        size_t end = n - b < FOLD_BLOCK ? n : b + FOLD_BLOCK;
+        const char *ahead = (const char *)(x + b) + FOLD_PREFETCH_BYTES;
+        for (size_t k = 0; k < FOLD_BLOCK * sizeof(float); k += 64) __builtin_prefetch(ahead + k, 0, 0);
+        for (size_t i = b; i < end; i++) {
+            bad |= !(fabsf(x[i]) <= lim);
+            double v = (double)x[i] * s + MAGIC;
+            uint64_t bits;
+            memcpy(&bits, &v, sizeof bits);
+            acc[i] += bits - (uint64_t)MAGIC_BITS;
+        }
     }
     return bad;
 }
