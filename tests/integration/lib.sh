@@ -61,3 +61,24 @@ for l in open(sys.argv[1]):
     o=json.loads(l)
     if o["round"]==int(sys.argv[2]): print(o[sys.argv[3]])' "$1" "$2" "$3"
 }
+
+# start_clients PORT N: starts fedc clients c0..c(N-1) on the partitioned
+# data, logging to $WORK/cI.log; their pids are in CLIENTS.
+start_clients() {
+  local port="$1" n="$2" i
+  CLIENTS=()
+  for ((i = 0; i < n; i++)); do
+    "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-00$i" --node-id "c$i" \
+      > "$WORK/c$i.log" 2>&1 &
+    CLIENTS[$i]=$!; PIDS+=($!)
+  done
+}
+
+# wait_clients SECONDS: every client in CLIENTS must exit 0.
+wait_clients() {
+  local i
+  for i in "${!CLIENTS[@]}"; do
+    wait_pid "${CLIENTS[$i]}" "$1"
+    [[ "$WAIT_RC" == 0 ]] || { cat "$WORK/c$i.log"; fail "client c$i exited $WAIT_RC"; }
+  done
+}

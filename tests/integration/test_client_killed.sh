@@ -9,22 +9,16 @@ port=$(free_port)
   --local-epochs 15 --fraction-evaluate 1 --out "$WORK/out" --seed 5 --round-timeout 60 \
   > "$WORK/server.out" 2> "$WORK/server.err" &
 server=$!; PIDS+=($server)
-for i in 0 1 2; do
-  "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-00$i" --node-id "c$i" \
-    > "$WORK/c$i.log" 2>&1 &
-  clients[$i]=$!; PIDS+=(${clients[$i]})
-done
+start_clients "$port" 3
 # Wait for round 1 to finish; round 2 starts at once and its clients train.
 wait_for_lines "$WORK/out/metrics.jsonl" 1 120
 sleep 0.3
-kill -9 "${clients[2]}"
+kill -9 "${CLIENTS[2]}"
 pass "killed client c2 during round 2"
 wait_pid "$server" 240; rc=$WAIT_RC
 [[ "$rc" == 0 ]] || { cat "$WORK/server.err"; fail "server exited $rc"; }
-for i in 0 1; do
-  wait_pid "${clients[$i]}" 30; rc=$WAIT_RC
-  [[ "$rc" == 0 ]] || fail "client c$i exited $rc"
-done
+unset "CLIENTS[2]"
+wait_clients 30
 "$PY" - "$WORK/out/metrics.jsonl" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

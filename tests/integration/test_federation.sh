@@ -9,17 +9,10 @@ port=$(free_port)
   --momentum 0.9 --test-data "$WORK/data/full" --out "$WORK/out" --seed 3 \
   > "$WORK/server.out" 2> "$WORK/server.err" &
 server=$!; PIDS+=($server)
-for i in 0 1 2; do
-  "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-00$i" --node-id "c$i" \
-    > "$WORK/c$i.log" 2>&1 &
-  clients[$i]=$!; PIDS+=(${clients[$i]})
-done
+start_clients "$port" 3
 wait_pid "$server" 240; rc=$WAIT_RC
 [[ "$rc" == 0 ]] || { cat "$WORK/server.err"; fail "server exited $rc"; }
-for i in 0 1 2; do
-  wait_pid "${clients[$i]}" 30; rc=$WAIT_RC
-  [[ "$rc" == 0 ]] || { cat "$WORK/c$i.log"; fail "client c$i exited $rc"; }
-done
+wait_clients 30
 pass "server and 3 clients exited 0"
 
 m="$WORK/out/metrics.jsonl"

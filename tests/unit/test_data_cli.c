@@ -12,20 +12,11 @@
 #include "fedc/data.h"
 
 #include "../../tools/commands.h"
+#include "test_util.h"
 
-static int failures, checks;
 static char tmpdir[256];
 static char data_dir[512];
 
-#define CHECK(cond, ...)                                                                       \
-    do {                                                                                       \
-        int ok_ = (cond);                                                                      \
-        checks++;                                                                              \
-        if (!ok_) failures++;                                                                  \
-        printf("%s ", ok_ ? "ok  " : "FAIL");                                                  \
-        printf(__VA_ARGS__);                                                                   \
-        printf("\n");                                                                          \
-    } while (0)
 
 /* Runs `fedc partition` with the given arguments (NULL-terminated). */
 static int run(const char *first, ...)
@@ -140,6 +131,5 @@ int main(void)
           "dirichlet with every option and the largest seed exits 0");
 
     nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return test_summary();
 }

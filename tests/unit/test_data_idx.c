@@ -12,20 +12,11 @@
 #include <zlib.h>
 
 #include "fedc/data.h"
+#include "test_util.h"
 
-static int failures, checks;
 static char tmpdir[256];
 static char err[FEDC_ERRMSG_MAX];
 
-#define CHECK(cond, ...)                                                                       \
-    do {                                                                                       \
-        int ok_ = (cond);                                                                      \
-        checks++;                                                                              \
-        if (!ok_) failures++;                                                                  \
-        printf("%s ", ok_ ? "ok  " : "FAIL");                                                  \
-        printf(__VA_ARGS__);                                                                   \
-        printf("\n");                                                                          \
-    } while (0)
 
 static const char *path_of(const char *name)
 {
@@ -483,6 +474,5 @@ int main(void)
     test_corrupt();
     test_load_dir();
     nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return test_summary();
 }

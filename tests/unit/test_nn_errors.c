@@ -9,21 +9,9 @@
 
 #include "fedc/core.h"
 #include "fedc/nn.h"
+#include "test_util.h"
 
-static int failures;
 
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (cond) {                                                                                          \
-            printf("ok   ");                                                                                 \
-        } else {                                                                                             \
-            printf("FAIL ");                                                                                 \
-            failures++;                                                                                      \
-        }                                                                                                    \
-        printf(__VA_ARGS__);                                                                                 \
-        printf("\n");                                                                                        \
-        fflush(stdout);                                                                                      \
-    } while (0)
 
 #define N   40
 #define PIX 784
@@ -151,10 +139,5 @@ int main(void)
 
     fedc_params_destroy(orig);
     fedc_model_destroy(m);
-    if (failures) {
-        printf("%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all checks passed\n");
-    return 0;
+    return test_summary();
 }

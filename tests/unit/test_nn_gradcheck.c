@@ -19,21 +19,9 @@
 #include "nn/backend.h"
 #include "nn/layer.h"
 #include "nn/model.h"
+#include "test_util.h"
 
-static int failures;
 
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (cond) {                                                                                          \
-            printf("ok   ");                                                                                 \
-        } else {                                                                                             \
-            printf("FAIL ");                                                                                 \
-            failures++;                                                                                      \
-        }                                                                                                    \
-        printf(__VA_ARGS__);                                                                                 \
-        printf("\n");                                                                                        \
-        fflush(stdout);                                                                                      \
-    } while (0)
 
 /* The backend the checks run on: the CPU backend, and the same backend with
  * its direct convolution kernels removed, so that both conv paths (direct
@@ -679,10 +667,5 @@ int main(void)
     test_chunked_gradient();
     test_threads_agree("cnn", 37);
     test_threads_agree("mlp", 300);
-    if (failures) {
-        printf("%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all checks passed\n");
-    return 0;
+    return test_summary();
 }

@@ -12,21 +12,9 @@
 #include "fedc/nn.h"
 #include "nn/backend.h"
 #include "nn/model.h"
+#include "test_util.h"
 
-static int failures;
 
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (cond) {                                                                                          \
-            printf("ok   ");                                                                                 \
-        } else {                                                                                             \
-            printf("FAIL ");                                                                                 \
-            failures++;                                                                                      \
-        }                                                                                                    \
-        printf(__VA_ARGS__);                                                                                 \
-        printf("\n");                                                                                        \
-        fflush(stdout);                                                                                      \
-    } while (0)
 
 /* w = 1, constant gradient 0.5, lr 0.1, momentum 0.9, weight decay 0.1:
  *   step 1: g' = 0.5 + 0.1*1      = 0.6       v = 0.6
@@ -197,10 +185,5 @@ int main(void)
     test_update_by_hand();
     test_train_steps("mlp");
     test_train_steps("cnn");
-    if (failures) {
-        printf("%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all checks passed\n");
-    return 0;
+    return test_summary();
 }

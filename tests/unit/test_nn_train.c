@@ -10,21 +10,9 @@
 
 #include "fedc/core.h"
 #include "fedc/nn.h"
+#include "test_util.h"
 
-static int failures;
 
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (cond) {                                                                                          \
-            printf("ok   ");                                                                                 \
-        } else {                                                                                             \
-            printf("FAIL ");                                                                                 \
-            failures++;                                                                                      \
-        }                                                                                                    \
-        printf(__VA_ARGS__);                                                                                 \
-        printf("\n");                                                                                        \
-        fflush(stdout);                                                                                      \
-    } while (0)
 
 #define SIDE 28
 #define PIX  (SIDE * SIDE)
@@ -167,10 +155,5 @@ int main(void)
     test_determinism("mlp", 2);
     test_determinism("cnn", 2);
     test_determinism("cnn", 3);
-    if (failures) {
-        printf("%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all checks passed\n");
-    return 0;
+    return test_summary();
 }
