@@ -49,4 +49,20 @@ assert 8 + n + end == len(b), "file size does not match the header"
 PYEOF
 pass "final model is a valid safetensors file"
 grep -q "done: model in" "$WORK/server.out" || fail "server did not say where the model is"
+
+# The saved model starts a new federation: --initial-model reads it back, the
+# server recognises the built-in architecture for central evaluation, and the
+# first round starts from the trained weights, not from scratch.
+port=$(free_port)
+"$FEDC_BIN" server --listen "127.0.0.1:$port" --initial-model "$WORK/out/model.safetensors" --min-clients 3 \
+  --rounds 1 --lr 0.02 --momentum 0.9 --test-data "$WORK/data/full" --out "$WORK/out2" \
+  > /dev/null 2> "$WORK/server2.err" &
+server=$!; PIDS+=($server)
+start_clients "$port" 3
+wait_pid "$server" 120
+[[ "$WAIT_RC" == 0 ]] || { cat "$WORK/server2.err"; fail "second server exited $WAIT_RC"; }
+wait_clients 30
+acc=$(metric "$WORK/out2/metrics.jsonl" 1 central_eval_accuracy)
+"$PY" -c "import sys; sys.exit(0 if float('$acc') >= 0.8 else 1)" || fail "resumed model's round-1 accuracy $acc < 0.8"
+pass "--initial-model continues from the saved model (round-1 accuracy $acc)"
 pass "test_federation"
