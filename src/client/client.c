@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "client/client_internal.h"
 #include "fedc/client.h"
 #include "net/conn.h"
 #include "proto/wire.h"
@@ -260,80 +261,104 @@ static int handle_evaluate(fedc_client *c, fedc__conn *conn, const Fedc__V1__Eva
     return rc;
 }
 
+int fedc__client_send_hello(fedc_client *c, fedc__conn *conn, const char *node_id)
+{
+    Fedc__V1__Hello hello = FEDC__V1__HELLO__INIT;
+    Fedc__V1__Message m = FEDC__V1__MESSAGE__INIT;
+    hello.protocol_version = FEDC_PROTOCOL_VERSION;
+    hello.node_id = (char *)(node_id ? node_id : c->node_id);
+    hello.software = "fedc " FEDC_VERSION_STRING;
+    hello.max_frame_bytes = c->opt.max_frame_bytes;
+    m.body_case = FEDC__V1__MESSAGE__BODY_HELLO;
+    m.hello = &hello;
+    return fedc__send_message(conn, &m, c->errmsg, sizeof c->errmsg);
+}
+
+/* Answers one request that has been received. Sets *done on Shutdown. */
+static int dispatch(fedc_client *c, fedc__conn *conn, const fedc__msg *in, int *done)
+{
+    switch (in->body_case) {
+    case FEDC__V1__MESSAGE__BODY_GET_PARAMETERS_INS:
+        return handle_get_parameters(c, conn, in->get_parameters_ins);
+    case FEDC__V1__MESSAGE__BODY_FIT_INS:
+        return handle_fit(c, conn, in->fit_ins);
+    case FEDC__V1__MESSAGE__BODY_EVALUATE_INS:
+        return handle_evaluate(c, conn, in->evaluate_ins);
+    case FEDC__V1__MESSAGE__BODY_SHUTDOWN:
+        fedc_log(FEDC_LOG_DEBUG, LOG_COMPONENT, "server ended the federation: %s",
+                 in->shutdown->reason && in->shutdown->reason[0] ? in->shutdown->reason : "done");
+        *done = 1;
+        return FEDC_OK;
+    case FEDC__V1__MESSAGE__BODY_ERROR:
+        return fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_PROTOCOL, "server %s reported an error: %s",
+                              conn->peer, in->error->reason);
+    default: {
+        int rc = fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_PROTOCOL,
+                                "server %s sent an unexpected %s message", conn->peer, fedc__msg_name(in));
+        send_error(conn, c->errmsg);
+        return rc;
+    }
+    }
+}
+
+/* Checks the server's answer to Hello. */
+static int check_welcome(fedc_client *c, fedc__conn *conn, const fedc__msg *in)
+{
+    if (in->body_case == FEDC__V1__MESSAGE__BODY_ERROR)
+        return fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_REJECTED, "server %s refused us: %s",
+                              conn->peer, in->error->reason);
+    if (in->body_case != FEDC__V1__MESSAGE__BODY_WELCOME) {
+        send_error(conn, "expected welcome");
+        return fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_PROTOCOL,
+                              "server %s answered hello with a %s message", conn->peer, fedc__msg_name(in));
+    }
+    if (in->welcome->protocol_version != FEDC_PROTOCOL_VERSION)
+        return fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_VERSION,
+                              "server %s speaks protocol version %u, we speak %u", conn->peer,
+                              in->welcome->protocol_version, FEDC_PROTOCOL_VERSION);
+    return FEDC_OK;
+}
+
+int fedc__client_serve(fedc_client *c, fedc__conn *conn, int *done)
+{
+    fedc__msg *in = NULL;
+    *done = 0;
+    int rc = fedc__recv_message(conn, c->opt.max_frame_bytes, &in, c->errmsg, sizeof c->errmsg);
+    if (rc) return rc;
+    if (in->body_case == FEDC__V1__MESSAGE__BODY_WELCOME) rc = check_welcome(c, conn, in);
+    else rc = dispatch(c, conn, in, done);
+    fedc__msg_free(in);
+    return rc;
+}
+
 /* One connected session: handshake, then requests until Shutdown. Returns
  * FEDC_OK on Shutdown. *welcomed tells the caller whether the handshake
  * succeeded (so a later break is worth reconnecting for). */
 static int session(fedc_client *c, fedc__conn *conn, int *welcomed)
 {
-    Fedc__V1__Hello hello = FEDC__V1__HELLO__INIT;
-    Fedc__V1__Message m = FEDC__V1__MESSAGE__INIT;
-    hello.protocol_version = FEDC_PROTOCOL_VERSION;
-    hello.node_id = c->node_id;
-    hello.software = "fedc " FEDC_VERSION_STRING;
-    hello.max_frame_bytes = c->opt.max_frame_bytes;
-    m.body_case = FEDC__V1__MESSAGE__BODY_HELLO;
-    m.hello = &hello;
-    int rc = fedc__send_message(conn, &m, c->errmsg, sizeof c->errmsg);
+    int rc = fedc__client_send_hello(c, conn, NULL);
     if (rc) return rc;
 
     fedc__msg *in = NULL;
     rc = fedc__recv_message(conn, c->opt.max_frame_bytes, &in, c->errmsg, sizeof c->errmsg);
     if (rc) return rc;
-    if (in->body_case == FEDC__V1__MESSAGE__BODY_ERROR) {
-        rc = fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_REJECTED, "server %s refused us: %s",
-                            conn->peer, in->error->reason);
-        fedc__msg_free(in);
-        return rc;
-    }
-    if (in->body_case != FEDC__V1__MESSAGE__BODY_WELCOME) {
-        rc = fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_PROTOCOL,
-                            "server %s answered hello with a %s message", conn->peer, fedc__msg_name(in));
-        fedc__msg_free(in);
-        send_error(conn, "expected welcome");
-        return rc;
-    }
-    if (in->welcome->protocol_version != FEDC_PROTOCOL_VERSION) {
-        rc = fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_VERSION,
-                            "server %s speaks protocol version %u, we speak %u", conn->peer,
-                            in->welcome->protocol_version, FEDC_PROTOCOL_VERSION);
-        fedc__msg_free(in);
-        return rc;
-    }
+    rc = check_welcome(c, conn, in);
     fedc__msg_free(in);
+    if (rc) return rc;
     *welcomed = 1;
     fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "connected to %s as %s", conn->peer, c->node_id);
 
     for (;;) {
         if (c->stop) return fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_CANCELLED, "stopped");
+        int done = 0;
         rc = fedc__recv_message(conn, c->opt.max_frame_bytes, &in, c->errmsg, sizeof c->errmsg);
         if (rc) return rc;
-        switch (in->body_case) {
-        case FEDC__V1__MESSAGE__BODY_GET_PARAMETERS_INS:
-            rc = handle_get_parameters(c, conn, in->get_parameters_ins);
-            break;
-        case FEDC__V1__MESSAGE__BODY_FIT_INS:
-            rc = handle_fit(c, conn, in->fit_ins);
-            break;
-        case FEDC__V1__MESSAGE__BODY_EVALUATE_INS:
-            rc = handle_evaluate(c, conn, in->evaluate_ins);
-            break;
-        case FEDC__V1__MESSAGE__BODY_SHUTDOWN:
+        rc = dispatch(c, conn, in, &done);
+        if (done)
             fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "server ended the federation: %s",
                      in->shutdown->reason && in->shutdown->reason[0] ? in->shutdown->reason : "done");
-            fedc__msg_free(in);
-            return FEDC_OK;
-        case FEDC__V1__MESSAGE__BODY_ERROR:
-            rc = fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_PROTOCOL,
-                                "server %s reported an error: %s", conn->peer, in->error->reason);
-            break;
-        default:
-            rc = fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_PROTOCOL,
-                                "server %s sent an unexpected %s message", conn->peer, fedc__msg_name(in));
-            send_error(conn, c->errmsg);
-            break;
-        }
         fedc__msg_free(in);
-        if (rc) return rc;
+        if (rc || done) return rc;
     }
 }
 

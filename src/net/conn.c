@@ -122,9 +122,66 @@ static int wait_ready(fedc__conn *c, short events, char *err, size_t errlen)
     }
 }
 
+void fedc__conn_memory(fedc__conn *c, const struct iovec *in, int in_count, fedc__bytes *out,
+                       const char *peer)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+    c->in = in;
+    c->in_count = in_count;
+    c->out = out;
+    snprintf(c->peer, sizeof c->peer, "%s", peer ? peer : "memory");
+}
+
+int fedc__bytes_append(fedc__bytes *b, const void *data, size_t n)
+{
+    if (n > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap - b->len < n) {
+            if (cap > SIZE_MAX / 2) return FEDC_ERR_NOMEM;
+            cap *= 2;
+        }
+        uint8_t *d = realloc(b->data, cap);
+        if (!d) return FEDC_ERR_NOMEM;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, n);
+    b->len += n;
+    return FEDC_OK;
+}
+
+void fedc__bytes_free(fedc__bytes *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+static int memory_read(fedc__conn *c, char *p, size_t n, char *err, size_t errlen)
+{
+    while (n > 0) {
+        if (c->in_index >= c->in_count)
+            return fedc_set_error(err, errlen, FEDC_ERR_CLOSED, "%s closed the connection", c->peer);
+        const struct iovec *v = &c->in[c->in_index];
+        size_t take = v->iov_len - c->in_offset;
+        if (take > n) take = n;
+        memcpy(p, (const char *)v->iov_base + c->in_offset, take);
+        p += take;
+        n -= take;
+        c->in_offset += take;
+        c->bytes_received += take;
+        if (c->in_offset == v->iov_len) {
+            c->in_index++;
+            c->in_offset = 0;
+        }
+    }
+    return FEDC_OK;
+}
+
 int fedc__conn_read(fedc__conn *c, void *buf, size_t n, char *err, size_t errlen)
 {
     char *p = buf;
+    if (c->fd < 0 && c->out) return memory_read(c, p, n, err, errlen);
     while (n > 0) {
         int rc = wait_ready(c, POLLIN, err, errlen);
         if (rc) return rc;
@@ -145,6 +202,14 @@ int fedc__conn_read(fedc__conn *c, void *buf, size_t n, char *err, size_t errlen
 
 int fedc__conn_writev(fedc__conn *c, struct iovec *iov, int iovcnt, char *err, size_t errlen)
 {
+    if (c->fd < 0 && c->out) {
+        for (int i = 0; i < iovcnt; i++) {
+            if (fedc__bytes_append(c->out, iov[i].iov_base, iov[i].iov_len))
+                return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+            c->bytes_sent += iov[i].iov_len;
+        }
+        return FEDC_OK;
+    }
     while (iovcnt > 0) {
         if (iov->iov_len == 0) {
             iov++;

@@ -6,12 +6,39 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct iovec;
+
+/* A growable byte buffer: where an in-memory connection's writes go. */
+typedef struct fedc__bytes {
+    uint8_t *data;
+    size_t len, cap;
+} fedc__bytes;
+
+/*
+ * A connection is a socket (fd >= 0) or, in simulation, an in-memory stream
+ * (fd == -1): reads consume `in` (a list of buffers the peer wrote) and
+ * writes append to `out`. The protocol code above cannot tell the two
+ * apart, so a simulated client produces and consumes exactly the bytes a
+ * real one would.
+ */
 typedef struct fedc__conn {
     int fd;
     char peer[96];           /* "host:port" for messages */
     double io_timeout;       /* seconds a single read or write may block; 0 = forever */
     uint64_t bytes_sent, bytes_received;
+    const struct iovec *in;  /* in-memory mode: what there is to read */
+    int in_count, in_index;
+    size_t in_offset;
+    fedc__bytes *out;        /* in-memory mode: where writes go */
 } fedc__conn;
+
+/* Sets up an in-memory connection over `in` (not copied; must outlive the
+ * connection) writing to `out`. */
+void fedc__conn_memory(fedc__conn *c, const struct iovec *in, int in_count, fedc__bytes *out,
+                       const char *peer);
+/* Appends n bytes to b. FEDC_ERR_NOMEM when it cannot grow. */
+int fedc__bytes_append(fedc__bytes *b, const void *data, size_t n);
+void fedc__bytes_free(fedc__bytes *b);
 
 /* Splits "host:port" or "[v6]:port" into host and port. */
 int fedc__parse_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen,

@@ -22,6 +22,7 @@
 #include "fedc/server.h"
 #include "net/conn.h"
 #include "proto/wire.h"
+#include "server/server_internal.h"
 #include "strategy/fedavg.h"
 
 #define LOG_COMPONENT "server"
@@ -51,6 +52,10 @@ struct node {
     fedc_server *srv;
     node *next;
     uint64_t serial;
+    int is_virtual;             /* a simulated client: no socket, see fedc__server_feed */
+    uint32_t vindex;
+    uint8_t *pending;           /* virtual: fed bytes held back while waiting for a slot */
+    size_t pending_len, pending_off;
     char peer[INET6_ADDRSTRLEN + 16]; /* "[v6]:port" or "v4:port" */
     char id[129];
     node_state state;
@@ -123,6 +128,11 @@ struct fedc_server {
     node *nodes;
     uint64_t next_serial;
     uint32_t nconnections;
+    uint32_t nidle;              /* nodes in NODE_IDLE, kept by set_state() */
+    int running;
+    fedc__virtual_transport virt;
+    node **vnodes;               /* simulated clients by index */
+    uint32_t nvirtual;
     uint8_t discard[DISCARD_BYTES];
 
     model_blob *model;
@@ -157,6 +167,8 @@ struct fedc_server {
 
 static void node_close(node *n, const char *why);
 static void node_resume(node *n);
+static void set_state(node *n, node_state st);
+static void consume(node *n, size_t nread);
 static void unfold_partial(node *n);
 static void maybe_finish_stage(fedc_server *s);
 static void start_round(fedc_server *s);
@@ -216,6 +228,14 @@ static void model_digest(const fedc_params *p, char hex[65])
     sodium_bin2hex(hex, 65, h, sizeof h);
 }
 
+static void set_state(node *n, node_state st)
+{
+    fedc_server *s = n->srv;
+    if (n->state == NODE_IDLE && s->nidle) s->nidle--;
+    n->state = st;
+    if (st == NODE_IDLE) s->nidle++;
+}
+
 /* ---- writing --------------------------------------------------------- */
 
 typedef struct write_req {
@@ -268,6 +288,17 @@ static int node_send(node *n, const fedc__msg *m, model_blob *blob, int close_af
     }
     w->n = n;
     w->close_after = close_after;
+    if (n->is_virtual) {
+        /* The simulator takes the frame and a reference to the model; it
+         * hands the reference back through fedc__server_blob_release(). */
+        s->bytes_sent += total;
+        s->virt.deliver(s->virt.ctx, n->vindex, w->frame, flen, w->blob, blob ? blob->bufs : NULL,
+                        blob ? blob->nbufs : 0);
+        free(w->bufs);
+        free(w);
+        if (close_after) node_close(n, NULL);
+        return FEDC_OK;
+    }
     int r = uv_write(&w->req, (uv_stream_t *)&n->tcp, w->bufs, nb, on_write);
     if (r) {
         free(w->frame);
@@ -362,7 +393,7 @@ static void request_failed(node *n, const char *why)
                      (unsigned long long)s->round, n->id, n->peer, why);
     }
     n->req = REQ_NONE;
-    if (!n->closing) n->state = NODE_IDLE;
+    if (!n->closing) set_state(n, NODE_IDLE);
     if (current) maybe_finish_stage(s);
 }
 
@@ -382,7 +413,18 @@ static void node_close(node *n, const char *why)
             break;
         }
     s->nconnections--;
+    if (n->state == NODE_IDLE && s->nidle) s->nidle--;
     n->closing = 2;
+    if (n->is_virtual) {
+        if (s->vnodes && n->vindex < s->nvirtual) s->vnodes[n->vindex] = NULL;
+        free(n->pending);
+        free(n->msgbuf);
+        fedc_config_destroy(n->metrics);
+        if (n->sk == S_GETPARAMS) fedc_params_destroy(n->stream_params);
+        free(n);
+        if (s->ph == PHASE_WAIT) maybe_finish_stage(s);
+        return;
+    }
     if (n->timer_open) {
         uv_timer_stop(&n->handshake_timer);
         uv_close((uv_handle_t *)&n->handshake_timer, on_timer_closed);
@@ -536,7 +578,7 @@ static void stream_finished(node *n)
         fedc_params *p = n->stream_params;
         n->stream_params = NULL;
         n->req = REQ_NONE;
-        n->state = NODE_IDLE;
+        set_state(n, NODE_IDLE);
         if (s->ph != PHASE_INIT || s->model) {
             fedc_params_destroy(p);
             return;
@@ -608,7 +650,7 @@ static void stream_finished(node *n)
         return;
     }
     n->req = REQ_NONE;
-    n->state = NODE_IDLE;
+    set_state(n, NODE_IDLE);
     if (current) maybe_finish_stage(s);
 }
 
@@ -668,7 +710,7 @@ static void on_hello(node *n, const Fedc__V1__Hello *h)
         node_close(n, "cannot send welcome");
         return;
     }
-    n->state = NODE_IDLE;
+    set_state(n, NODE_IDLE);
     fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "client %s joined from %s (%s)", n->id, n->peer,
              h->software ? h->software : "");
     if (s->ph == PHASE_WAIT) maybe_finish_stage(s);
@@ -822,7 +864,7 @@ static void on_message(node *n, fedc__msg *m)
             if (s->stage_pending) s->stage_pending--;
         }
         n->req = REQ_NONE;
-        n->state = NODE_IDLE;
+        set_state(n, NODE_IDLE);
         if (current) maybe_finish_stage(s);
         break;
     }
@@ -907,7 +949,6 @@ static void on_header_complete(node *n)
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     node *n = (node *)st;
-    fedc_server *s = n->srv;
     (void)buf;
     if (nread == 0 || n->closing) return;
     if (nread < 0) {
@@ -920,6 +961,14 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         }
         return;
     }
+    consume(n, (size_t)nread);
+}
+
+/* Advances the frame reader by nread bytes that have just been placed where
+ * on_alloc() said. */
+static void consume(node *n, size_t nread)
+{
+    fedc_server *s = n->srv;
     s->bytes_received += (uint64_t)nread;
     switch (n->rs) {
     case R_HDR:
@@ -1015,14 +1064,124 @@ static void on_connection(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&n->tcp, on_alloc, on_read);
 }
 
+static void feed_pending(node *n);
+
 static void node_resume(node *n)
 {
     if (acquire_slot(n) != 1) {
         node_close(n, "out of memory for an update buffer");
         return;
     }
-    uv_read_start((uv_stream_t *)&n->tcp, on_alloc, on_read);
+    if (n->is_virtual) feed_pending(n);
+    else uv_read_start((uv_stream_t *)&n->tcp, on_alloc, on_read);
 }
+
+/* Runs fed bytes through the same frame reader as socket reads, copying
+ * each piece where on_alloc() says it belongs. Stops early, keeping the
+ * rest, when the node must wait for a staging buffer. Returns the bytes
+ * used. */
+static size_t feed_bytes(node *n, const uint8_t *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len && !n->closing && !n->waiting_slot) {
+        uv_buf_t buf;
+        on_alloc((uv_handle_t *)&n->tcp, 65536, &buf);
+        size_t k = len - off < buf.len ? len - off : buf.len;
+        memcpy(buf.base, data + off, k);
+        off += k;
+        consume(n, k);
+    }
+    return off;
+}
+
+static void feed_pending(node *n)
+{
+    if (!n->pending) return;
+    uint8_t *p = n->pending;
+    size_t len = n->pending_len, off = n->pending_off;
+    n->pending = NULL;
+    off += feed_bytes(n, p + off, len - off);
+    if (off < len && !n->closing) {
+        n->pending = p;
+        n->pending_len = len;
+        n->pending_off = off;
+    } else {
+        free(p);
+    }
+}
+
+void fedc__server_set_virtual(fedc_server *s, const fedc__virtual_transport *t)
+{
+    s->virt = *t;
+}
+
+int fedc__server_add_virtual(fedc_server *s, uint32_t index)
+{
+    if (index >= s->nvirtual) {
+        uint32_t cap = s->nvirtual ? s->nvirtual : 64;
+        while (cap <= index) cap *= 2;
+        node **v = realloc(s->vnodes, cap * sizeof *v);
+        if (!v) return FEDC_ERR_NOMEM;
+        memset(v + s->nvirtual, 0, (cap - s->nvirtual) * sizeof *v);
+        s->vnodes = v;
+        s->nvirtual = cap;
+    }
+    node *n = calloc(1, sizeof *n);
+    if (!n || !(n->metrics = fedc_config_create())) {
+        free(n);
+        return FEDC_ERR_NOMEM;
+    }
+    n->srv = s;
+    n->slot = -1;
+    n->is_virtual = 1;
+    n->vindex = index;
+    snprintf(n->peer, sizeof n->peer, "sim:%u", index);
+    n->serial = s->next_serial++;
+    n->next = s->nodes;
+    s->nodes = n;
+    s->nconnections++;
+    s->vnodes[index] = n;
+    return FEDC_OK;
+}
+
+void fedc__server_feed(fedc_server *s, uint32_t index, const uint8_t *data, size_t len)
+{
+    node *n = index < s->nvirtual ? s->vnodes[index] : NULL;
+    if (!n || n->closing) return;
+    if (n->pending) {
+        /* Keep the order: append behind what is already waiting. */
+        uint8_t *p = realloc(n->pending, n->pending_len + len);
+        if (!p) {
+            node_close(n, "out of memory");
+            return;
+        }
+        memcpy(p + n->pending_len, data, len);
+        n->pending = p;
+        n->pending_len += len;
+        return;
+    }
+    size_t used = feed_bytes(n, data, len);
+    if (used < len && !n->closing) {
+        n->pending = malloc(len - used);
+        if (!n->pending) {
+            node_close(n, "out of memory");
+            return;
+        }
+        memcpy(n->pending, data + used, len - used);
+        n->pending_len = len - used;
+        n->pending_off = 0;
+    }
+}
+
+void fedc__server_disconnect(fedc_server *s, uint32_t index, const char *why)
+{
+    node *n = index < s->nvirtual ? s->vnodes[index] : NULL;
+    if (n && !n->closing) node_close(n, why);
+}
+
+void fedc__server_blob_release(void *blob) { blob_unref(blob); }
+
+uv_loop_t *fedc__server_loop(fedc_server *s) { return &s->loop; }
 
 /* ---- the round driver ------------------------------------------------- */
 
@@ -1133,7 +1292,7 @@ static void send_request(fedc_server *s, node *n, req_kind kind)
     n->req = kind;
     n->req_round = s->round;
     n->result_recorded = 0;
-    n->state = NODE_BUSY;
+    set_state(n, NODE_BUSY);
     s->stage_pending++;
     rc = node_send(n, &m, blob, 0);
     fedc__kvbuf_free(&kv);
@@ -1443,12 +1602,10 @@ static void on_stage_timeout(uv_timer_t *t)
 
 static void maybe_finish_stage(fedc_server *s)
 {
-    if (s->stopping) return;
+    if (s->stopping || !s->running) return;
     switch (s->ph) {
     case PHASE_WAIT: {
-        size_t n = 0;
-        free(idle_nodes(s, &n));
-        if (n >= s->opt.min_clients || (!s->model && n > 0 && s->round == 0 && n >= s->opt.min_clients)) {
+        if (s->nidle >= s->opt.min_clients) {
             uv_timer_stop(&s->wait_timer);
             if (!s->model) ask_initial_parameters(s);
             else start_round(s);
@@ -1685,8 +1842,10 @@ int fedc_server_run(fedc_server *s)
     fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "listening on %s (port %d); waiting for %u clients", s->opt.listen,
              s->port, s->opt.min_clients);
     s->ph = PHASE_WAIT;
+    s->running = 1;
     if (s->opt.wait_timeout > 0)
         uv_timer_start(&s->wait_timer, on_wait_timeout, (uint64_t)(s->opt.wait_timeout * 1000), 0);
+    maybe_finish_stage(s); /* clients may have joined already (simulation) */
     uv_run(&s->loop, UV_RUN_DEFAULT);
     s->finished = 1;
     if (s->rc == FEDC_OK) s->errmsg[0] = '\0';
@@ -1713,6 +1872,7 @@ void fedc_server_destroy(fedc_server *s)
     for (uint32_t i = 0; s->slots && i < s->opt.max_inflight_updates; i++) fedc_params_destroy(s->slots[i]);
     free(s->slots);
     free(s->slot_busy);
+    free(s->vnodes);
     free(s->fits);
     free(s->evals);
     if (s->metrics) fclose(s->metrics);

@@ -1,0 +1,36 @@
+/* Hooks of the server for the simulator: clients without sockets.
+ *
+ * A simulated client is a node like any other, but its bytes travel in
+ * memory: what the server sends it goes to deliver(), and what it answers
+ * comes back through fedc__server_feed(), which runs the very frame reader
+ * that socket reads go through. Everything here runs on the server's loop
+ * thread. */
+#ifndef FEDC_SERVER_INTERNAL_H
+#define FEDC_SERVER_INTERNAL_H
+
+#include <uv.h>
+
+#include "fedc/server.h"
+
+typedef struct fedc__virtual_transport {
+    /* Called for every message to simulated client `index`: `frame` is one
+     * encoded MESSAGE frame (the callee owns it and frees it with free());
+     * when a model follows, `blob` is a reference to it whose frames are
+     * bufs[0..nbufs), valid until the reference is given back with
+     * fedc__server_blob_release() on the loop thread. */
+    void (*deliver)(void *ctx, uint32_t index, uint8_t *frame, size_t frame_len, void *blob,
+                    const uv_buf_t *bufs, unsigned nbufs);
+    void *ctx;
+} fedc__virtual_transport;
+
+void fedc__server_set_virtual(fedc_server *s, const fedc__virtual_transport *t);
+/* Adds simulated client `index`, which has yet to say hello. */
+int fedc__server_add_virtual(fedc_server *s, uint32_t index);
+/* Bytes from simulated client `index`, as they would come off its socket. */
+void fedc__server_feed(fedc_server *s, uint32_t index, const uint8_t *data, size_t len);
+/* Simulated client `index` vanished (its connection closed). */
+void fedc__server_disconnect(fedc_server *s, uint32_t index, const char *why);
+void fedc__server_blob_release(void *blob);
+uv_loop_t *fedc__server_loop(fedc_server *s);
+
+#endif
