@@ -19,6 +19,7 @@ static void usage(FILE *f)
             "  server      run the federation server (aggregates the clients' updates)\n"
             "  client      run a client that trains the built-in model on its local data\n"
             "  partition   split a dataset into per-client data directories\n"
+            "  sim         run the server and many virtual clients in one process\n"
             "  version     print the version\n"
             "\n"
             "'fedc COMMAND --help' lists a command's flags. Documentation: docs/.\n",
@@ -37,6 +38,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "server")) return fedc_cmd_server(argc - 1, argv + 1);
     if (!strcmp(cmd, "client")) return fedc_cmd_client(argc - 1, argv + 1);
     if (!strcmp(cmd, "partition")) return fedc_cmd_partition(argc - 1, argv + 1);
+    if (!strcmp(cmd, "sim")) return fedc_cmd_sim(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("fedc %s (protocol 1)\n", FEDC_VERSION_STRING);
         return FEDC_EXIT_OK;

@@ -711,8 +711,9 @@ static void on_hello(node *n, const Fedc__V1__Hello *h)
         return;
     }
     set_state(n, NODE_IDLE);
-    fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "client %s joined from %s (%s)", n->id, n->peer,
-             h->software ? h->software : "");
+    /* A simulation's thousands of virtual clients join silently. */
+    fedc_log(n->is_virtual ? FEDC_LOG_DEBUG : FEDC_LOG_INFO, LOG_COMPONENT, "client %s joined from %s (%s)", n->id,
+             n->peer, h->software ? h->software : "");
     if (s->ph == PHASE_WAIT) maybe_finish_stage(s);
 }
 

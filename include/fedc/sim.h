@@ -1,0 +1,64 @@
+/*
+ * Simulation: a whole federation in one process.
+ *
+ * fedc_sim_run() runs the real server and a population of virtual clients.
+ * The network is replaced by an in-memory transport, nothing else: every
+ * message a client would send over TCP is encoded, handed to the server's
+ * frame reader and decoded there, and the server's requests reach the
+ * clients the same way. So strategies, checks and aggregation behave as in
+ * a deployment, and the same seed gives the same model as real processes
+ * on loopback with the same node ids and data.
+ *
+ * A virtual client exists only while it answers a request: open_client()
+ * is called on a worker thread before each request and close_client()
+ * after it, so memory grows with `concurrency`, not with `clients`.
+ */
+#ifndef FEDC_SIM_H
+#define FEDC_SIM_H
+
+#include <stdint.h>
+
+#include "fedc/client.h"
+#include "fedc/server.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fedc_sim_options {
+    uint32_t clients;      /* the population (required, >= 1) */
+    uint32_t concurrency;  /* requests answered at once, one worker thread each (0: the cores) */
+    /* Node id format: one %u for the client's index (default "client-%03u",
+     * the names fedc partition gives its directories). */
+    const char *node_id_format;
+    /*
+     * Called on a worker thread before virtual client `index` answers a
+     * request: set *client_user to whatever the callbacks need (its data,
+     * for example). May be NULL. A non-zero return fails that request as a
+     * client-side failure, with the message in err.
+     */
+    int (*open_client)(void *user, uint32_t index, void **client_user, char *err, size_t errlen);
+    /* Called after the request; frees what open_client made. May be NULL. */
+    void (*close_client)(void *user, uint32_t index, void *client_user);
+    /* The clients' training code; the callbacks receive client_user. */
+    fedc_client_callbacks callbacks;
+    void *user;
+} fedc_sim_options;
+
+/* Fills opt with the defaults above (no callbacks). */
+void fedc_sim_options_init(fedc_sim_options *opt);
+
+/*
+ * Runs the federation with the server options `server` (listen defaults to
+ * an ephemeral loopback port, so real clients may join too) and returns
+ * what fedc_server_run() would, with the message in err on failure.
+ * The callbacks run on up to `concurrency` threads at once: they must not
+ * share mutable state without locking.
+ */
+int fedc_sim_run(const fedc_server_options *server, const fedc_sim_options *sim, char *err,
+                 size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,348 @@
+/* The simulator: the real server on its event loop, and worker threads that
+ * answer its requests for virtual clients over in-memory connections. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "client/client_internal.h"
+#include "fedc/sim.h"
+#include "server/server_internal.h"
+
+#define LOG_COMPONENT "sim"
+
+/* A message (and maybe a model) on its way to a virtual client. */
+typedef struct job {
+    struct job *next;
+    uint32_t index;
+    uint8_t *frame;
+    size_t frame_len;
+    void *blob;
+    const uv_buf_t *bufs;
+    unsigned nbufs;
+} job;
+
+/* A virtual client's answer on its way back to the server. */
+typedef struct done_msg {
+    struct done_msg *next;
+    uint32_t index;
+    fedc__bytes out;
+    void *blob;          /* the model reference to give back, on the loop thread */
+    int failed;          /* the client broke the protocol: disconnect it */
+    char why[FEDC_ERRMSG_MAX];
+} done_msg;
+
+typedef struct sim sim;
+
+/* What a worker's fedc_client passes to its callbacks: the shim forwards to
+ * the user's callbacks with the current virtual client's pointer, opening
+ * the client on first use so that a Welcome or Shutdown loads nothing. */
+typedef struct worker {
+    sim *s;
+    pthread_t thread;
+    fedc_client *client;
+    uint32_t index;
+    int opened;
+    void *client_user;
+} worker;
+
+struct sim {
+    const fedc_sim_options *opt;
+    fedc_server *server;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    job *head, *tail;
+    uint8_t *busy;       /* per virtual client: a worker is answering it */
+    int stop;
+    done_msg *done_head, *done_tail;
+    uv_async_t async;
+    worker *workers;
+    uint32_t nworkers;
+};
+
+/* ---- the user's callbacks, through the current worker ------------------ */
+
+static int open_current(worker *w, char *err, size_t errlen)
+{
+    if (w->opened) return FEDC_OK;
+    const fedc_sim_options *o = w->s->opt;
+    w->client_user = NULL;
+    int rc = o->open_client ? o->open_client(o->user, w->index, &w->client_user, err, errlen) : FEDC_OK;
+    if (!rc) w->opened = 1;
+    return rc;
+}
+
+static int shim_get_parameters(void *user, const fedc_config *cfg, fedc_params **out, char *err, size_t errlen)
+{
+    worker *w = user;
+    int rc = open_current(w, err, errlen);
+    if (rc) return rc;
+    if (!w->s->opt->callbacks.get_parameters)
+        return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED, "this client does not define initial parameters");
+    return w->s->opt->callbacks.get_parameters(w->client_user, cfg, out, err, errlen);
+}
+
+static int shim_fit(void *user, fedc_params *params, const fedc_config *cfg, uint64_t *n, fedc_config *metrics,
+                    char *err, size_t errlen)
+{
+    worker *w = user;
+    int rc = open_current(w, err, errlen);
+    if (rc) return rc;
+    return w->s->opt->callbacks.fit(w->client_user, params, cfg, n, metrics, err, errlen);
+}
+
+static int shim_evaluate(void *user, const fedc_params *params, const fedc_config *cfg, double *loss,
+                         uint64_t *n, fedc_config *metrics, char *err, size_t errlen)
+{
+    worker *w = user;
+    if (!w->s->opt->callbacks.evaluate)
+        return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED, "this client does not evaluate");
+    int rc = open_current(w, err, errlen);
+    if (rc) return rc;
+    return w->s->opt->callbacks.evaluate(w->client_user, params, cfg, loss, n, metrics, err, errlen);
+}
+
+/* ---- the loop side ------------------------------------------------------ */
+
+static void deliver(void *ctx, uint32_t index, uint8_t *frame, size_t frame_len, void *blob,
+                    const uv_buf_t *bufs, unsigned nbufs)
+{
+    sim *s = ctx;
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        free(frame);
+        if (blob) fedc__server_blob_release(blob);
+        fedc__server_disconnect(s->server, index, "out of memory in the simulator");
+        return;
+    }
+    j->index = index;
+    j->frame = frame;
+    j->frame_len = frame_len;
+    j->blob = blob;
+    j->bufs = bufs;
+    j->nbufs = nbufs;
+    pthread_mutex_lock(&s->mu);
+    if (s->tail) s->tail->next = j;
+    else s->head = j;
+    s->tail = j;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Hands the workers' answers to the server, on the loop thread. */
+static void on_done(uv_async_t *a)
+{
+    sim *s = a->data;
+    pthread_mutex_lock(&s->mu);
+    done_msg *d = s->done_head;
+    s->done_head = s->done_tail = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (d) {
+        done_msg *next = d->next;
+        if (d->blob) fedc__server_blob_release(d->blob);
+        if (d->out.len) fedc__server_feed(s->server, d->index, d->out.data, d->out.len);
+        if (d->failed) fedc__server_disconnect(s->server, d->index, d->why);
+        fedc__bytes_free(&d->out);
+        free(d);
+        d = next;
+    }
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+/* The first queued job whose client is not being answered by another
+ * worker: a client sees its messages one at a time and in order. */
+static job *take_job(sim *s)
+{
+    job *prev = NULL;
+    for (job *j = s->head; j; prev = j, j = j->next) {
+        if (s->busy[j->index]) continue;
+        if (prev) prev->next = j->next;
+        else s->head = j->next;
+        if (s->tail == j) s->tail = prev;
+        s->busy[j->index] = 1;
+        return j;
+    }
+    return NULL;
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    sim *s = w->s;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        job *j;
+        while (!(j = take_job(s)) && !s->stop) pthread_cond_wait(&s->cv, &s->mu);
+        pthread_mutex_unlock(&s->mu);
+        if (!j) break;
+
+        /* The request as it would arrive on a socket: the message frame,
+         * then the model's frames, read in place. */
+        struct iovec stack_iov[64];
+        struct iovec *iov = j->nbufs + 1 <= 64 ? stack_iov : malloc((j->nbufs + 1) * sizeof *iov);
+        done_msg *d = calloc(1, sizeof *d);
+        if (!iov || !d) {
+            /* Without memory the client cannot answer; the server sees it
+             * vanish, as it would a crashed process. */
+            if (d) d->failed = 1;
+        } else {
+            iov[0].iov_base = j->frame;
+            iov[0].iov_len = j->frame_len;
+            for (unsigned i = 0; i < j->nbufs; i++) {
+                iov[i + 1].iov_base = j->bufs[i].base;
+                iov[i + 1].iov_len = j->bufs[i].len;
+            }
+            fedc__conn conn;
+            fedc__conn_memory(&conn, iov, (int)j->nbufs + 1, &d->out, "server");
+            w->index = j->index;
+            w->opened = 0;
+            int finished = 0;
+            int rc = fedc__client_serve(w->client, &conn, &finished);
+            if (w->opened && s->opt->close_client) s->opt->close_client(s->opt->user, j->index, w->client_user);
+            w->opened = 0;
+            if (rc) {
+                d->failed = 1;
+                snprintf(d->why, sizeof d->why, "%s", fedc_client_errmsg(w->client));
+            }
+        }
+        if (iov != stack_iov) free(iov);
+        free(j->frame);
+        pthread_mutex_lock(&s->mu);
+        s->busy[j->index] = 0;
+        if (d) {
+            d->index = j->index;
+            d->blob = j->blob;
+            if (s->done_tail) s->done_tail->next = d;
+            else s->done_head = d;
+            s->done_tail = d;
+        }
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        if (!d) fedc__server_blob_release(j->blob); /* unreachable in practice: see above */
+        free(j);
+        uv_async_send(&s->async);
+    }
+    return NULL;
+}
+
+/* ---- running ------------------------------------------------------------ */
+
+void fedc_sim_options_init(fedc_sim_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->node_id_format = "client-%03u";
+}
+
+int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *opt, char *err, size_t errlen)
+{
+    if (!opt || opt->clients == 0)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "the simulation needs at least 1 client");
+    if (!opt->callbacks.fit)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "the simulation needs a fit callback");
+    sim s;
+    memset(&s, 0, sizeof s);
+    s.opt = opt;
+    s.nworkers = opt->concurrency;
+    if (s.nworkers == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        s.nworkers = cores > 0 ? (uint32_t)cores : 1;
+    }
+    if (s.nworkers > opt->clients) s.nworkers = opt->clients;
+    const char *fmt = opt->node_id_format ? opt->node_id_format : "client-%03u";
+
+    fedc_server_options so = *server_opt;
+    if (!so.listen || !strcmp(so.listen, "127.0.0.1:7000")) so.listen = "127.0.0.1:0";
+    if (so.max_connections < opt->clients + 16) so.max_connections = opt->clients + 16;
+    int rc = FEDC_OK;
+    s.server = fedc_server_create(&so, err, errlen);
+    if (!s.server) return FEDC_ERR_INVALID;
+    s.busy = calloc(opt->clients, 1);
+    s.workers = calloc(s.nworkers, sizeof *s.workers);
+    if (!s.busy || !s.workers) {
+        fedc_server_destroy(s.server);
+        free(s.busy);
+        free(s.workers);
+        return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    }
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    uv_async_init(fedc__server_loop(s.server), &s.async, on_done);
+    s.async.data = &s;
+    /* The server's own handles keep its loop running; this one must not
+     * keep it from ending. */
+    uv_unref((uv_handle_t *)&s.async);
+    fedc__virtual_transport t = {deliver, &s};
+    fedc__server_set_virtual(s.server, &t);
+
+    /* Every virtual client says hello, exactly as a real one would. */
+    fedc_client_options co;
+    fedc_client_options_init(&co);
+    co.server = "sim";
+    co.node_id = "sim";
+    fedc_client_callbacks shim = {shim_get_parameters, shim_fit, shim_evaluate};
+    fedc_client *hello = fedc_client_create(&co, &shim, NULL);
+    char id[160];
+    for (uint32_t i = 0; i < opt->clients && hello && !rc; i++) {
+        snprintf(id, sizeof id, fmt, i);
+        fedc__bytes out = {0};
+        fedc__conn conn;
+        fedc__conn_memory(&conn, NULL, 0, &out, "sim");
+        rc = fedc__server_add_virtual(s.server, i);
+        if (!rc) rc = fedc__client_send_hello(hello, &conn, id);
+        if (!rc) fedc__server_feed(s.server, i, out.data, out.len);
+        fedc__bytes_free(&out);
+    }
+    fedc_client_destroy(hello);
+    if (!hello) rc = FEDC_ERR_NOMEM;
+
+    uint32_t started = 0;
+    for (uint32_t i = 0; i < s.nworkers && !rc; i++) {
+        worker *w = &s.workers[i];
+        w->s = &s;
+        w->client = fedc_client_create(&co, &shim, w);
+        if (!w->client || pthread_create(&w->thread, NULL, worker_main, w)) {
+            fedc_client_destroy(w->client);
+            w->client = NULL;
+            rc = FEDC_ERR_NOMEM;
+            break;
+        }
+        started++;
+    }
+    if (rc) {
+        fedc_set_error(err, errlen, rc, "cannot set up %u virtual clients: %s", opt->clients, fedc_strerror(rc));
+    } else {
+        fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "%u virtual clients, %u answering at once", opt->clients, s.nworkers);
+        rc = fedc_server_run(s.server);
+        if (rc) fedc_set_error(err, errlen, rc, "%s", fedc_server_errmsg(s.server));
+    }
+
+    /* Stop the workers, then give back whatever is still queued. */
+    pthread_mutex_lock(&s.mu);
+    s.stop = 1;
+    pthread_cond_broadcast(&s.cv);
+    pthread_mutex_unlock(&s.mu);
+    for (uint32_t i = 0; i < started; i++) pthread_join(s.workers[i].thread, NULL);
+    for (uint32_t i = 0; i < s.nworkers; i++) fedc_client_destroy(s.workers[i].client);
+    for (job *j = s.head, *next; j; j = next) {
+        next = j->next;
+        free(j->frame);
+        if (j->blob) fedc__server_blob_release(j->blob);
+        free(j);
+    }
+    for (done_msg *d = s.done_head, *next; d; d = next) {
+        next = d->next;
+        if (d->blob) fedc__server_blob_release(d->blob);
+        fedc__bytes_free(&d->out);
+        free(d);
+    }
+    uv_close((uv_handle_t *)&s.async, NULL);
+    fedc_server_destroy(s.server);
+    pthread_cond_destroy(&s.cv);
+    pthread_mutex_destroy(&s.mu);
+    free(s.busy);
+    free(s.workers);
+    return rc;
+}

@@ -1,0 +1,203 @@
+/* fedc sim: the server and a population of virtual clients in one process.
+ * The dataset is partitioned in memory exactly as fedc partition would, and
+ * each virtual client trains the built-in model on its share, through the
+ * same client callbacks as fedc client. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "fedc/sim.h"
+#include "server_cli.h"
+#include "trainer_cli.h"
+
+#define CMD "sim"
+
+static const char usage_head[] =
+    "usage: fedc sim --clients N [FLAGS]\n"
+    "\n"
+    "Runs the server and N virtual clients in one process. The network is\n"
+    "replaced by an in-memory transport; every protocol message is still\n"
+    "encoded and decoded. The dataset is split in memory as fedc partition\n"
+    "would, and each client trains the built-in model on its share.\n"
+    "\n"
+    "  --clients N               the population (required)\n"
+    "  --concurrency K           clients answering at once (default: the cores)\n"
+    "  --data DIR                the dataset to split (default /usr/share/datasets/fashion-mnist)\n"
+    "  --scheme iid|dirichlet|shards, --alpha A, --labels-per-client K,\n"
+    "  --test-fraction F, --min-samples M\n"
+    "                            partition options, as for fedc partition\n"
+    "  --partition-seed S        seed of the partition (default: --seed)\n"
+    "\n"
+    "Server flags, as for fedc server (--listen defaults to an ephemeral port):\n";
+
+typedef struct sim_data {
+    const fedc_dataset *data;
+    const fedc_partition_map *map;
+    const char *arch;
+    uint64_t seed;
+} sim_data;
+
+/* Each worker thread keeps one model between the clients it serves, freed
+ * when the thread ends. */
+static pthread_key_t g_model_key;
+static void free_model(void *m) { fedc_model_destroy(m); }
+
+static int open_client(void *user, uint32_t index, void **client_user, char *err, size_t errlen)
+{
+    sim_data *sd = user;
+    trainer *t = calloc(1, sizeof *t);
+    if (!t) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    int rc = fedc_partition_client(sd->data, sd->map, index, &t->train, &t->test, err, errlen);
+    if (rc) {
+        free(t);
+        return rc;
+    }
+    if (t->test && t->test->n == 0) {
+        fedc_dataset_destroy(t->test);
+        t->test = NULL;
+    }
+    t->default_arch = sd->arch;
+    t->seed = sd->seed;
+    t->model = pthread_getspecific(g_model_key);
+    pthread_setspecific(g_model_key, NULL);
+    *client_user = t;
+    return FEDC_OK;
+}
+
+static void close_client(void *user, uint32_t index, void *client_user)
+{
+    trainer *t = client_user;
+    (void)user;
+    (void)index;
+    pthread_setspecific(g_model_key, t->model);
+    fedc_dataset_destroy(t->train);
+    fedc_dataset_destroy(t->test);
+    free(t);
+}
+
+enum { OPT_CLIENTS = 1000, OPT_CONCURRENCY, OPT_DATA, OPT_SCHEME, OPT_ALPHA, OPT_LPC, OPT_TEST_FRACTION,
+       OPT_MIN_SAMPLES, OPT_PSEED, OPT_HELP };
+
+int fedc_cmd_sim(int argc, char **argv)
+{
+    static const struct option own[] = {
+        {"clients", required_argument, NULL, OPT_CLIENTS},
+        {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
+        {"data", required_argument, NULL, OPT_DATA},
+        {"scheme", required_argument, NULL, OPT_SCHEME},
+        {"alpha", required_argument, NULL, OPT_ALPHA},
+        {"labels-per-client", required_argument, NULL, OPT_LPC},
+        {"test-fraction", required_argument, NULL, OPT_TEST_FRACTION},
+        {"min-samples", required_argument, NULL, OPT_MIN_SAMPLES},
+        {"partition-seed", required_argument, NULL, OPT_PSEED},
+        {"help", no_argument, NULL, OPT_HELP},
+    };
+    struct option opts[64];
+    size_t n = 0;
+    for (; server_cli_options[n].name; n++) opts[n] = server_cli_options[n];
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) opts[n++] = own[i];
+    opts[n] = (struct option){NULL, 0, NULL, 0};
+
+    server_cli c;
+    server_cli_init(&c);
+    c.opt.listen = "127.0.0.1:0";
+    fedc_sim_options so;
+    fedc_sim_options_init(&so);
+    fedc_partition_options po;
+    fedc_partition_options_init(&po);
+    const char *data_dir = "/usr/share/datasets/fashion-mnist";
+    int have_pseed = 0;
+    uint64_t u;
+    int opt;
+    opterr = 0;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int bad = 0;
+        switch (opt) {
+        case OPT_CLIENTS:
+            bad = cli_u64(CMD, "--clients", optarg, 1, 10000000, &u);
+            so.clients = (uint32_t)u;
+            break;
+        case OPT_CONCURRENCY:
+            bad = cli_u64(CMD, "--concurrency", optarg, 1, 4096, &u);
+            so.concurrency = (uint32_t)u;
+            break;
+        case OPT_DATA: data_dir = optarg; break;
+        case OPT_SCHEME:
+            if (fedc_partition_scheme_parse(optarg, &po.scheme)) {
+                cli_error(CMD, "--scheme must be iid, dirichlet or shards, got '%s'", optarg);
+                bad = 1;
+            }
+            break;
+        case OPT_ALPHA: bad = cli_double(CMD, "--alpha", optarg, 1e-6, 1e6, &po.alpha); break;
+        case OPT_LPC:
+            bad = cli_u64(CMD, "--labels-per-client", optarg, 1, 1000000, &u);
+            po.labels_per_client = (int)u;
+            break;
+        case OPT_TEST_FRACTION: bad = cli_double(CMD, "--test-fraction", optarg, 0, 0.99, &po.test_fraction); break;
+        case OPT_MIN_SAMPLES:
+            bad = cli_u64(CMD, "--min-samples", optarg, 1, 100000000, &u);
+            po.min_samples = (size_t)u;
+            break;
+        case OPT_PSEED:
+            bad = cli_u64(CMD, "--partition-seed", optarg, 0, UINT64_MAX, &po.seed);
+            have_pseed = 1;
+            break;
+        case OPT_HELP: printf("%s%s", usage_head, server_cli_help); return FEDC_EXIT_OK;
+        default: {
+            int r = server_cli_option(&c, CMD, opt, optarg);
+            if (r > 0) cli_unknown_flag(CMD, argv[optind - 1]);
+            bad = r != 0;
+        }
+        }
+        if (bad) return FEDC_EXIT_USAGE;
+    }
+    if (optind < argc) {
+        cli_error(CMD, "unexpected argument '%s'", argv[optind]);
+        return FEDC_EXIT_USAGE;
+    }
+    if (so.clients == 0) {
+        cli_error(CMD, "--clients is required (see 'fedc sim --help')");
+        return FEDC_EXIT_USAGE;
+    }
+    if (!have_pseed) po.seed = c.opt.seed;
+    po.clients = so.clients;
+
+    int exit_code = server_cli_prepare(&c, CMD);
+    char err[FEDC_ERRMSG_MAX];
+    fedc_dataset *d = NULL;
+    fedc_partition_map *map = NULL;
+    if (exit_code) goto done;
+    exit_code = FEDC_EXIT_FAILURE;
+    if (fedc_dataset_load_dir(data_dir, "train", &d, err, sizeof err)) {
+        cli_error(CMD, "--data: %s", err);
+        goto done;
+    }
+    if (fedc_partition_compute(d, &po, &map, err, sizeof err)) {
+        cli_error(CMD, "partition: %s", err);
+        exit_code = FEDC_EXIT_USAGE;
+        goto done;
+    }
+    if (pthread_key_create(&g_model_key, free_model)) {
+        cli_error(CMD, "cannot create thread-local storage");
+        goto done;
+    }
+    sim_data sd = {d, map, c.model_name ? c.model_name : "cnn", c.opt.seed};
+    so.open_client = open_client;
+    so.close_client = close_client;
+    so.callbacks = trainer_callbacks;
+    so.user = &sd;
+    int rc = fedc_sim_run(&c.opt, &so, err, sizeof err);
+    exit_code = server_cli_finish(&c, CMD, rc, err, rc != FEDC_ERR_INVALID);
+    /* The main thread never served a client, so its slot is empty. */
+    pthread_key_delete(g_model_key);
+done:
+    fedc_partition_map_destroy(map);
+    fedc_dataset_destroy(d);
+    server_cli_free(&c);
+    return exit_code;
+}

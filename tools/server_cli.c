@@ -1,0 +1,245 @@
+/* The server's flags and set-up, shared by fedc server and fedc sim. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "server_cli.h"
+
+const char server_cli_help[] =
+    "  --listen HOST:PORT        address to listen on (default 127.0.0.1:7000)\n"
+    "  --rounds R                the cap on rounds (default 10)\n"
+    "  --target-accuracy A       stop once accuracy reaches A (central if --test-data,\n"
+    "                            else federated); exit 3 if --rounds comes first\n"
+    "  --min-clients K           clients needed to start, and results per round (default 2)\n"
+    "  --sampling fixed|poisson  client sampling (default fixed)\n"
+    "  --fraction-fit F          share of clients sampled per round (default 1.0)\n"
+    "  --fraction-evaluate F     share of clients asked to evaluate (default 1.0)\n"
+    "  --round-timeout S         seconds to wait for results per stage (default 600)\n"
+    "  --wait-timeout S          give up if K clients are not connected within S s (default: wait)\n"
+    "  --model mlp|cnn           start from the built-in architecture\n"
+    "  --initial-model FILE      start from a safetensors file\n"
+    "                            (neither: ask the first client for its parameters)\n"
+    "  --lr X --momentum X --weight-decay X --local-epochs N --batch-size N\n"
+    "                            training settings sent to the clients each round\n"
+    "                            (defaults 0.05, 0.9, 0, 1, 32)\n"
+    "  --test-data DIR           evaluate the global model on DIR's test split every round\n"
+    "  --out DIR                 write DIR/metrics.jsonl and DIR/model.safetensors (default out)\n"
+    "  --seed S                  seed for sampling and client training (default 0)\n"
+    "  --max-frame-bytes N       largest frame accepted (default 16777216)\n"
+    "  --quiet                   no progress lines\n";
+
+enum {
+    OPT_LISTEN = 256, OPT_ROUNDS, OPT_TARGET, OPT_MIN_CLIENTS, OPT_SAMPLING, OPT_FRACTION_FIT,
+    OPT_FRACTION_EVAL, OPT_ROUND_TIMEOUT, OPT_WAIT_TIMEOUT, OPT_MODEL, OPT_INITIAL, OPT_LR, OPT_MOMENTUM,
+    OPT_WD, OPT_EPOCHS, OPT_BATCH, OPT_TEST_DATA, OPT_OUT, OPT_SEED, OPT_MAX_FRAME, OPT_QUIET
+};
+
+const struct option server_cli_options[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"rounds", required_argument, NULL, OPT_ROUNDS},
+    {"target-accuracy", required_argument, NULL, OPT_TARGET},
+    {"min-clients", required_argument, NULL, OPT_MIN_CLIENTS},
+    {"sampling", required_argument, NULL, OPT_SAMPLING},
+    {"fraction-fit", required_argument, NULL, OPT_FRACTION_FIT},
+    {"fraction-evaluate", required_argument, NULL, OPT_FRACTION_EVAL},
+    {"round-timeout", required_argument, NULL, OPT_ROUND_TIMEOUT},
+    {"wait-timeout", required_argument, NULL, OPT_WAIT_TIMEOUT},
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"initial-model", required_argument, NULL, OPT_INITIAL},
+    {"lr", required_argument, NULL, OPT_LR},
+    {"momentum", required_argument, NULL, OPT_MOMENTUM},
+    {"weight-decay", required_argument, NULL, OPT_WD},
+    {"local-epochs", required_argument, NULL, OPT_EPOCHS},
+    {"batch-size", required_argument, NULL, OPT_BATCH},
+    {"test-data", required_argument, NULL, OPT_TEST_DATA},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"max-frame-bytes", required_argument, NULL, OPT_MAX_FRAME},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {NULL, 0, NULL, 0}};
+
+void server_cli_init(server_cli *c)
+{
+    memset(c, 0, sizeof *c);
+    fedc_server_options_init(&c->opt);
+    c->opt.out_dir = "out";
+    c->lr = 0.05;
+    c->momentum = 0.9;
+    c->epochs = 1;
+    c->batch = 32;
+}
+
+int server_cli_option(server_cli *c, const char *cmd, int opt, const char *arg)
+{
+    uint64_t u;
+    switch (opt) {
+    case OPT_LISTEN: c->opt.listen = arg; return 0;
+    case OPT_ROUNDS: return cli_u64(cmd, "--rounds", arg, 1, 1000000, &c->opt.rounds);
+    case OPT_TARGET: return cli_double(cmd, "--target-accuracy", arg, 0, 1, &c->opt.target_accuracy);
+    case OPT_MIN_CLIENTS:
+        if (cli_u64(cmd, "--min-clients", arg, 1, 10000000, &u)) return -1;
+        c->opt.min_clients = (uint32_t)u;
+        return 0;
+    case OPT_SAMPLING:
+        if (!strcmp(arg, "fixed")) c->opt.sampling = FEDC_SAMPLING_FIXED;
+        else if (!strcmp(arg, "poisson")) c->opt.sampling = FEDC_SAMPLING_POISSON;
+        else {
+            cli_error(cmd, "--sampling must be 'fixed' or 'poisson', got '%s'", arg);
+            return -1;
+        }
+        return 0;
+    case OPT_FRACTION_FIT: return cli_double(cmd, "--fraction-fit", arg, 1e-9, 1, &c->opt.fraction_fit);
+    case OPT_FRACTION_EVAL: return cli_double(cmd, "--fraction-evaluate", arg, 0, 1, &c->opt.fraction_evaluate);
+    case OPT_ROUND_TIMEOUT: return cli_double(cmd, "--round-timeout", arg, 0.001, 1e7, &c->opt.round_timeout);
+    case OPT_WAIT_TIMEOUT: return cli_double(cmd, "--wait-timeout", arg, 0, 1e7, &c->opt.wait_timeout);
+    case OPT_MODEL: c->model_name = arg; return 0;
+    case OPT_INITIAL: c->initial = arg; return 0;
+    case OPT_LR: return cli_double(cmd, "--lr", arg, 1e-12, 1e6, &c->lr);
+    case OPT_MOMENTUM: return cli_double(cmd, "--momentum", arg, 0, 0.999999, &c->momentum);
+    case OPT_WD: return cli_double(cmd, "--weight-decay", arg, 0, 1e3, &c->weight_decay);
+    case OPT_EPOCHS: return cli_u64(cmd, "--local-epochs", arg, 1, 100000, &c->epochs);
+    case OPT_BATCH: return cli_u64(cmd, "--batch-size", arg, 1, 1000000, &c->batch);
+    case OPT_TEST_DATA: c->test_dir = arg; return 0;
+    case OPT_OUT: c->opt.out_dir = arg; return 0;
+    case OPT_SEED: return cli_u64(cmd, "--seed", arg, 0, UINT64_MAX, &c->opt.seed);
+    case OPT_MAX_FRAME:
+        if (cli_u64(cmd, "--max-frame-bytes", arg, (1u << 20) + 64, UINT32_MAX, &u)) return -1;
+        c->opt.max_frame_bytes = (uint32_t)u;
+        return 0;
+    case OPT_QUIET: c->quiet = 1; return 0;
+    default: return 1;
+    }
+}
+
+static const char *match_arch(const fedc_params *p);
+
+static int central_eval(void *user, const fedc_params *p, uint64_t round, double *loss, double *acc,
+                        char *err, size_t errlen)
+{
+    server_central *c = user;
+    (void)round;
+    if (!c->model) {
+        /* The model may have come from a client: its layout tells which
+         * built-in architecture can evaluate it. */
+        const char *arch = match_arch(p);
+        if (!arch)
+            return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED,
+                                  "the model matches no built-in architecture, so --test-data cannot evaluate it");
+        int rc = fedc_model_create(arch, 0, &c->model, err, errlen);
+        if (rc) return rc;
+    }
+    int rc = fedc_model_set_params(c->model, p, err, errlen);
+    if (rc) return rc;
+    fedc_eval_stats st;
+    rc = fedc_model_evaluate(c->model, c->test->x, c->test->y, c->test->n, 500, &st, err, errlen);
+    if (rc) return rc;
+    *loss = st.loss;
+    *acc = st.accuracy;
+    return FEDC_OK;
+}
+
+static void on_round(void *user, const fedc_round_record *r)
+{
+    const server_cli *pr = user;
+    if (pr->quiet) return;
+    double acc = isfinite(r->central_eval_accuracy) ? r->central_eval_accuracy : r->fed_eval_accuracy;
+    double loss = isfinite(r->central_eval_loss) ? r->central_eval_loss : r->fed_eval_loss;
+    char lbuf[32], abuf[32], tbuf[32];
+    snprintf(tbuf, sizeof tbuf, isfinite(r->train_loss) ? "%.4f" : "-", r->train_loss);
+    snprintf(lbuf, sizeof lbuf, isfinite(loss) ? "%.4f" : "-", loss);
+    snprintf(abuf, sizeof abuf, isfinite(acc) ? "%.4f" : "-", acc);
+    printf("round %3llu/%llu  clients %u ok %u failed  train loss %s  eval loss %s  accuracy %s  %6.1f s  %7.1f MB%s%s\n",
+           (unsigned long long)r->round, (unsigned long long)pr->opt.rounds, r->clients_ok, r->clients_failed, tbuf,
+           lbuf, abuf, r->seconds, (double)(r->bytes_sent + r->bytes_received) / 1e6, r->failed ? "  FAILED: " : "",
+           r->failed ? r->failure_reason : "");
+    fflush(stdout);
+}
+
+/* The built-in architecture whose layout equals p, or NULL. */
+static const char *match_arch(const fedc_params *p)
+{
+    static const char *archs[] = {"cnn", "mlp"};
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
+        fedc_model *m = NULL;
+        if (fedc_model_create(archs[i], 0, &m, NULL, 0)) continue;
+        int same = fedc_params_check_same_layout(fedc_model_params(m), p, NULL, 0) == FEDC_OK;
+        fedc_model_destroy(m);
+        if (same) return archs[i];
+    }
+    return NULL;
+}
+
+int server_cli_prepare(server_cli *c, const char *cmd)
+{
+    char err[FEDC_ERRMSG_MAX];
+    if (c->model_name && c->initial) {
+        cli_error(cmd, "--model and --initial-model exclude each other");
+        return FEDC_EXIT_USAGE;
+    }
+    c->config = fedc_config_create();
+    if (!c->config) {
+        cli_error(cmd, "out of memory");
+        return FEDC_EXIT_FAILURE;
+    }
+    if (c->model_name) {
+        fedc_model *m = NULL;
+        if (fedc_model_create(c->model_name, c->opt.seed, &m, err, sizeof err)) {
+            cli_error(cmd, "--model: %s", err);
+            return FEDC_EXIT_USAGE;
+        }
+        c->init = fedc_params_clone(fedc_model_params(m));
+        fedc_model_destroy(m);
+    } else if (c->initial) {
+        if (fedc_params_load(c->initial, &c->init, err, sizeof err)) {
+            cli_error(cmd, "--initial-model: %s", err);
+            return FEDC_EXIT_FAILURE;
+        }
+        c->model_name = match_arch(c->init);
+    }
+    if (c->test_dir && fedc_dataset_load_dir(c->test_dir, "test", &c->central.test, err, sizeof err)) {
+        cli_error(cmd, "--test-data: %s", err);
+        return FEDC_EXIT_FAILURE;
+    }
+    if (c->model_name) fedc_config_set_str(c->config, "model", c->model_name);
+    fedc_config_set_f64(c->config, "lr", c->lr);
+    fedc_config_set_f64(c->config, "momentum", c->momentum);
+    fedc_config_set_f64(c->config, "weight_decay", c->weight_decay);
+    fedc_config_set_i64(c->config, "local_epochs", (int64_t)c->epochs);
+    fedc_config_set_i64(c->config, "batch_size", (int64_t)c->batch);
+    c->opt.fit_config = c->config;
+    c->opt.initial_model = c->init;
+    c->opt.on_round = on_round;
+    c->opt.on_round_user = c;
+    if (c->central.test) {
+        c->opt.central_eval = central_eval;
+        c->opt.central_eval_user = &c->central;
+    }
+    return 0;
+}
+
+int server_cli_finish(server_cli *c, const char *cmd, int rc, const char *errmsg, int have_model)
+{
+    const char *out = c->opt.out_dir;
+    if (rc == FEDC_OK) {
+        if (!c->quiet && out)
+            printf("done: model in %s/model.safetensors, metrics in %s/metrics.jsonl\n", out, out);
+        return FEDC_EXIT_OK;
+    }
+    cli_error(cmd, "%s", errmsg && errmsg[0] ? errmsg : fedc_strerror(rc));
+    if (!c->quiet && out && have_model)
+        printf("model in %s/model.safetensors, metrics in %s/metrics.jsonl\n", out, out);
+    return rc == FEDC_ERR_NOTREACHED ? FEDC_EXIT_NOTREACHED : FEDC_EXIT_FAILURE;
+}
+
+void server_cli_free(server_cli *c)
+{
+    fedc_params_destroy(c->init);
+    c->init = NULL;
+    fedc_model_destroy(c->central.model);
+    fedc_dataset_destroy(c->central.test);
+    fedc_config_destroy(c->config);
+    memset(&c->central, 0, sizeof c->central);
+    c->config = NULL;
+}

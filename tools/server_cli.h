@@ -1,0 +1,47 @@
+/* The server's flags, shared by `fedc server` and `fedc sim` (which runs
+ * the same server with simulated clients). */
+#ifndef FEDC_TOOLS_SERVER_CLI_H
+#define FEDC_TOOLS_SERVER_CLI_H
+
+#include <getopt.h>
+
+#include "fedc/data.h"
+#include "fedc/nn.h"
+#include "fedc/server.h"
+
+/* Centralised evaluation with the built-in trainer (--test-data). */
+typedef struct server_central {
+    fedc_model *model;
+    fedc_dataset *test;
+} server_central;
+
+typedef struct server_cli {
+    fedc_server_options opt;
+    const char *model_name, *initial, *test_dir;
+    double lr, momentum, weight_decay;
+    uint64_t epochs, batch;
+    int quiet;
+    /* Filled by server_cli_prepare(). */
+    fedc_params *init;
+    fedc_config *config;
+    server_central central;
+} server_cli;
+
+/* The flags' help text, for the commands' --help. */
+extern const char server_cli_help[];
+/* The long options (terminated by a zero entry); values are >= 256. */
+extern const struct option server_cli_options[];
+
+void server_cli_init(server_cli *c);
+/* Handles option `opt` with `arg`: 0 if handled, 1 if not a server flag,
+ * -1 after printing an error for a bad value. */
+int server_cli_option(server_cli *c, const char *cmd, int opt, const char *arg);
+/* Loads the initial model and the test data, and fills c->opt (config,
+ * progress lines, central evaluation). Returns 0 or an exit code after
+ * printing the error. */
+int server_cli_prepare(server_cli *c, const char *cmd);
+/* Reports how the federation ended and returns the exit code. */
+int server_cli_finish(server_cli *c, const char *cmd, int rc, const char *errmsg, int have_model);
+void server_cli_free(server_cli *c);
+
+#endif
