@@ -31,6 +31,10 @@ static const char usage_head[] =
     "  --test-fraction F, --min-samples M\n"
     "                            partition options, as for fedc partition\n"
     "  --partition-seed S        seed of the partition (default: --seed)\n"
+    "  --dropout-rate P          each request: the client vanishes (before or while answering)\n"
+    "                            with probability P, and connects again (default 0)\n"
+    "  --straggler-rate P        each request: the answer comes --straggler-delay S seconds\n"
+    "  --straggler-delay S       late with probability P (defaults 0 and 10)\n"
     "\n"
     "Server flags, as for fedc server (--listen defaults to an ephemeral port):\n";
 
@@ -80,7 +84,7 @@ static void close_client(void *user, uint32_t index, void *client_user)
 }
 
 enum { OPT_CLIENTS = 1000, OPT_CONCURRENCY, OPT_DATA, OPT_SCHEME, OPT_ALPHA, OPT_LPC, OPT_TEST_FRACTION,
-       OPT_MIN_SAMPLES, OPT_PSEED, OPT_HELP };
+       OPT_MIN_SAMPLES, OPT_PSEED, OPT_DROPOUT, OPT_STRAGGLER, OPT_STRAGGLER_DELAY, OPT_HELP };
 
 int fedc_cmd_sim(int argc, char **argv)
 {
@@ -94,6 +98,9 @@ int fedc_cmd_sim(int argc, char **argv)
         {"test-fraction", required_argument, NULL, OPT_TEST_FRACTION},
         {"min-samples", required_argument, NULL, OPT_MIN_SAMPLES},
         {"partition-seed", required_argument, NULL, OPT_PSEED},
+        {"dropout-rate", required_argument, NULL, OPT_DROPOUT},
+        {"straggler-rate", required_argument, NULL, OPT_STRAGGLER},
+        {"straggler-delay", required_argument, NULL, OPT_STRAGGLER_DELAY},
         {"help", no_argument, NULL, OPT_HELP},
     };
     struct option opts[64];
@@ -107,6 +114,7 @@ int fedc_cmd_sim(int argc, char **argv)
     c.opt.listen = "127.0.0.1:0";
     fedc_sim_options so;
     fedc_sim_options_init(&so);
+    so.straggler_delay = 10;
     fedc_partition_options po;
     fedc_partition_options_init(&po);
     const char *data_dir = "/usr/share/datasets/fashion-mnist";
@@ -147,6 +155,11 @@ int fedc_cmd_sim(int argc, char **argv)
             bad = cli_u64(CMD, "--partition-seed", optarg, 0, UINT64_MAX, &po.seed);
             have_pseed = 1;
             break;
+        case OPT_DROPOUT: bad = cli_double(CMD, "--dropout-rate", optarg, 0, 1, &so.dropout_rate); break;
+        case OPT_STRAGGLER: bad = cli_double(CMD, "--straggler-rate", optarg, 0, 1, &so.straggler_rate); break;
+        case OPT_STRAGGLER_DELAY:
+            bad = cli_double(CMD, "--straggler-delay", optarg, 0, 1e6, &so.straggler_delay);
+            break;
         case OPT_HELP: printf("%s%s", usage_head, server_cli_help); return FEDC_EXIT_OK;
         default: {
             int r = server_cli_option(&c, CMD, opt, optarg);
@@ -165,6 +178,7 @@ int fedc_cmd_sim(int argc, char **argv)
         return FEDC_EXIT_USAGE;
     }
     if (!have_pseed) po.seed = c.opt.seed;
+    so.fault_seed = c.opt.seed;
     po.clients = so.clients;
 
     int exit_code = server_cli_prepare(&c, CMD);

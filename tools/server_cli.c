@@ -171,6 +171,14 @@ static const char *match_arch(const fedc_params *p)
     return NULL;
 }
 
+static void on_progress(void *user, uint64_t round, uint32_t done, uint32_t sampled)
+{
+    const server_cli *c = user;
+    if (c->quiet) return;
+    printf("  round %llu: %u of %u clients done\n", (unsigned long long)round, done, sampled);
+    fflush(stdout);
+}
+
 int server_cli_prepare(server_cli *c, const char *cmd)
 {
     char err[FEDC_ERRMSG_MAX];
@@ -212,6 +220,9 @@ int server_cli_prepare(server_cli *c, const char *cmd)
     c->opt.initial_model = c->init;
     c->opt.on_round = on_round;
     c->opt.on_round_user = c;
+    /* Long rounds say how far they have got every 10 seconds. */
+    c->opt.on_progress = on_progress;
+    c->opt.progress_interval = 10;
     if (c->central.test) {
         c->opt.central_eval = central_eval;
         c->opt.central_eval_user = &c->central;

@@ -83,6 +83,10 @@ typedef struct fedc_server_options {
     void *central_eval_user;
     void (*on_round)(void *user, const fedc_round_record *r);
     void *on_round_user;
+    /* Called every progress_interval seconds while a round's training stage
+     * runs (0: never), with the results in so far; uses on_round_user. */
+    void (*on_progress)(void *user, uint64_t round, uint32_t done, uint32_t sampled);
+    double progress_interval;
 } fedc_server_options;
 
 /* Fills opt with the defaults documented above. */

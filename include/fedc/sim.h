@@ -43,6 +43,22 @@ typedef struct fedc_sim_options {
     /* The clients' training code; the callbacks receive client_user. */
     fedc_client_callbacks callbacks;
     void *user;
+    /*
+     * Faults, for testing what a strategy does with unreliable clients.
+     * Each training or evaluation request is, independently:
+     *   with probability dropout_rate, answered by a client that vanishes:
+     *     half the time before it answers, half the time halfway through
+     *     sending its answer; it connects again at once and may be sampled
+     *     in later rounds;
+     *   else with probability straggler_rate, answered straggler_delay
+     *     seconds late (after the round timeout, the answer is dropped).
+     * The draws come from fault_seed, the round and the client, so they do
+     * not depend on timing or concurrency.
+     */
+    double dropout_rate;
+    double straggler_rate;
+    double straggler_delay;
+    uint64_t fault_seed;
 } fedc_sim_options;
 
 /* Fills opt with the defaults above (no callbacks). */

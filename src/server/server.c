@@ -121,6 +121,8 @@ struct fedc_server {
     uv_tcp_t listener;
     uv_timer_t stage_timer;
     uv_timer_t wait_timer;
+    uv_timer_t progress_timer;
+    int defer_stage;             /* fedc__server_reconnect() is replacing a node */
     uv_async_t stop_async;
     uv_work_t central_work;
     int port;
@@ -389,8 +391,8 @@ static void request_failed(node *n, const char *why)
         if (n->req == REQ_FIT) s->failed++;
         if (s->stage_pending) s->stage_pending--;
         if (why)
-            fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "round %llu: node %s (%s) failed: %s",
-                     (unsigned long long)s->round, n->id, n->peer, why);
+            fedc_log(n->is_virtual ? FEDC_LOG_DEBUG : FEDC_LOG_WARN, LOG_COMPONENT,
+                     "round %llu: node %s (%s) failed: %s", (unsigned long long)s->round, n->id, n->peer, why);
     }
     n->req = REQ_NONE;
     if (!n->closing) set_state(n, NODE_IDLE);
@@ -401,7 +403,11 @@ static void node_close(node *n, const char *why)
 {
     fedc_server *s = n->srv;
     if (n->closing) return;
-    if (why) fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "dropping %s (%s): %s", n->id[0] ? n->id : "client", n->peer, why);
+    /* A simulation's clients come and go by the thousand: their departures
+     * are in the round's counts, and in the log at debug level. */
+    if (why)
+        fedc_log(n->is_virtual ? FEDC_LOG_DEBUG : FEDC_LOG_WARN, LOG_COMPONENT, "dropping %s (%s): %s",
+                 n->id[0] ? n->id : "client", n->peer, why);
     n->closing = 1;
     if (n->waiting_slot) unlink_waiter(n);
     unfold_partial(n);
@@ -1180,6 +1186,19 @@ void fedc__server_disconnect(fedc_server *s, uint32_t index, const char *why)
     if (n && !n->closing) node_close(n, why);
 }
 
+void fedc__server_reconnect(fedc_server *s, uint32_t index, const uint8_t *hello, size_t len, const char *why)
+{
+    /* The stage must not finish between the old connection's end and the new
+     * one's hello: whether it did would depend on which result came last. */
+    s->defer_stage = 1;
+    fedc__server_disconnect(s, index, why);
+    if (!s->stopping && fedc__server_add_virtual(s, index) == FEDC_OK) fedc__server_feed(s, index, hello, len);
+    s->defer_stage = 0;
+    maybe_finish_stage(s);
+}
+
+uint64_t fedc__server_round(const fedc_server *s) { return s->round; }
+
 void fedc__server_blob_release(void *blob) { blob_unref(blob); }
 
 uv_loop_t *fedc__server_loop(fedc_server *s) { return &s->loop; }
@@ -1306,6 +1325,13 @@ static void start_stage_timer(fedc_server *s)
     uv_timer_start(&s->stage_timer, on_stage_timeout, (uint64_t)(s->opt.round_timeout * 1000), 0);
 }
 
+static void on_progress_timer(uv_timer_t *t)
+{
+    fedc_server *s = t->data;
+    if (s->ph == PHASE_FIT && s->opt.on_progress)
+        s->opt.on_progress(s->opt.on_round_user, s->round, s->ok + s->failed, s->sampled);
+}
+
 static void on_wait_timeout(uv_timer_t *t)
 {
     fedc_server *s = t->data;
@@ -1401,6 +1427,10 @@ static void start_round(fedc_server *s)
     for (size_t i = 0; i < k; i++) send_request(s, v[i], REQ_FIT);
     free(v);
     start_stage_timer(s);
+    if (s->opt.on_progress && s->opt.progress_interval > 0) {
+        uint64_t ms = (uint64_t)(s->opt.progress_interval * 1000);
+        uv_timer_start(&s->progress_timer, on_progress_timer, ms, ms);
+    }
     maybe_finish_stage(s);
 }
 
@@ -1413,6 +1443,7 @@ static void finish_round(fedc_server *s);
 static void finish_fit(fedc_server *s)
 {
     uv_timer_stop(&s->stage_timer);
+    uv_timer_stop(&s->progress_timer);
     fedc_round_record *r = &s->rec;
     memset(r, 0, sizeof *r);
     r->round = s->round;
@@ -1582,7 +1613,7 @@ static void on_stage_timeout(uv_timer_t *t)
 {
     fedc_server *s = t->data;
     char why[128];
-    snprintf(why, sizeof why, "no result within the round timeout (%.0f s)", s->opt.round_timeout);
+    snprintf(why, sizeof why, "no result within the round timeout (%g s)", s->opt.round_timeout);
     /* Count the missing results as failures but keep the clients: a late
      * answer is read and dropped, and the client is sampled again after. */
     for (node *n = s->nodes; n; n = n->next) {
@@ -1594,8 +1625,8 @@ static void on_stage_timeout(uv_timer_t *t)
         n->result_recorded = 1;
         if (n->req == REQ_FIT) s->failed++;
         if (s->stage_pending) s->stage_pending--;
-        fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "round %llu: node %s (%s) failed: %s", (unsigned long long)s->round,
-                 n->id, n->peer, why);
+        fedc_log(n->is_virtual ? FEDC_LOG_DEBUG : FEDC_LOG_WARN, LOG_COMPONENT, "round %llu: node %s (%s) failed: %s",
+                 (unsigned long long)s->round, n->id, n->peer, why);
     }
     s->stage_pending = 0;
     maybe_finish_stage(s);
@@ -1603,7 +1634,7 @@ static void on_stage_timeout(uv_timer_t *t)
 
 static void maybe_finish_stage(fedc_server *s)
 {
-    if (s->stopping || !s->running) return;
+    if (s->stopping || !s->running || s->defer_stage) return;
     switch (s->ph) {
     case PHASE_WAIT: {
         if (s->nidle >= s->opt.min_clients) {
@@ -1636,6 +1667,7 @@ static void close_server_handles(fedc_server *s)
     s->handles_open = 0;
     uv_close((uv_handle_t *)&s->stage_timer, NULL);
     uv_close((uv_handle_t *)&s->wait_timer, NULL);
+    uv_close((uv_handle_t *)&s->progress_timer, NULL);
     uv_close((uv_handle_t *)&s->stop_async, NULL);
     uv_close((uv_handle_t *)&s->listener, NULL);
 }
@@ -1772,6 +1804,8 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
     s->stage_timer.data = s;
     uv_timer_init(&s->loop, &s->wait_timer);
     s->wait_timer.data = s;
+    uv_timer_init(&s->loop, &s->progress_timer);
+    s->progress_timer.data = s;
     uv_async_init(&s->loop, &s->stop_async, on_stop_async);
     s->stop_async.data = s;
     s->loop_inited = 1;

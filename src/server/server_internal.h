@@ -30,6 +30,12 @@ int fedc__server_add_virtual(fedc_server *s, uint32_t index);
 void fedc__server_feed(fedc_server *s, uint32_t index, const uint8_t *data, size_t len);
 /* Simulated client `index` vanished (its connection closed). */
 void fedc__server_disconnect(fedc_server *s, uint32_t index, const char *why);
+/* Simulated client `index` drops its connection (logged with `why`) and
+ * connects again at once with the Hello in `hello`; the round's stage is
+ * settled only after both, so the outcome does not depend on timing. */
+void fedc__server_reconnect(fedc_server *s, uint32_t index, const uint8_t *hello, size_t len, const char *why);
+/* The round in progress (0 before the first). */
+uint64_t fedc__server_round(const fedc_server *s);
 void fedc__server_blob_release(void *blob);
 uv_loop_t *fedc__server_loop(fedc_server *s);
 

@@ -9,6 +9,7 @@
 
 #include "client/client_internal.h"
 #include "fedc/sim.h"
+#include "proto/frame.h"
 #include "server/server_internal.h"
 
 #define LOG_COMPONENT "sim"
@@ -22,7 +23,11 @@ typedef struct job {
     void *blob;
     const uv_buf_t *bufs;
     unsigned nbufs;
+    int vanish;          /* fault: 0 none, VANISH_BEFORE or VANISH_HALFWAY */
+    double delay;        /* fault: seconds the answer is held back */
 } job;
+
+enum { VANISH_BEFORE = 1, VANISH_HALFWAY = 2 };
 
 /* A virtual client's answer on its way back to the server. */
 typedef struct done_msg {
@@ -31,8 +36,17 @@ typedef struct done_msg {
     fedc__bytes out;
     void *blob;          /* the model reference to give back, on the loop thread */
     int failed;          /* the client broke the protocol: disconnect it */
+    int vanish;          /* fault: disconnect, then connect again */
+    double delay;
     char why[FEDC_ERRMSG_MAX];
 } done_msg;
+
+/* An answer held back by the straggler fault. */
+typedef struct delayed {
+    uv_timer_t timer;
+    struct delayed *next;
+    done_msg *d;
+} delayed;
 
 typedef struct sim sim;
 
@@ -60,6 +74,9 @@ struct sim {
     uv_async_t async;
     worker *workers;
     uint32_t nworkers;
+    fedc_client *hello;  /* writes the Hello of a client that connects again */
+    const char *id_format;
+    delayed *delayed;
 };
 
 /* ---- the user's callbacks, through the current worker ------------------ */
@@ -123,12 +140,69 @@ static void deliver(void *ctx, uint32_t index, uint8_t *frame, size_t frame_len,
     j->blob = blob;
     j->bufs = bufs;
     j->nbufs = nbufs;
+    const fedc_sim_options *o = s->opt;
+    if (blob && (o->dropout_rate > 0 || o->straggler_rate > 0)) {
+        /* Which request this is (fit or evaluate) is part of the draw, so
+         * that the two requests of a round get independent faults. */
+        int kind = 0;
+        fedc__msg *m = NULL;
+        if (fedc__msg_unpack(frame + FEDC_FRAME_HEADER_BYTES, frame_len - FEDC_FRAME_HEADER_BYTES, &m, NULL, 0) ==
+            FEDC_OK) {
+            kind = (int)m->body_case;
+            fedc__msg_free(m);
+        }
+        fedc_rng rng;
+        fedc_rng_seed(&rng, fedc_seed_derive(o->fault_seed ^ 0x6661756c74ULL /* "fault" */,
+                                             fedc__server_round(s->server), ((uint64_t)index << 8) | (uint64_t)kind));
+        double u = fedc_rng_uniform(&rng), v = fedc_rng_uniform(&rng);
+        if (u < o->dropout_rate) j->vanish = v < 0.5 ? VANISH_BEFORE : VANISH_HALFWAY;
+        else if (u < o->dropout_rate + (1 - o->dropout_rate) * o->straggler_rate) j->delay = o->straggler_delay;
+    }
     pthread_mutex_lock(&s->mu);
     if (s->tail) s->tail->next = j;
     else s->head = j;
     s->tail = j;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+}
+
+/* Gives one answer to the server: its bytes, then what became of the
+ * client (broke the protocol, or vanished and came back). */
+static void hand_over(sim *s, done_msg *d)
+{
+    if (d->out.len) fedc__server_feed(s->server, d->index, d->out.data, d->out.len);
+    if (d->failed) {
+        fedc__server_disconnect(s->server, d->index, d->why);
+    } else if (d->vanish) {
+        char id[160];
+        fedc__bytes hello = {0};
+        fedc__conn conn;
+        snprintf(id, sizeof id, s->id_format, d->index);
+        fedc__conn_memory(&conn, NULL, 0, &hello, "sim");
+        if (fedc__client_send_hello(s->hello, &conn, id) == FEDC_OK)
+            fedc__server_reconnect(s->server, d->index, hello.data, hello.len, "vanished (simulated dropout)");
+        else
+            fedc__server_disconnect(s->server, d->index, "vanished (simulated dropout)");
+        fedc__bytes_free(&hello);
+    }
+    fedc__bytes_free(&d->out);
+    free(d);
+}
+
+static void on_delayed_closed(uv_handle_t *h) { free(h->data); }
+
+static void on_delay_over(uv_timer_t *t)
+{
+    delayed *dl = t->data;
+    sim *s = dl->timer.loop->data;
+    for (delayed **pp = &s->delayed; *pp; pp = &(*pp)->next)
+        if (*pp == dl) {
+            *pp = dl->next;
+            break;
+        }
+    hand_over(s, dl->d);
+    dl->d = NULL;
+    uv_close((uv_handle_t *)&dl->timer, on_delayed_closed);
 }
 
 /* Hands the workers' answers to the server, on the loop thread. */
@@ -141,11 +215,23 @@ static void on_done(uv_async_t *a)
     pthread_mutex_unlock(&s->mu);
     while (d) {
         done_msg *next = d->next;
+        d->next = NULL;
         if (d->blob) fedc__server_blob_release(d->blob);
-        if (d->out.len) fedc__server_feed(s->server, d->index, d->out.data, d->out.len);
-        if (d->failed) fedc__server_disconnect(s->server, d->index, d->why);
-        fedc__bytes_free(&d->out);
-        free(d);
+        d->blob = NULL;
+        delayed *dl = d->delay > 0 ? calloc(1, sizeof *dl) : NULL;
+        if (dl) {
+            /* A straggler: the answer waits; the timer must not keep the
+             * loop alive once the federation is over. */
+            dl->d = d;
+            dl->timer.data = dl;
+            uv_timer_init(a->loop, &dl->timer);
+            uv_timer_start(&dl->timer, on_delay_over, (uint64_t)(d->delay * 1000), 0);
+            uv_unref((uv_handle_t *)&dl->timer);
+            dl->next = s->delayed;
+            s->delayed = dl;
+        } else {
+            hand_over(s, d);
+        }
         d = next;
     }
 }
@@ -199,13 +285,21 @@ static void *worker_main(void *arg)
             fedc__conn_memory(&conn, iov, (int)j->nbufs + 1, &d->out, "server");
             w->index = j->index;
             w->opened = 0;
-            int finished = 0;
-            int rc = fedc__client_serve(w->client, &conn, &finished);
-            if (w->opened && s->opt->close_client) s->opt->close_client(s->opt->user, j->index, w->client_user);
-            w->opened = 0;
-            if (rc) {
-                d->failed = 1;
-                snprintf(d->why, sizeof d->why, "%s", fedc_client_errmsg(w->client));
+            d->vanish = j->vanish;
+            d->delay = j->delay;
+            if (j->vanish != VANISH_BEFORE) {
+                int finished = 0;
+                int rc = fedc__client_serve(w->client, &conn, &finished);
+                if (w->opened && s->opt->close_client)
+                    s->opt->close_client(s->opt->user, j->index, w->client_user);
+                w->opened = 0;
+                if (rc) {
+                    d->failed = 1;
+                    snprintf(d->why, sizeof d->why, "%s", fedc_client_errmsg(w->client));
+                }
+                /* Vanishing halfway: only the first half of the answer
+                 * gets out. */
+                if (j->vanish == VANISH_HALFWAY) d->out.len /= 2;
             }
         }
         if (iov != stack_iov) free(iov);
@@ -284,6 +378,9 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
     co.node_id = "sim";
     fedc_client_callbacks shim = {shim_get_parameters, shim_fit, shim_evaluate};
     fedc_client *hello = fedc_client_create(&co, &shim, NULL);
+    s.hello = hello;
+    s.id_format = fmt;
+    fedc__server_loop(s.server)->data = &s;
     char id[160];
     for (uint32_t i = 0; i < opt->clients && hello && !rc; i++) {
         snprintf(id, sizeof id, fmt, i);
@@ -295,7 +392,6 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
         if (!rc) fedc__server_feed(s.server, i, out.data, out.len);
         fedc__bytes_free(&out);
     }
-    fedc_client_destroy(hello);
     if (!hello) rc = FEDC_ERR_NOMEM;
 
     uint32_t started = 0;
@@ -338,8 +434,15 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
         fedc__bytes_free(&d->out);
         free(d);
     }
+    for (delayed *dl = s.delayed, *next; dl; dl = next) {
+        next = dl->next;
+        fedc__bytes_free(&dl->d->out);
+        free(dl->d);
+        uv_close((uv_handle_t *)&dl->timer, on_delayed_closed);
+    }
     uv_close((uv_handle_t *)&s.async, NULL);
     fedc_server_destroy(s.server);
+    fedc_client_destroy(s.hello);
     pthread_cond_destroy(&s.cv);
     pthread_mutex_destroy(&s.mu);
     free(s.busy);

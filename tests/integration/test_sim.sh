@@ -45,6 +45,39 @@ assert len(real) == len(sim) == 3
 PYEOF
 pass "sim: the same metrics, bytes on the wire included"
 
+# Faults. Clients that vanish (before answering, or halfway through sending
+# an update, whose folded half must be taken back out) are counted as failed
+# and connect again; the outcome still does not depend on --concurrency.
+for k in 1 3; do
+  "$FEDC_BIN" sim --clients 12 --concurrency "$k" --data "$WORK/data/full" --scheme iid --min-samples 5 \
+    --model mlp --min-clients 2 --rounds 4 --seed 8 --dropout-rate 0.3 --quiet --out "$WORK/drop$k" \
+    2> "$WORK/drop$k.err" || { cat "$WORK/drop$k.err"; fail "sim with dropouts failed"; }
+done
+cmp "$WORK/drop1/model.safetensors" "$WORK/drop3/model.safetensors" || fail "dropouts: the model depends on --concurrency"
+"$PY" - "$WORK/drop1/metrics.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 4 and all(not r["failed"] for r in rows), rows
+failed = sum(r["clients_failed"] for r in rows)
+assert 3 <= failed <= 30, f"with a 30% dropout rate, {failed} failures in 4 x 12 requests"
+assert rows[-1]["clients_sampled"] == 12, f"clients that vanished must come back: {rows[-1]}"
+PYEOF
+pass "dropouts: counted as failures, clients come back, same model for --concurrency 1 and 3"
+
+# Stragglers later than the round timeout are counted as failed; their late
+# answers are dropped and the rounds complete.
+"$FEDC_BIN" sim --clients 12 --data "$WORK/data/full" --scheme iid --min-samples 5 --model mlp --min-clients 2 \
+  --rounds 3 --seed 8 --straggler-rate 0.4 --straggler-delay 1.5 --round-timeout 1 --quiet --out "$WORK/strag" \
+  2> "$WORK/strag.err" || { cat "$WORK/strag.err"; fail "sim with stragglers failed"; }
+"$PY" - "$WORK/strag/metrics.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 3 and all(not r["failed"] for r in rows), rows
+assert sum(r["clients_failed"] for r in rows) >= 1, rows
+assert rows[0]["seconds"] >= 1, f"round 1 should have waited for the timeout: {rows[0]}"
+PYEOF
+pass "stragglers: counted as failures after the round timeout"
+
 # Bad flags get a message and exit 2.
 rc=0; "$FEDC_BIN" sim --rounds 1 2> "$WORK/e.txt" || rc=$?
 [[ $rc == 2 ]] && grep -q -- "--clients is required" "$WORK/e.txt" || fail "missing --clients: exit $rc"
