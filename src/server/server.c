@@ -135,6 +135,7 @@ struct fedc_server {
     fedc__virtual_transport virt;
     node **vnodes;               /* simulated clients by index */
     uint32_t nvirtual;
+    node *graveyard;             /* closed simulated clients, freed by bury() */
     uint8_t discard[DISCARD_BYTES];
 
     model_blob *model;
@@ -422,12 +423,11 @@ static void node_close(node *n, const char *why)
     if (n->state == NODE_IDLE && s->nidle) s->nidle--;
     n->closing = 2;
     if (n->is_virtual) {
+        /* Code up the stack may still hold n (a close can come from inside
+         * the reader): it is freed when control is back at the top. */
         if (s->vnodes && n->vindex < s->nvirtual) s->vnodes[n->vindex] = NULL;
-        free(n->pending);
-        free(n->msgbuf);
-        fedc_config_destroy(n->metrics);
-        if (n->sk == S_GETPARAMS) fedc_params_destroy(n->stream_params);
-        free(n);
+        n->next = s->graveyard;
+        s->graveyard = n;
         if (s->ph == PHASE_WAIT) maybe_finish_stage(s);
         return;
     }
@@ -998,6 +998,14 @@ static void consume(node *n, size_t nread)
             }
             on_message(n, m);
             fedc__msg_free(m);
+            if (n->is_virtual && !n->closing) {
+                /* A simulated client's whole message is always at hand, so it
+                 * needs no buffer between messages: with a large population
+                 * this is most of the memory per client. */
+                free(n->msgbuf);
+                n->msgbuf = NULL;
+                n->msgcap = 0;
+            }
         }
         break;
     case R_DATA: {
@@ -1072,6 +1080,20 @@ static void on_connection(uv_stream_t *server, int status)
 }
 
 static void feed_pending(node *n);
+
+/* Frees the simulated clients closed since the last call. */
+static void bury(fedc_server *s)
+{
+    while (s->graveyard) {
+        node *n = s->graveyard;
+        s->graveyard = n->next;
+        free(n->pending);
+        free(n->msgbuf);
+        fedc_config_destroy(n->metrics);
+        if (n->sk == S_GETPARAMS) fedc_params_destroy(n->stream_params);
+        free(n);
+    }
+}
 
 static void node_resume(node *n)
 {
@@ -1172,18 +1194,20 @@ void fedc__server_feed(fedc_server *s, uint32_t index, const uint8_t *data, size
         n->pending = malloc(len - used);
         if (!n->pending) {
             node_close(n, "out of memory");
-            return;
+        } else {
+            memcpy(n->pending, data + used, len - used);
+            n->pending_len = len - used;
+            n->pending_off = 0;
         }
-        memcpy(n->pending, data + used, len - used);
-        n->pending_len = len - used;
-        n->pending_off = 0;
     }
+    bury(s);
 }
 
 void fedc__server_disconnect(fedc_server *s, uint32_t index, const char *why)
 {
     node *n = index < s->nvirtual ? s->vnodes[index] : NULL;
     if (n && !n->closing) node_close(n, why);
+    bury(s);
 }
 
 void fedc__server_reconnect(fedc_server *s, uint32_t index, const uint8_t *hello, size_t len, const char *why)
@@ -1195,6 +1219,7 @@ void fedc__server_reconnect(fedc_server *s, uint32_t index, const uint8_t *hello
     if (!s->stopping && fedc__server_add_virtual(s, index) == FEDC_OK) fedc__server_feed(s, index, hello, len);
     s->defer_stage = 0;
     maybe_finish_stage(s);
+    bury(s);
 }
 
 uint64_t fedc__server_round(const fedc_server *s) { return s->round; }
@@ -1902,6 +1927,7 @@ void fedc_server_destroy(fedc_server *s)
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
     }
+    bury(s);
     blob_unref(s->model);
     if (s->agg_ready) fedc__fedavg_free(&s->agg);
     for (uint32_t i = 0; s->slots && i < s->opt.max_inflight_updates; i++) fedc_params_destroy(s->slots[i]);
