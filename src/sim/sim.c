@@ -71,6 +71,7 @@ struct sim {
     uint8_t *busy;       /* per virtual client: a worker is answering it */
     int stop;
     done_msg *done_head, *done_tail;
+    uint32_t ndone;      /* answers waiting for the loop: bounded, see worker_main */
     uv_async_t async;
     worker *workers;
     uint32_t nworkers;
@@ -212,6 +213,8 @@ static void on_done(uv_async_t *a)
     pthread_mutex_lock(&s->mu);
     done_msg *d = s->done_head;
     s->done_head = s->done_tail = NULL;
+    s->ndone = 0;
+    pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     while (d) {
         done_msg *next = d->next;
@@ -305,8 +308,13 @@ static void *worker_main(void *arg)
         if (iov != stack_iov) free(iov);
         free(j->frame);
         pthread_mutex_lock(&s->mu);
+        /* Each answer can hold a whole model: when the loop falls behind,
+         * wait rather than pile them up, so memory stays bounded by the
+         * concurrency. */
+        while (d && s->ndone >= 2 * s->nworkers && !s->stop) pthread_cond_wait(&s->cv, &s->mu);
         s->busy[j->index] = 0;
         if (d) {
+            s->ndone++;
             d->index = j->index;
             d->blob = j->blob;
             if (s->done_tail) s->done_tail->next = d;
