@@ -28,7 +28,23 @@ if(NOT PROTOC_C)
 endif()
 find_package(Threads REQUIRED)
 
+# MPI is optional: without it, fedc sim runs in one process only.
+option(FEDC_MPI "Spread fedc sim over MPI ranks when an MPI library is found" ON)
+set(FEDC_HAVE_MPI OFF)
+if(FEDC_MPI)
+  find_package(MPI COMPONENTS C QUIET)
+  if(MPI_C_FOUND)
+    set(FEDC_HAVE_MPI ON)
+  else()
+    message(STATUS "MPI not found: fedc sim --mpi disabled (Debian: libopenmpi-dev openmpi-bin)")
+  endif()
+endif()
+
 set(FEDC_DEP_TARGETS PkgConfig::PROTOBUFC PkgConfig::SODIUM PkgConfig::CJSON PkgConfig::LIBUV
     PkgConfig::OPENBLAS ZLIB::ZLIB Threads::Threads m)
 # Names for the generated pkg-config file.
 set(FEDC_PC_REQUIRES_PRIVATE "libprotobuf-c libsodium libcjson libuv openblas zlib")
+if(FEDC_HAVE_MPI)
+  list(APPEND FEDC_DEP_TARGETS MPI::MPI_C)
+  set(FEDC_PC_REQUIRES_PRIVATE "${FEDC_PC_REQUIRES_PRIVATE} ompi-c")
+endif()

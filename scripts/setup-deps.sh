@@ -17,6 +17,7 @@ packages=(
   dataset-fashion-mnist                   # the default dataset
   python3 python3-numpy python3-protobuf  # the Python protocol client and its test
   protobuf-compiler                       # generates its Python message classes
+  libopenmpi-dev openmpi-bin              # fedc sim --mpi
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)

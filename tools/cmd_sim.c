@@ -35,6 +35,8 @@ static const char usage_head[] =
     "                            with probability P, and connects again (default 0)\n"
     "  --straggler-rate P        each request: the answer comes --straggler-delay S seconds\n"
     "  --straggler-delay S       late with probability P (defaults 0 and 10)\n"
+    "  --mpi                     spread the clients over MPI ranks: run as\n"
+    "                            mpirun -np P fedc sim --mpi ...; rank 0 runs the server\n"
     "\n"
     "Server flags, as for fedc server (--listen defaults to an ephemeral port):\n";
 
@@ -84,7 +86,7 @@ static void close_client(void *user, uint32_t index, void *client_user)
 }
 
 enum { OPT_CLIENTS = 1000, OPT_CONCURRENCY, OPT_DATA, OPT_SCHEME, OPT_ALPHA, OPT_LPC, OPT_TEST_FRACTION,
-       OPT_MIN_SAMPLES, OPT_PSEED, OPT_DROPOUT, OPT_STRAGGLER, OPT_STRAGGLER_DELAY, OPT_HELP };
+       OPT_MIN_SAMPLES, OPT_PSEED, OPT_DROPOUT, OPT_STRAGGLER, OPT_STRAGGLER_DELAY, OPT_MPI, OPT_HELP };
 
 int fedc_cmd_sim(int argc, char **argv)
 {
@@ -101,6 +103,7 @@ int fedc_cmd_sim(int argc, char **argv)
         {"dropout-rate", required_argument, NULL, OPT_DROPOUT},
         {"straggler-rate", required_argument, NULL, OPT_STRAGGLER},
         {"straggler-delay", required_argument, NULL, OPT_STRAGGLER_DELAY},
+        {"mpi", no_argument, NULL, OPT_MPI},
         {"help", no_argument, NULL, OPT_HELP},
     };
     struct option opts[64];
@@ -160,6 +163,7 @@ int fedc_cmd_sim(int argc, char **argv)
         case OPT_STRAGGLER_DELAY:
             bad = cli_double(CMD, "--straggler-delay", optarg, 0, 1e6, &so.straggler_delay);
             break;
+        case OPT_MPI: so.mpi = 1; break;
         case OPT_HELP: printf("%s%s", usage_head, server_cli_help); return FEDC_EXIT_OK;
         default: {
             int r = server_cli_option(&c, CMD, opt, optarg);
@@ -179,10 +183,25 @@ int fedc_cmd_sim(int argc, char **argv)
     }
     if (!have_pseed) po.seed = c.opt.seed;
     so.fault_seed = c.opt.seed;
+    int rank = 0, nranks = 1;
+    char err[FEDC_ERRMSG_MAX];
+    if (so.mpi) {
+        if (fedc_sim_mpi_init(NULL, NULL, &rank, &nranks, err, sizeof err)) {
+            cli_error(CMD, "--mpi: %s", err);
+            fedc_sim_mpi_finalize();
+            return FEDC_EXIT_FAILURE;
+        }
+        if (rank != 0) {
+            /* Only rank 0 runs the server: the others need neither its
+             * files nor its output. */
+            c.quiet = 1;
+            c.test_dir = NULL;
+            c.opt.out_dir = NULL;
+        }
+    }
     po.clients = so.clients;
 
     int exit_code = server_cli_prepare(&c, CMD);
-    char err[FEDC_ERRMSG_MAX];
     fedc_dataset *d = NULL;
     fedc_partition_map *map = NULL;
     if (exit_code) goto done;
@@ -213,5 +232,6 @@ done:
     fedc_partition_map_destroy(map);
     fedc_dataset_destroy(d);
     server_cli_free(&c);
+    if (so.mpi) fedc_sim_mpi_finalize();
     return exit_code;
 }

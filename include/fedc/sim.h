@@ -59,7 +59,18 @@ typedef struct fedc_sim_options {
     double straggler_rate;
     double straggler_delay;
     uint64_t fault_seed;
+    /* Spread the clients over the ranks of MPI_COMM_WORLD (client i is
+     * answered on rank i % size; rank 0 also runs the server). Every rank
+     * calls fedc_sim_run() with the same options after fedc_sim_mpi_init(). */
+    int mpi;
 } fedc_sim_options;
+
+/* Initialises MPI for fedc_sim_run() with mpi set, and says this process's
+ * rank and the number of ranks. FEDC_ERR_UNSUPPORTED when fedc was built
+ * without MPI. */
+int fedc_sim_mpi_init(int *argc, char ***argv, int *rank, int *size, char *err, size_t errlen);
+/* Finalises MPI if fedc_sim_mpi_init() initialised it. */
+void fedc_sim_mpi_finalize(void);
 
 /* Fills opt with the defaults above (no callbacks). */
 void fedc_sim_options_init(fedc_sim_options *opt);

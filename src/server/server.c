@@ -38,6 +38,7 @@ typedef enum { PHASE_WAIT, PHASE_INIT, PHASE_FIT, PHASE_EVAL, PHASE_DONE } phase
  * carry it point into its tensors, so it lives until the last write ends. */
 typedef struct model_blob {
     int refs;
+    uint64_t version;  /* unique per model this server held */
     fedc_params *params;
     uv_buf_t *bufs;
     unsigned nbufs;
@@ -204,6 +205,8 @@ static model_blob *blob_new(fedc_params *p, char *err, size_t errlen)
     free(iov);
     b->nbufs = (unsigned)n;
     b->params = p;
+    static uint64_t next_version = 1; /* models are made on the loop thread only */
+    b->version = next_version++;
     b->refs = 1;
     return b;
 }
@@ -1223,6 +1226,8 @@ void fedc__server_reconnect(fedc_server *s, uint32_t index, const uint8_t *hello
 }
 
 uint64_t fedc__server_round(const fedc_server *s) { return s->round; }
+
+uint64_t fedc__server_blob_version(const void *blob) { return ((const model_blob *)blob)->version; }
 
 void fedc__server_blob_release(void *blob) { blob_unref(blob); }
 

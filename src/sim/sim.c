@@ -8,77 +8,11 @@
 #include <unistd.h>
 
 #include "client/client_internal.h"
-#include "fedc/sim.h"
 #include "proto/frame.h"
 #include "server/server_internal.h"
+#include "sim/sim_internal.h"
 
 #define LOG_COMPONENT "sim"
-
-/* A message (and maybe a model) on its way to a virtual client. */
-typedef struct job {
-    struct job *next;
-    uint32_t index;
-    uint8_t *frame;
-    size_t frame_len;
-    void *blob;
-    const uv_buf_t *bufs;
-    unsigned nbufs;
-    int vanish;          /* fault: 0 none, VANISH_BEFORE or VANISH_HALFWAY */
-    double delay;        /* fault: seconds the answer is held back */
-} job;
-
-enum { VANISH_BEFORE = 1, VANISH_HALFWAY = 2 };
-
-/* A virtual client's answer on its way back to the server. */
-typedef struct done_msg {
-    struct done_msg *next;
-    uint32_t index;
-    fedc__bytes out;
-    void *blob;          /* the model reference to give back, on the loop thread */
-    int failed;          /* the client broke the protocol: disconnect it */
-    int vanish;          /* fault: disconnect, then connect again */
-    double delay;
-    char why[FEDC_ERRMSG_MAX];
-} done_msg;
-
-/* An answer held back by the straggler fault. */
-typedef struct delayed {
-    uv_timer_t timer;
-    struct delayed *next;
-    done_msg *d;
-} delayed;
-
-typedef struct sim sim;
-
-/* What a worker's fedc_client passes to its callbacks: the shim forwards to
- * the user's callbacks with the current virtual client's pointer, opening
- * the client on first use so that a Welcome or Shutdown loads nothing. */
-typedef struct worker {
-    sim *s;
-    pthread_t thread;
-    fedc_client *client;
-    uint32_t index;
-    int opened;
-    void *client_user;
-} worker;
-
-struct sim {
-    const fedc_sim_options *opt;
-    fedc_server *server;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    job *head, *tail;
-    uint8_t *busy;       /* per virtual client: a worker is answering it */
-    int stop;
-    done_msg *done_head, *done_tail;
-    uint32_t ndone;      /* answers waiting for the loop: bounded, see worker_main */
-    uv_async_t async;
-    worker *workers;
-    uint32_t nworkers;
-    fedc_client *hello;  /* writes the Hello of a client that connects again */
-    const char *id_format;
-    delayed *delayed;
-};
 
 /* ---- the user's callbacks, through the current worker ------------------ */
 
@@ -159,12 +93,43 @@ static void deliver(void *ctx, uint32_t index, uint8_t *frame, size_t frame_len,
         if (u < o->dropout_rate) j->vanish = v < 0.5 ? VANISH_BEFORE : VANISH_HALFWAY;
         else if (u < o->dropout_rate + (1 - o->dropout_rate) * o->straggler_rate) j->delay = o->straggler_delay;
     }
+#ifdef FEDC_HAVE_MPI
+    if (s->mpi && index % (uint32_t)s->nranks != 0) {
+        fedc__sim_mpi_submit(s, j);
+        return;
+    }
+#endif
+    fedc__sim_enqueue(s, j);
+}
+
+void fedc__sim_enqueue(sim *s, job *j)
+{
     pthread_mutex_lock(&s->mu);
     if (s->tail) s->tail->next = j;
     else s->head = j;
     s->tail = j;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+}
+
+void fedc__sim_complete(sim *s, done_msg *d)
+{
+#ifdef FEDC_HAVE_MPI
+    if (s->mpi && s->rank != 0) {
+        fedc__sim_mpi_answer(s, d);
+        return;
+    }
+#endif
+    pthread_mutex_lock(&s->mu);
+    /* Each answer can hold a whole model: when the loop falls behind, wait
+     * rather than pile them up, so memory stays bounded by the concurrency. */
+    while (s->ndone >= 2 * s->nworkers && !s->stop) pthread_cond_wait(&s->cv, &s->mu);
+    s->ndone++;
+    if (s->done_tail) s->done_tail->next = d;
+    else s->done_head = d;
+    s->done_tail = d;
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->async);
 }
 
 /* Gives one answer to the server: its bytes, then what became of the
@@ -272,11 +237,17 @@ static void *worker_main(void *arg)
          * then the model's frames, read in place. */
         struct iovec stack_iov[64];
         struct iovec *iov = j->nbufs + 1 <= 64 ? stack_iov : malloc((j->nbufs + 1) * sizeof *iov);
-        done_msg *d = calloc(1, sizeof *d);
-        if (!iov || !d) {
+        done_msg *d;
+        while (!(d = calloc(1, sizeof *d))) {
+            /* The answer must be delivered, even if only as a failure. */
+            struct timespec ts = {0, 10000000};
+            nanosleep(&ts, NULL);
+        }
+        if (!iov) {
             /* Without memory the client cannot answer; the server sees it
              * vanish, as it would a crashed process. */
-            if (d) d->failed = 1;
+            d->failed = 1;
+            snprintf(d->why, sizeof d->why, "out of memory in the simulator");
         } else {
             iov[0].iov_base = j->frame;
             iov[0].iov_len = j->frame_len;
@@ -305,32 +276,77 @@ static void *worker_main(void *arg)
                 if (j->vanish == VANISH_HALFWAY) d->out.len /= 2;
             }
         }
-        if (iov != stack_iov) free(iov);
-        free(j->frame);
-        pthread_mutex_lock(&s->mu);
-        /* Each answer can hold a whole model: when the loop falls behind,
-         * wait rather than pile them up, so memory stays bounded by the
-         * concurrency. */
-        while (d && s->ndone >= 2 * s->nworkers && !s->stop) pthread_cond_wait(&s->cv, &s->mu);
-        s->busy[j->index] = 0;
-        if (d) {
-            s->ndone++;
-            d->index = j->index;
-            d->blob = j->blob;
-            if (s->done_tail) s->done_tail->next = d;
-            else s->done_head = d;
-            s->done_tail = d;
+        if (iov && iov != stack_iov) free(iov);
+        d->index = j->index;
+        d->blob = j->blob;
+        d->had_model = j->nbufs > 0;
+#ifdef FEDC_HAVE_MPI
+        if (j->remote_model) {
+            fedc__sim_mpi_model_unref(j->blob);
+            d->blob = NULL;
         }
+#endif
+        fedc__sim_complete(s, d);
+        pthread_mutex_lock(&s->mu);
+        s->busy[j->index] = 0;
         pthread_cond_broadcast(&s->cv);
         pthread_mutex_unlock(&s->mu);
-        if (!d) fedc__server_blob_release(j->blob); /* unreachable in practice: see above */
+        free(j->frame);
         free(j);
-        uv_async_send(&s->async);
     }
     return NULL;
 }
 
+int fedc__sim_start_workers(sim *s, uint32_t *started)
+{
+    fedc_client_options co;
+    fedc_client_options_init(&co);
+    co.server = "sim";
+    co.node_id = "sim";
+    fedc_client_callbacks shim = {shim_get_parameters, shim_fit, shim_evaluate};
+    *started = 0;
+    for (uint32_t i = 0; i < s->nworkers; i++) {
+        worker *w = &s->workers[i];
+        w->s = s;
+        w->client = fedc_client_create(&co, &shim, w);
+        if (!w->client || pthread_create(&w->thread, NULL, worker_main, w)) {
+            fedc_client_destroy(w->client);
+            w->client = NULL;
+            return FEDC_ERR_NOMEM;
+        }
+        (*started)++;
+    }
+    return FEDC_OK;
+}
+
+void fedc__sim_stop_workers(sim *s, uint32_t started)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    for (uint32_t i = 0; i < started; i++) pthread_join(s->workers[i].thread, NULL);
+    for (uint32_t i = 0; i < s->nworkers; i++) {
+        fedc_client_destroy(s->workers[i].client);
+        s->workers[i].client = NULL;
+    }
+}
+
 /* ---- running ------------------------------------------------------------ */
+
+#ifndef FEDC_HAVE_MPI
+int fedc_sim_mpi_init(int *argc, char ***argv, int *rank, int *size, char *err, size_t errlen)
+{
+    (void)argc;
+    (void)argv;
+    *rank = 0;
+    *size = 1;
+    return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED,
+                          "this fedc was built without MPI (install libopenmpi-dev and rebuild)");
+}
+
+void fedc_sim_mpi_finalize(void) {}
+#endif
 
 void fedc_sim_options_init(fedc_sim_options *opt)
 {
@@ -347,6 +363,16 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
     sim s;
     memset(&s, 0, sizeof s);
     s.opt = opt;
+    s.nranks = 1;
+    if (opt->mpi) {
+#ifdef FEDC_HAVE_MPI
+        int rc = fedc__sim_mpi_rank(&s.rank, &s.nranks, err, errlen);
+        if (rc) return rc;
+        s.mpi = 1;
+#else
+        return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED, "this fedc was built without MPI");
+#endif
+    }
     s.nworkers = opt->concurrency;
     if (s.nworkers == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -354,23 +380,44 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
     }
     if (s.nworkers > opt->clients) s.nworkers = opt->clients;
     const char *fmt = opt->node_id_format ? opt->node_id_format : "client-%03u";
-
-    fedc_server_options so = *server_opt;
-    if (!so.listen || !strcmp(so.listen, "127.0.0.1:7000")) so.listen = "127.0.0.1:0";
-    if (so.max_connections < opt->clients + 16) so.max_connections = opt->clients + 16;
+    s.id_format = fmt;
     int rc = FEDC_OK;
-    s.server = fedc_server_create(&so, err, errlen);
-    if (!s.server) return FEDC_ERR_INVALID;
     s.busy = calloc(opt->clients, 1);
     s.workers = calloc(s.nworkers, sizeof *s.workers);
     if (!s.busy || !s.workers) {
-        fedc_server_destroy(s.server);
         free(s.busy);
         free(s.workers);
         return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
     }
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
+    uint32_t started = 0;
+
+#ifdef FEDC_HAVE_MPI
+    if (s.mpi && s.rank != 0) {
+        /* This rank only answers for its share of the clients. */
+        rc = fedc__sim_start_workers(&s, &started);
+        if (!rc) rc = fedc__sim_mpi_serve(&s, &started);
+        else fedc_set_error(err, errlen, rc, "cannot start the workers");
+        if (started) fedc__sim_stop_workers(&s, started);
+        for (job *j = s.head, *next; j; j = next) {
+            next = j->next;
+            free(j->frame);
+            if (j->blob) fedc__sim_mpi_model_unref(j->blob);
+            free(j);
+        }
+        goto done;
+    }
+#endif
+
+    fedc_server_options so = *server_opt;
+    if (!so.listen || !strcmp(so.listen, "127.0.0.1:7000")) so.listen = "127.0.0.1:0";
+    if (so.max_connections < opt->clients + 16) so.max_connections = opt->clients + 16;
+    s.server = fedc_server_create(&so, err, errlen);
+    if (!s.server) {
+        rc = FEDC_ERR_INVALID;
+        goto done;
+    }
     uv_async_init(fedc__server_loop(s.server), &s.async, on_done);
     s.async.data = &s;
     /* The server's own handles keep its loop running; this one must not
@@ -378,58 +425,44 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
     uv_unref((uv_handle_t *)&s.async);
     fedc__virtual_transport t = {deliver, &s};
     fedc__server_set_virtual(s.server, &t);
+    fedc__server_loop(s.server)->data = &s;
 
     /* Every virtual client says hello, exactly as a real one would. */
     fedc_client_options co;
     fedc_client_options_init(&co);
     co.server = "sim";
     co.node_id = "sim";
-    fedc_client_callbacks shim = {shim_get_parameters, shim_fit, shim_evaluate};
-    fedc_client *hello = fedc_client_create(&co, &shim, NULL);
-    s.hello = hello;
-    s.id_format = fmt;
-    fedc__server_loop(s.server)->data = &s;
+    s.hello = fedc_client_create(&co, &(fedc_client_callbacks){shim_get_parameters, shim_fit, shim_evaluate}, NULL);
+    if (!s.hello) rc = FEDC_ERR_NOMEM;
+#ifdef FEDC_HAVE_MPI
+    if (!rc && s.mpi) rc = fedc__sim_mpi_start(&s);
+#endif
     char id[160];
-    for (uint32_t i = 0; i < opt->clients && hello && !rc; i++) {
+    for (uint32_t i = 0; i < opt->clients && !rc; i++) {
         snprintf(id, sizeof id, fmt, i);
         fedc__bytes out = {0};
         fedc__conn conn;
         fedc__conn_memory(&conn, NULL, 0, &out, "sim");
         rc = fedc__server_add_virtual(s.server, i);
-        if (!rc) rc = fedc__client_send_hello(hello, &conn, id);
+        if (!rc) rc = fedc__client_send_hello(s.hello, &conn, id);
         if (!rc) fedc__server_feed(s.server, i, out.data, out.len);
         fedc__bytes_free(&out);
     }
-    if (!hello) rc = FEDC_ERR_NOMEM;
-
-    uint32_t started = 0;
-    for (uint32_t i = 0; i < s.nworkers && !rc; i++) {
-        worker *w = &s.workers[i];
-        w->s = &s;
-        w->client = fedc_client_create(&co, &shim, w);
-        if (!w->client || pthread_create(&w->thread, NULL, worker_main, w)) {
-            fedc_client_destroy(w->client);
-            w->client = NULL;
-            rc = FEDC_ERR_NOMEM;
-            break;
-        }
-        started++;
-    }
+    if (!rc) rc = fedc__sim_start_workers(&s, &started);
     if (rc) {
         fedc_set_error(err, errlen, rc, "cannot set up %u virtual clients: %s", opt->clients, fedc_strerror(rc));
     } else {
-        fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "%u virtual clients, %u answering at once", opt->clients, s.nworkers);
+        fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "%u virtual clients, %u answering at once%s", opt->clients,
+                 s.nworkers * (uint32_t)s.nranks, s.mpi ? " over MPI" : "");
         rc = fedc_server_run(s.server);
         if (rc) fedc_set_error(err, errlen, rc, "%s", fedc_server_errmsg(s.server));
     }
 
     /* Stop the workers, then give back whatever is still queued. */
-    pthread_mutex_lock(&s.mu);
-    s.stop = 1;
-    pthread_cond_broadcast(&s.cv);
-    pthread_mutex_unlock(&s.mu);
-    for (uint32_t i = 0; i < started; i++) pthread_join(s.workers[i].thread, NULL);
-    for (uint32_t i = 0; i < s.nworkers; i++) fedc_client_destroy(s.workers[i].client);
+    fedc__sim_stop_workers(&s, started);
+#ifdef FEDC_HAVE_MPI
+    if (s.mpi) fedc__sim_mpi_stop(&s);
+#endif
     for (job *j = s.head, *next; j; j = next) {
         next = j->next;
         free(j->frame);
@@ -451,6 +484,7 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
     uv_close((uv_handle_t *)&s.async, NULL);
     fedc_server_destroy(s.server);
     fedc_client_destroy(s.hello);
+done:
     pthread_cond_destroy(&s.cv);
     pthread_mutex_destroy(&s.mu);
     free(s.busy);

@@ -1,1 +1,4 @@
 fedc_sources(sim/sim.c)
+if(FEDC_HAVE_MPI)
+  fedc_sources(sim/sim_mpi.c)
+endif()
