@@ -112,10 +112,21 @@ void fedc__sim_mpi_model_unref(void *model)
     }
 }
 
+/* Sleeps between polls: 20 us after recent traffic, doubling while idle up
+ * to 1 ms, so that an idle pump leaves the cores to the workers. */
+static void nap_idle(int *idle)
+{
+    long ns = 20000L << (*idle < 6 ? *idle : 6);
+    if (ns > 1000000L) ns = 1000000L;
+    struct timespec ts = {0, ns};
+    nanosleep(&ts, NULL);
+    (*idle)++;
+}
+
 static void nap(void)
 {
-    struct timespec ts = {0, 50000};
-    nanosleep(&ts, NULL);
+    int idle = 0;
+    nap_idle(&idle);
 }
 
 /* Starts a non-blocking send of buf (taken: freed when the send is done). */
@@ -256,6 +267,7 @@ static void *pump0(void *arg)
 {
     sim *s = arg;
     sim_mpi *m = s->mpi_state;
+    int idle = 0;
     while (!atomic_load(&m->stop)) {
         int busy = 0;
         pthread_mutex_lock(&m->mu);
@@ -277,7 +289,8 @@ static void *pump0(void *arg)
             busy = 1;
         }
         reap_sends(m);
-        if (!busy) nap();
+        if (busy) idle = 0;
+        else nap_idle(&idle);
     }
     return NULL;
 }
@@ -433,7 +446,7 @@ int fedc__sim_mpi_serve(sim *s, uint32_t *started)
     if (!m) return FEDC_ERR_NOMEM;
     pthread_mutex_init(&m->mu, NULL);
     s->mpi_state = m;
-    int stop = 0;
+    int stop = 0, idle = 0;
     while (!stop) {
         int busy = 0, flag = 0;
         MPI_Status st;
@@ -443,7 +456,8 @@ int fedc__sim_mpi_serve(sim *s, uint32_t *started)
         }
         send_answers(m, &busy);
         reap_sends(m);
-        if (!busy) nap();
+        if (busy) idle = 0;
+        else nap_idle(&idle);
     }
     /* Finish what was queued, send the last answers, then say so. */
     fedc__sim_stop_workers(s, *started);
