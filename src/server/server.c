@@ -54,6 +54,8 @@ struct node {
     node *next;
     uint64_t serial;
     int is_virtual;             /* a simulated client: no socket, see fedc__server_feed */
+    int draining;               /* said its last word: reading and dropping until the peer closes */
+    int retired;                /* out of the federation (see retire()): input is dropped */
     uint32_t vindex;
     uint8_t *pending;           /* virtual: fed bytes held back while waiting for a slot */
     size_t pending_len, pending_off;
@@ -253,10 +255,15 @@ typedef struct write_req {
     int close_after;
 } write_req;
 
+static void begin_drain(node *n);
+
 static void on_write(uv_write_t *req, int status)
 {
     write_req *w = (write_req *)req;
-    if (w->n && w->close_after) node_close(w->n, NULL);
+    if (w->n && w->close_after) {
+        if (status == 0) begin_drain(w->n);
+        else node_close(w->n, NULL);
+    }
     free(w->frame);
     free(w->bufs);
     blob_unref(w->blob);
@@ -317,8 +324,13 @@ static int node_send(node *n, const fedc__msg *m, model_blob *blob, int close_af
     return FEDC_OK;
 }
 
+static void retire(node *n, const char *why);
+
 static void send_error_and_close(node *n, const char *reason)
 {
+    /* The client is finished with now, though its connection lingers while
+     * the error is delivered: nothing of it may stay in the round. */
+    retire(n, reason);
     Fedc__V1__Error e = FEDC__V1__ERROR__INIT;
     Fedc__V1__Message m = FEDC__V1__MESSAGE__INIT;
     e.reason = (char *)reason;
@@ -401,6 +413,21 @@ static void request_failed(node *n, const char *why)
     n->req = REQ_NONE;
     if (!n->closing) set_state(n, NODE_IDLE);
     if (current) maybe_finish_stage(s);
+}
+
+/* Takes n out of the federation at once: its partial update out of the
+ * aggregate, its staging buffer back, its request counted as failed, and
+ * never sampled again. node_close() finishes the job when the connection
+ * ends. */
+static void retire(node *n, const char *why)
+{
+    if (n->closing) return;
+    n->retired = 1;
+    if (n->waiting_slot) unlink_waiter(n);
+    unfold_partial(n);
+    release_slot(n);
+    request_failed(n, why);
+    if (!n->closing) set_state(n, NODE_BUSY);
 }
 
 static void node_close(node *n, const char *why)
@@ -901,6 +928,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     node *n = (node *)h;
     fedc_server *s = n->srv;
     (void)suggested;
+    if (n->draining || n->retired) {
+        *buf = uv_buf_init((char *)s->discard, DISCARD_BYTES);
+        return;
+    }
     switch (n->rs) {
     case R_HDR:
         *buf = uv_buf_init((char *)n->hdr + n->hdr_got, FEDC_FRAME_HEADER_BYTES - n->hdr_got);
@@ -961,6 +992,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     node *n = (node *)st;
     (void)buf;
     if (nread == 0 || n->closing) return;
+    if (n->draining || n->retired) {
+        if (nread < 0) node_close(n, NULL);
+        return;
+    }
     if (nread < 0) {
         if (nread == UV_EOF)
             node_close(n, (n->req != REQ_NONE || n->sk != S_NONE) ? "connection closed mid-request" : NULL);
@@ -1020,6 +1055,37 @@ static void consume(node *n, size_t nread)
         break;
     }
     }
+}
+
+static void on_drain_timeout(uv_timer_t *t) { node_close(t->data, NULL); }
+
+static void on_shutdown_done(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+/* After the last message to a client (Shutdown, or an Error), close
+ * politely: send FIN, then read and drop whatever the client was still
+ * sending until it closes too (at most 5 s). Closing at once would reset a
+ * client that is in the middle of sending an update, and the reset would
+ * destroy the message it has not read yet. */
+static void begin_drain(node *n)
+{
+    if (n->closing || n->draining) return;
+    if (n->is_virtual || !n->timer_open) {
+        node_close(n, NULL);
+        return;
+    }
+    n->draining = 1;
+    uv_shutdown_t *req = malloc(sizeof *req);
+    if (!req || uv_shutdown(req, (uv_stream_t *)&n->tcp, on_shutdown_done)) {
+        free(req);
+        node_close(n, NULL);
+        return;
+    }
+    uv_timer_stop(&n->handshake_timer);
+    uv_timer_start(&n->handshake_timer, on_drain_timeout, 5000, 0);
 }
 
 static void on_handshake_timeout(uv_timer_t *t)
@@ -1115,7 +1181,7 @@ static void node_resume(node *n)
 static size_t feed_bytes(node *n, const uint8_t *data, size_t len)
 {
     size_t off = 0;
-    while (off < len && !n->closing && !n->waiting_slot) {
+    while (off < len && !n->closing && !n->retired && !n->waiting_slot) {
         uv_buf_t buf;
         on_alloc((uv_handle_t *)&n->tcp, 65536, &buf);
         size_t k = len - off < buf.len ? len - off : buf.len;
@@ -1179,7 +1245,7 @@ int fedc__server_add_virtual(fedc_server *s, uint32_t index)
 void fedc__server_feed(fedc_server *s, uint32_t index, const uint8_t *data, size_t len)
 {
     node *n = index < s->nvirtual ? s->vnodes[index] : NULL;
-    if (!n || n->closing) return;
+    if (!n || n->closing || n->retired) return;
     if (n->pending) {
         /* Keep the order: append behind what is already waiting. */
         uint8_t *p = realloc(n->pending, n->pending_len + len);
