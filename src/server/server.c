@@ -26,6 +26,8 @@
 #include "strategy/fedavg.h"
 
 #define LOG_COMPONENT "server"
+/* Most tensors a model may have (docs/protocol.md). */
+#define FEDC_MAX_MODEL_TENSORS 16384u
 #define DISCARD_BYTES (64u << 10)
 
 typedef enum { NODE_HANDSHAKE, NODE_IDLE, NODE_BUSY } node_state;
@@ -84,6 +86,7 @@ struct node {
     /* Tensor stream that follows FitRes / GetParametersRes. */
     stream_kind sk;
     uint32_t stream_total, stream_index;
+    uint64_t stream_bytes;      /* GetParametersRes: bytes announced so far */
     int expect_header; /* next frame must be a TensorHeader */
     fedc_tensor *cur_t;
     size_t cur_nbytes, cur_got, cur_checked;
@@ -118,13 +121,14 @@ struct fedc_server {
     fedc_config *fit_config;
     char errmsg[FEDC_ERRMSG_MAX];
     int rc;
-    int loop_inited, handles_open;
+    int loop_inited, handles_open, grace_open;
 
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_timer_t stage_timer;
     uv_timer_t wait_timer;
     uv_timer_t progress_timer;
+    uv_timer_t grace_timer;      /* ends connections still open 10 s after shutdown began */
     int defer_stage;             /* fedc__server_reconnect() is replacing a node */
     uv_async_t stop_async;
     uv_work_t central_work;
@@ -175,6 +179,9 @@ static void node_close(node *n, const char *why);
 static void node_resume(node *n);
 static void set_state(node *n, node_state st);
 static void consume(node *n, size_t nread);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void feed_pending(node *n);
 static void unfold_partial(node *n);
 static void maybe_finish_stage(fedc_server *s);
 static void start_round(fedc_server *s);
@@ -328,15 +335,17 @@ static void retire(node *n, const char *why);
 
 static void send_error_and_close(node *n, const char *reason)
 {
-    /* The client is finished with now, though its connection lingers while
-     * the error is delivered: nothing of it may stay in the round. */
-    retire(n, reason);
     Fedc__V1__Error e = FEDC__V1__ERROR__INIT;
     Fedc__V1__Message m = FEDC__V1__MESSAGE__INIT;
     e.reason = (char *)reason;
     m.body_case = FEDC__V1__MESSAGE__BODY_ERROR;
     m.error = &e;
     if (node_send(n, &m, NULL, 1)) node_close(n, NULL);
+    /* The client is finished with now, though its connection lingers while
+     * the error is delivered: nothing of it may stay in the round. The
+     * error goes out first, so that it comes before anything the round's
+     * end sends. */
+    retire(n, reason);
 }
 
 /* ---- nodes ------------------------------------------------------------ */
@@ -411,7 +420,7 @@ static void request_failed(node *n, const char *why)
                      "round %llu: node %s (%s) failed: %s", (unsigned long long)s->round, n->id, n->peer, why);
     }
     n->req = REQ_NONE;
-    if (!n->closing) set_state(n, NODE_IDLE);
+    if (!n->closing && !n->retired) set_state(n, NODE_IDLE);
     if (current) maybe_finish_stage(s);
 }
 
@@ -423,11 +432,13 @@ static void retire(node *n, const char *why)
 {
     if (n->closing) return;
     n->retired = 1;
+    /* Not idle from now on, so that the stage request_failed() may finish
+     * cannot sample it again. */
+    set_state(n, NODE_BUSY);
     if (n->waiting_slot) unlink_waiter(n);
     unfold_partial(n);
     release_slot(n);
     request_failed(n, why);
-    if (!n->closing) set_state(n, NODE_BUSY);
 }
 
 static void node_close(node *n, const char *why)
@@ -500,9 +511,27 @@ static void unfold_partial(node *n)
     }
 }
 
-static void reject_update(node *n, const char *why)
+/* Gives up on n's update: what was folded comes back out, the staging
+ * buffer goes back at once (another client may be waiting for it), and the
+ * rest of the stream is read and dropped. */
+static void abandon_update(node *n)
 {
     unfold_partial(n);
+    if (n->sk == S_FIT) {
+        if (n->waiting_slot) {
+            /* It was paused for a buffer it no longer needs: read on. */
+            unlink_waiter(n);
+            if (!n->is_virtual) uv_read_start((uv_stream_t *)&n->tcp, on_alloc, on_read);
+        }
+        release_slot(n);
+        n->cur_t = NULL;
+        if (n->rs == R_DATA) n->data_dst = NULL;
+    }
+}
+
+static void reject_update(node *n, const char *why)
+{
+    abandon_update(n);
     if (!n->rejected) {
         n->rejected = 1;
         snprintf(n->reject_reason, sizeof n->reject_reason, "%s", why);
@@ -524,7 +553,7 @@ static void on_tensor_header(node *n, const Fedc__V1__TensorHeader *h)
     n->cur_got = 0;
     n->cur_checked = 0;
     if (n->sk == S_GETPARAMS) {
-        if (h->nbytes > s->opt.max_model_bytes - fedc_params_nbytes(n->stream_params)) {
+        if (h->nbytes > s->opt.max_model_bytes - n->stream_bytes) {
             protocol_error(n, "initial parameters exceed the limit of %llu bytes",
                            (unsigned long long)s->opt.max_model_bytes);
             return;
@@ -536,6 +565,7 @@ static void on_tensor_header(node *n, const Fedc__V1__TensorHeader *h)
             protocol_error(n, "%s", why);
             return;
         }
+        n->stream_bytes += h->nbytes;
     } else if (!n->stale && !n->rejected && n->stream_params) {
         const fedc_tensor *want = fedc_params_at(n->stream_params, n->stream_index);
         int same = want && !strcmp(want->name, h->name) && (int)want->dtype == (int)h->dtype &&
@@ -613,9 +643,13 @@ static void stream_finished(node *n)
     if (sk == S_GETPARAMS) {
         fedc_params *p = n->stream_params;
         n->stream_params = NULL;
+        /* Only the answer the server is waiting for counts: a late one
+         * (after the stage timed out and another client was asked) is
+         * dropped. */
+        int current = n->req == REQ_GETPARAMS && !n->result_recorded && s->ph == PHASE_INIT && !s->model;
         n->req = REQ_NONE;
-        set_state(n, NODE_IDLE);
-        if (s->ph != PHASE_INIT || s->model) {
+        if (!n->retired) set_state(n, NODE_IDLE);
+        if (!current) {
             fedc_params_destroy(p);
             return;
         }
@@ -779,8 +813,8 @@ static void on_fit_res(node *n, const Fedc__V1__FitRes *r)
         protocol_error(n, "unexpected fit_res for round %llu", (unsigned long long)r->round);
         return;
     }
-    if (r->num_tensors > 1u << 20) {
-        protocol_error(n, "fit_res announces %u tensors", r->num_tensors);
+    if (r->num_tensors > FEDC_MAX_MODEL_TENSORS) {
+        protocol_error(n, "fit_res announces %u tensors (at most %u)", r->num_tensors, FEDC_MAX_MODEL_TENSORS);
         return;
     }
     n->sk = S_FIT;
@@ -837,6 +871,12 @@ static void on_message(node *n, fedc__msg *m)
         on_hello(n, m->hello);
         return;
     }
+    if (n->sk != S_NONE && !n->expect_header) {
+        /* A tensor's data is still owed: nothing may interrupt it. */
+        protocol_error(n, "%s message in the middle of tensor '%s' (%zu of %zu bytes received)", fedc__msg_name(m),
+                       n->cur_t ? n->cur_t->name : "?", n->cur_got, n->cur_nbytes);
+        return;
+    }
     if (n->expect_header) {
         if (m->body_case != FEDC__V1__MESSAGE__BODY_TENSOR) {
             protocol_error(n, "expected tensor %u of %u, got %s", n->stream_index + 1, n->stream_total,
@@ -855,7 +895,13 @@ static void on_message(node *n, fedc__msg *m)
             protocol_error(n, "unexpected get_parameters_res");
             return;
         }
+        if (m->get_parameters_res->num_tensors > FEDC_MAX_MODEL_TENSORS) {
+            protocol_error(n, "get_parameters_res announces %u tensors (at most %u)",
+                           m->get_parameters_res->num_tensors, FEDC_MAX_MODEL_TENSORS);
+            return;
+        }
         n->sk = S_GETPARAMS;
+        n->stream_bytes = 0;
         n->stream_total = m->get_parameters_res->num_tensors;
         n->stream_index = 0;
         n->stream_params = fedc_params_create();
@@ -1312,7 +1358,7 @@ static node **idle_nodes(fedc_server *s, size_t *count)
 {
     size_t n = 0;
     for (node *x = s->nodes; x; x = x->next)
-        if (x->state == NODE_IDLE && !x->closing) n++;
+        if (x->state == NODE_IDLE && !x->closing && !x->retired && !x->draining) n++;
     node **v = calloc(n ? n : 1, sizeof *v);
     if (!v) {
         *count = 0;
@@ -1320,7 +1366,7 @@ static node **idle_nodes(fedc_server *s, size_t *count)
     }
     n = 0;
     for (node *x = s->nodes; x; x = x->next)
-        if (x->state == NODE_IDLE && !x->closing) v[n++] = x;
+        if (x->state == NODE_IDLE && !x->closing && !x->retired && !x->draining) v[n++] = x;
     qsort(v, n, sizeof *v, cmp_node_id);
     *count = n;
     return v;
@@ -1714,9 +1760,9 @@ static void on_stage_timeout(uv_timer_t *t)
      * answer is read and dropped, and the client is sampled again after. */
     for (node *n = s->nodes; n; n = n->next) {
         if (n->req == REQ_NONE || n->result_recorded || n->req_round != s->round) continue;
-        /* An update half received is taken back out and the rest of it
-         * will be read and dropped. */
-        unfold_partial(n);
+        /* An update half received is taken back out, its buffer freed for
+         * others, and the rest of it will be read and dropped. */
+        abandon_update(n);
         n->stale = 1;
         n->result_recorded = 1;
         if (n->req == REQ_FIT) s->failed++;
@@ -1757,6 +1803,13 @@ static void maybe_finish_stage(fedc_server *s)
     }
 }
 
+static void close_grace_timer(fedc_server *s)
+{
+    if (!s->grace_open) return;
+    s->grace_open = 0;
+    uv_close((uv_handle_t *)&s->grace_timer, NULL);
+}
+
 static void close_server_handles(fedc_server *s)
 {
     if (!s->handles_open) return;
@@ -1766,6 +1819,17 @@ static void close_server_handles(fedc_server *s)
     uv_close((uv_handle_t *)&s->progress_timer, NULL);
     uv_close((uv_handle_t *)&s->stop_async, NULL);
     uv_close((uv_handle_t *)&s->listener, NULL);
+}
+
+/* A client that stopped reading would keep its write, and so the loop,
+ * alive forever: after the grace period every remaining connection ends. */
+static void on_grace_over(uv_timer_t *t)
+{
+    fedc_server *s = t->data;
+    for (node *n = s->nodes, *next; n; n = next) {
+        next = n->next;
+        node_close(n, "still connected 10 s after the federation ended");
+    }
 }
 
 static void begin_shutdown(fedc_server *s, int rc)
@@ -1799,6 +1863,9 @@ static void begin_shutdown(fedc_server *s, int rc)
     uv_timer_stop(&s->stage_timer);
     uv_timer_stop(&s->wait_timer);
     close_server_handles(s);
+    /* Unreferenced: it fires only if connections keep the loop alive. */
+    uv_timer_start(&s->grace_timer, on_grace_over, 10000, 0);
+    uv_unref((uv_handle_t *)&s->grace_timer);
 }
 
 static void on_stop_async(uv_async_t *a)
@@ -1902,6 +1969,9 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
     s->wait_timer.data = s;
     uv_timer_init(&s->loop, &s->progress_timer);
     s->progress_timer.data = s;
+    uv_timer_init(&s->loop, &s->grace_timer);
+    s->grace_timer.data = s;
+    s->grace_open = 1;
     uv_async_init(&s->loop, &s->stop_async, on_stop_async);
     s->stop_async.data = s;
     s->loop_inited = 1;
@@ -1978,6 +2048,8 @@ int fedc_server_run(fedc_server *s)
         uv_timer_start(&s->wait_timer, on_wait_timeout, (uint64_t)(s->opt.wait_timeout * 1000), 0);
     maybe_finish_stage(s); /* clients may have joined already (simulation) */
     uv_run(&s->loop, UV_RUN_DEFAULT);
+    close_grace_timer(s);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
     s->finished = 1;
     if (s->rc == FEDC_OK) s->errmsg[0] = '\0';
     return s->rc;
@@ -1995,6 +2067,7 @@ void fedc_server_destroy(fedc_server *s)
             }
             close_server_handles(s);
         }
+        close_grace_timer(s);
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
     }

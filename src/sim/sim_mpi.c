@@ -41,6 +41,7 @@ typedef struct model_header {
 /* A rank's copy of a model version, shared by the jobs that use it. */
 typedef struct model_copy {
     atomic_int refs;
+    uint64_t version;
     uint8_t *bytes;
     uv_buf_t buf;
 } model_copy;
@@ -242,11 +243,14 @@ static void take_answer(sim *s, sim_mpi *m, const uint8_t *buf, int len, int del
         delay = m->pend_delay[h.index];
         m->pend_blob[h.index] = NULL;
     }
-    done_msg *d = deliver ? calloc(1, sizeof *d) : NULL;
-    if (!d) {
-        if (blob) fedc__server_blob_release(blob); /* only after the loop has stopped */
+    if (!deliver) {
+        /* Only called so once the server's loop has stopped: the model
+         * reference can be given back from this thread. */
+        if (blob) fedc__server_blob_release(blob);
         return;
     }
+    done_msg *d;
+    while (!(d = calloc(1, sizeof *d))) nap(); /* the answer must get through */
     d->index = h.index;
     d->failed = h.failed;
     d->vanish = h.vanish;
@@ -406,6 +410,7 @@ static int handle_from_root(sim *s, sim_mpi *m, MPI_Status *st)
             model_header h;
             memcpy(&h, buf, sizeof h);
             atomic_init(&c->refs, 1);
+            c->version = h.version;
             c->bytes = buf; /* keep the whole message; the frames start after the header */
             buf = NULL;
             c->buf = uv_buf_init((char *)c->bytes + sizeof h, (unsigned)h.len);
@@ -415,6 +420,22 @@ static int handle_from_root(sim *s, sim_mpi *m, MPI_Status *st)
     } else if (st->MPI_TAG == TAG_JOB && len >= (int)sizeof(job_header)) {
         job_header h;
         memcpy(&h, buf, sizeof h);
+        if (h.version && h.index < s->opt->clients && (!m->current || m->current->version != h.version)) {
+            /* The model this request needs never arrived (rank 0 could not
+             * send it): the client fails the request rather than train on
+             * an older model. */
+            done_msg *d = calloc(1, sizeof *d);
+            if (d) {
+                d->index = h.index;
+                d->failed = 1;
+                d->had_model = 1;
+                snprintf(d->why, sizeof d->why, "model version %llu did not reach this rank",
+                         (unsigned long long)h.version);
+                fedc__sim_mpi_answer(s, d);
+            }
+            free(buf);
+            return 0;
+        }
         job *j = calloc(1, sizeof *j);
         if (j && h.index < s->opt->clients) {
             j->index = h.index;

@@ -32,6 +32,10 @@ if(TARGET custom_client)
   fedc_integration_test(test_example_client 300 integration)
 endif()
 
+# In-process: the server against hostile raw-protocol clients (also runs
+# under the sanitizers with the unit tests).
+fedc_test(NAME test_server_hostile SOURCES integration/test_server_hostile.c TIMEOUT 120 LABELS integration)
+
 add_test(NAME test_install COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_install.sh)
 set_tests_properties(test_install PROPERTIES TIMEOUT 300 LABELS integration
                      ENVIRONMENT "${FEDC_IT_ENV};FEDC_BUILD_DIR=${PROJECT_BINARY_DIR}")
