@@ -1595,7 +1595,7 @@ static void finish_fit(fedc_server *s)
     r->clients_ok = s->ok;
     r->clients_failed = s->failed;
     /* Sums in node-id order: metrics do not depend on arrival order either. */
-    qsort(s->fits, s->nfits, sizeof *s->fits, cmp_fit);
+    if (s->nfits) qsort(s->fits, s->nfits, sizeof *s->fits, cmp_fit);
     double lw = 0, ls = 0;
     for (size_t i = 0; i < s->nfits; i++)
         if (isfinite(s->fits[i].loss)) {
@@ -1708,7 +1708,7 @@ static void finish_round(fedc_server *s)
     uv_timer_stop(&s->stage_timer);
     fedc_round_record *r = &s->rec;
     if (!r->failed) {
-        qsort(s->evals, s->nevals, sizeof *s->evals, cmp_eval);
+        if (s->nevals) qsort(s->evals, s->nevals, sizeof *s->evals, cmp_eval);
         double w = 0, l = 0, aw = 0, a = 0;
         for (size_t i = 0; i < s->nevals; i++) {
             l += s->evals[i].loss * (double)s->evals[i].n;
