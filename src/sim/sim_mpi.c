@@ -50,6 +50,7 @@ typedef struct model_copy {
 typedef struct outgoing {
     MPI_Request req;
     uint8_t *buf;
+    int is_answer;
 } outgoing;
 
 typedef struct sim_mpi {
@@ -65,6 +66,8 @@ typedef struct sim_mpi {
     void **pend_blob;              /* rank 0: the model reference of each client's open request */
     double *pend_delay;
     model_copy *current;           /* other ranks: the latest model */
+    pthread_cond_t room;           /* other ranks: answers pending fell below the bound */
+    uint32_t answers_pending;      /* other ranks: queued or being sent */
 } sim_mpi;
 
 static int g_we_initialised;
@@ -130,11 +133,20 @@ static void nap(void)
     nap_idle(&idle);
 }
 
+static void answer_sent(sim_mpi *m)
+{
+    pthread_mutex_lock(&m->mu);
+    if (m->answers_pending) m->answers_pending--;
+    pthread_cond_broadcast(&m->room);
+    pthread_mutex_unlock(&m->mu);
+}
+
 /* Starts a non-blocking send of buf (taken: freed when the send is done). */
 static int post_send(sim_mpi *m, uint8_t *buf, size_t len, int dest, int tag)
 {
     if (len > (size_t)INT32_MAX) {
         free(buf);
+        if (tag == TAG_ANSWER) answer_sent(m);
         return FEDC_ERR_TOO_LARGE;
     }
     if (m->nsends == m->capsends) {
@@ -142,6 +154,7 @@ static int post_send(sim_mpi *m, uint8_t *buf, size_t len, int dest, int tag)
         outgoing *n = realloc(m->sends, cap * sizeof *n);
         if (!n) {
             free(buf);
+            if (tag == TAG_ANSWER) answer_sent(m);
             return FEDC_ERR_NOMEM;
         }
         m->sends = n;
@@ -150,9 +163,11 @@ static int post_send(sim_mpi *m, uint8_t *buf, size_t len, int dest, int tag)
     outgoing *o = &m->sends[m->nsends];
     if (MPI_Isend(buf, (int)len, MPI_BYTE, dest, tag, MPI_COMM_WORLD, &o->req) != MPI_SUCCESS) {
         free(buf);
+        if (tag == TAG_ANSWER) answer_sent(m);
         return FEDC_ERR_IO;
     }
     o->buf = buf;
+    o->is_answer = tag == TAG_ANSWER;
     m->nsends++;
     return FEDC_OK;
 }
@@ -164,8 +179,12 @@ static size_t reap_sends(sim_mpi *m)
     for (size_t i = 0; i < m->nsends; i++) {
         int done = 0;
         MPI_Test(&m->sends[i].req, &done, MPI_STATUS_IGNORE);
-        if (done) free(m->sends[i].buf);
-        else m->sends[k++] = m->sends[i];
+        if (done) {
+            free(m->sends[i].buf);
+            if (m->sends[i].is_answer) answer_sent(m);
+        } else {
+            m->sends[k++] = m->sends[i];
+        }
     }
     m->nsends = k;
     return k;
@@ -367,6 +386,10 @@ void fedc__sim_mpi_answer(sim *s, done_msg *d)
 {
     sim_mpi *m = s->mpi_state;
     pthread_mutex_lock(&m->mu);
+    /* An answer can hold a whole model: a worker waits rather than let
+     * them pile up faster than rank 0 takes them. */
+    while (m->answers_pending >= 2 * s->nworkers && !atomic_load(&m->stop)) pthread_cond_wait(&m->room, &m->mu);
+    m->answers_pending++;
     if (m->ans_tail) m->ans_tail->next = d;
     else m->ans_head = d;
     m->ans_tail = d;
@@ -389,6 +412,8 @@ static void send_answers(sim_mpi *m, int *busy)
             memcpy(buf + sizeof h, d->why, wl);
             if (d->out.len) memcpy(buf + sizeof h + wl, d->out.data, d->out.len);
             post_send(m, buf, sizeof h + wl + d->out.len, 0, TAG_ANSWER);
+        } else {
+            answer_sent(m);
         }
         fedc__bytes_free(&d->out);
         free(d);
@@ -466,6 +491,7 @@ int fedc__sim_mpi_serve(sim *s, uint32_t *started)
     sim_mpi *m = calloc(1, sizeof *m);
     if (!m) return FEDC_ERR_NOMEM;
     pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->room, NULL);
     s->mpi_state = m;
     int stop = 0, idle = 0;
     while (!stop) {
@@ -480,7 +506,12 @@ int fedc__sim_mpi_serve(sim *s, uint32_t *started)
         if (busy) idle = 0;
         else nap_idle(&idle);
     }
-    /* Finish what was queued, send the last answers, then say so. */
+    /* Finish what was queued, send the last answers, then say so. No
+     * worker may wait for room any more. */
+    pthread_mutex_lock(&m->mu);
+    atomic_store(&m->stop, 1);
+    pthread_cond_broadcast(&m->room);
+    pthread_mutex_unlock(&m->mu);
     fedc__sim_stop_workers(s, *started);
     *started = 0;
     int busy = 0;
@@ -490,6 +521,7 @@ int fedc__sim_mpi_serve(sim *s, uint32_t *started)
     while (reap_sends(m)) nap();
     fedc__sim_mpi_model_unref(m->current);
     free(m->sends);
+    pthread_cond_destroy(&m->room);
     pthread_mutex_destroy(&m->mu);
     free(m);
     s->mpi_state = NULL;
