@@ -109,9 +109,8 @@ typedef struct chunk {
  * payload that splits an element is refused here, which a streaming
  * receiver such as the server does not need to do.
  */
-static int decode_and_check(fedc__fedavg *agg, const fedc_params *model, const update *u,
-                            uint64_t weight, chunk *chunks, size_t maxchunks, size_t *nchunks,
-                            char *err, size_t errlen)
+static int decode_and_check(fedc__fedavg *agg, const fedc_params *model, const update *u, uint64_t weight,
+                            chunk *chunks, size_t maxchunks, size_t *nchunks, char *err, size_t errlen)
 {
     const uint8_t *p = u->bytes, *end = u->bytes + u->len;
     size_t nt = fedc_params_count(model), k = 0;
@@ -207,9 +206,12 @@ int main(int argc, char **argv)
             json = 1;
             continue;
         }
-        if (!strcmp(argv[i], "--updates")) target = &updates;
-        else if (!strcmp(argv[i], "--elements")) target = &elements;
-        else if (!strcmp(argv[i], "--reps")) target = &reps;
+        if (!strcmp(argv[i], "--updates"))
+            target = &updates;
+        else if (!strcmp(argv[i], "--elements"))
+            target = &elements;
+        else if (!strcmp(argv[i], "--reps"))
+            target = &reps;
         if (!target || i + 1 >= argc) {
             usage();
             return 2;

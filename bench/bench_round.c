@@ -218,9 +218,12 @@ int main(int argc, char **argv)
                 fprintf(stderr, "bench_round: bad value '%s' for %s\n", argv[i], a);
                 return 2;
             }
-            if (!strcmp(a, "--clients")) clients = (long)v;
-            else if (!strcmp(a, "--elements")) elements = (long)v;
-            else timeout = v;
+            if (!strcmp(a, "--clients"))
+                clients = (long)v;
+            else if (!strcmp(a, "--elements"))
+                elements = (long)v;
+            else
+                timeout = v;
         } else {
             usage();
             return 2;
@@ -382,11 +385,13 @@ int main(int argc, char **argv)
     const cJSON *ok = cJSON_GetObjectItemCaseSensitive(rec, "clients_ok");
     const cJSON *failed = cJSON_GetObjectItemCaseSensitive(rec, "failed");
     if (!cJSON_IsNumber(sec) || !cJSON_IsNumber(ok) || cJSON_IsTrue(failed)) {
-        fprintf(stderr, "bench_round: no usable round record in metrics.jsonl: %s\n", metrics ? metrics : "(none)");
+        fprintf(stderr, "bench_round: no usable round record in metrics.jsonl: %s\n",
+                metrics ? metrics : "(none)");
         goto done;
     }
     if ((long)ok->valuedouble != clients) {
-        fprintf(stderr, "bench_round: %ld of %ld clients returned an update\n", (long)ok->valuedouble, clients);
+        fprintf(stderr, "bench_round: %ld of %ld clients returned an update\n", (long)ok->valuedouble,
+                clients);
         goto done;
     }
 
@@ -417,8 +422,10 @@ done:
     free(metrics);
     free(kids);
     if (have_dir) {
-        if (keep || exit_code) fprintf(stderr, "bench_round: files kept in %s\n", dir);
-        else remove_tree(dir, 0);
+        if (keep || exit_code)
+            fprintf(stderr, "bench_round: files kept in %s\n", dir);
+        else
+            remove_tree(dir, 0);
     }
     return exit_code;
 }

@@ -8,9 +8,9 @@
 #include "fedc/core.h"
 
 /* Exit codes of the fedc program (docs/cli.md). */
-#define FEDC_EXIT_OK 0
-#define FEDC_EXIT_FAILURE 1   /* a runtime error: data, network, I/O */
-#define FEDC_EXIT_USAGE 2     /* unknown or malformed flags */
+#define FEDC_EXIT_OK         0
+#define FEDC_EXIT_FAILURE    1 /* a runtime error: data, network, I/O */
+#define FEDC_EXIT_USAGE      2 /* unknown or malformed flags */
 #define FEDC_EXIT_NOTREACHED 3 /* server: --target-accuracy not reached within --rounds */
 
 /* Prints "fedc CMD: error: ..." to stderr. */

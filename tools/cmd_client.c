@@ -41,16 +41,15 @@ enum { OPT_SERVER = 256, OPT_DATA, OPT_NODE, OPT_CONNECT, OPT_MODEL, OPT_SEED, O
 
 int fedc_cmd_client(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"server", required_argument, NULL, OPT_SERVER},
-        {"data", required_argument, NULL, OPT_DATA},
-        {"node-id", required_argument, NULL, OPT_NODE},
-        {"connect-timeout", required_argument, NULL, OPT_CONNECT},
-        {"model", required_argument, NULL, OPT_MODEL},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"threads", required_argument, NULL, OPT_THREADS},
-        {"help", no_argument, NULL, OPT_HELP},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"server", required_argument, NULL, OPT_SERVER},
+                                             {"data", required_argument, NULL, OPT_DATA},
+                                             {"node-id", required_argument, NULL, OPT_NODE},
+                                             {"connect-timeout", required_argument, NULL, OPT_CONNECT},
+                                             {"model", required_argument, NULL, OPT_MODEL},
+                                             {"seed", required_argument, NULL, OPT_SEED},
+                                             {"threads", required_argument, NULL, OPT_THREADS},
+                                             {"help", no_argument, NULL, OPT_HELP},
+                                             {NULL, 0, NULL, 0}};
     fedc_client_options opt;
     fedc_client_options_init(&opt);
     const char *data = NULL;
@@ -65,7 +64,8 @@ int fedc_cmd_client(int argc, char **argv)
         case OPT_DATA: data = optarg; break;
         case OPT_NODE: opt.node_id = optarg; break;
         case OPT_CONNECT:
-            if (cli_double(CMD, "--connect-timeout", optarg, 0, 1e7, &opt.connect_timeout)) return FEDC_EXIT_USAGE;
+            if (cli_double(CMD, "--connect-timeout", optarg, 0, 1e7, &opt.connect_timeout))
+                return FEDC_EXIT_USAGE;
             break;
         case OPT_MODEL: t.default_arch = optarg; break;
         case OPT_SEED:
@@ -112,8 +112,10 @@ int fedc_cmd_client(int argc, char **argv)
     fedc_nn_set_threads((int)threads);
     cl = fedc_client_create(&opt, &trainer_callbacks, &t);
     if (!cl) {
-        cli_error(CMD, opt.node_id ? "invalid --node-id '%s': use 1 to 128 characters of [A-Za-z0-9._:-]"
-                                   : "out of memory%s", opt.node_id ? opt.node_id : "");
+        cli_error(CMD,
+                  opt.node_id ? "invalid --node-id '%s': use 1 to 128 characters of [A-Za-z0-9._:-]"
+                              : "out of memory%s",
+                  opt.node_id ? opt.node_id : "");
         exit_code = opt.node_id ? FEDC_EXIT_USAGE : FEDC_EXIT_FAILURE;
         goto done;
     }

@@ -19,32 +19,31 @@ enum { EXIT_USAGE = 2 };
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: fedc partition --clients N --out DIR [options]\n"
-            "\n"
-            "Splits the train split of a data directory among N clients and writes one data\n"
-            "directory per client (DIR/client-000, DIR/client-001, ...), each holding that\n"
-            "client's training examples and a local test split taken from its own share, plus\n"
-            "DIR/partition.json describing the partition. The same options and seed give\n"
-            "byte-identical files.\n"
-            "\n"
-            "options:\n"
-            "  --data DIR              source data directory, IDX or CSV layout\n"
-            "                          (default " DEFAULT_DATA_DIR ")\n"
-            "  --clients N             number of clients (required)\n"
-            "  --scheme S              iid | dirichlet | shards (default iid)\n"
-            "  --alpha A               dirichlet concentration, > 0; smaller is more skewed\n"
-            "                          (default 0.5; dirichlet only)\n"
-            "  --labels-per-client K   shards, and so about K labels, per client\n"
-            "                          (default 2; shards only)\n"
-            "  --test-fraction F       share of each client's examples held out as its local\n"
-            "                          test split, in [0, 1) (default 0.1)\n"
-            "  --min-samples M         fewest examples per client (default 10)\n"
-            "  --seed S                random seed, an unsigned 64-bit integer (default 0)\n"
-            "  --out DIR               output directory (required)\n"
-            "  -h, --help              print this help\n"
-            "\n"
-            "See docs/data.md for the schemes and the output layout.\n");
+    fprintf(f, "usage: fedc partition --clients N --out DIR [options]\n"
+               "\n"
+               "Splits the train split of a data directory among N clients and writes one data\n"
+               "directory per client (DIR/client-000, DIR/client-001, ...), each holding that\n"
+               "client's training examples and a local test split taken from its own share, plus\n"
+               "DIR/partition.json describing the partition. The same options and seed give\n"
+               "byte-identical files.\n"
+               "\n"
+               "options:\n"
+               "  --data DIR              source data directory, IDX or CSV layout\n"
+               "                          (default " DEFAULT_DATA_DIR ")\n"
+               "  --clients N             number of clients (required)\n"
+               "  --scheme S              iid | dirichlet | shards (default iid)\n"
+               "  --alpha A               dirichlet concentration, > 0; smaller is more skewed\n"
+               "                          (default 0.5; dirichlet only)\n"
+               "  --labels-per-client K   shards, and so about K labels, per client\n"
+               "                          (default 2; shards only)\n"
+               "  --test-fraction F       share of each client's examples held out as its local\n"
+               "                          test split, in [0, 1) (default 0.1)\n"
+               "  --min-samples M         fewest examples per client (default 10)\n"
+               "  --seed S                random seed, an unsigned 64-bit integer (default 0)\n"
+               "  --out DIR               output directory (required)\n"
+               "  -h, --help              print this help\n"
+               "\n"
+               "See docs/data.md for the schemes and the output layout.\n");
 }
 
 static int usage_error(const char *fmt, ...) FEDC_PRINTF(1, 2);
@@ -97,18 +96,17 @@ enum {
 
 int fedc_cmd_partition(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"data", required_argument, NULL, OPT_DATA},
-        {"clients", required_argument, NULL, OPT_CLIENTS},
-        {"scheme", required_argument, NULL, OPT_SCHEME},
-        {"alpha", required_argument, NULL, OPT_ALPHA},
-        {"labels-per-client", required_argument, NULL, OPT_LABELS},
-        {"test-fraction", required_argument, NULL, OPT_TEST_FRACTION},
-        {"min-samples", required_argument, NULL, OPT_MIN_SAMPLES},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"out", required_argument, NULL, OPT_OUT},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"data", required_argument, NULL, OPT_DATA},
+                                             {"clients", required_argument, NULL, OPT_CLIENTS},
+                                             {"scheme", required_argument, NULL, OPT_SCHEME},
+                                             {"alpha", required_argument, NULL, OPT_ALPHA},
+                                             {"labels-per-client", required_argument, NULL, OPT_LABELS},
+                                             {"test-fraction", required_argument, NULL, OPT_TEST_FRACTION},
+                                             {"min-samples", required_argument, NULL, OPT_MIN_SAMPLES},
+                                             {"seed", required_argument, NULL, OPT_SEED},
+                                             {"out", required_argument, NULL, OPT_OUT},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     fedc_partition_options opt;
     const char *data_dir = DEFAULT_DATA_DIR, *out_dir = NULL;
     int have_clients = 0, have_alpha = 0, have_labels = 0;
@@ -147,8 +145,7 @@ int fedc_cmd_partition(int argc, char **argv)
             break;
         case OPT_LABELS:
             if (!parse_u64(optarg, &u) || u < 1 || u > 1000000)
-                return usage_error("--labels-per-client: '%s' is not a positive integer",
-                                   optarg);
+                return usage_error("--labels-per-client: '%s' is not a positive integer", optarg);
             opt.labels_per_client = (int)u;
             have_labels = 1;
             break;
@@ -176,8 +173,7 @@ int fedc_cmd_partition(int argc, char **argv)
     }
     if (optind < argc) return usage_error("unexpected argument '%s'", argv[optind]);
     if (!have_clients) return usage_error("missing --clients N (the number of clients)");
-    if (!out_dir)
-        return usage_error("missing --out DIR (where to write the clients' data)");
+    if (!out_dir) return usage_error("missing --out DIR (where to write the clients' data)");
     if (have_alpha && opt.scheme != FEDC_PARTITION_DIRICHLET)
         return usage_error("--alpha applies only to --scheme dirichlet, not %s",
                            fedc_partition_scheme_name(opt.scheme));
@@ -201,10 +197,8 @@ int fedc_cmd_partition(int argc, char **argv)
     }
     printf("partitioned %zu examples of %s into %zu clients (%s, seed %llu)\n", map->n, data_dir,
            map->clients, fedc_partition_scheme_name(opt.scheme), (unsigned long long)opt.seed);
-    printf("examples per client: min %zu, max %zu (local test fraction %g)\n", lo, hi,
-           opt.test_fraction);
-    printf("wrote %s/client-*/ and %s/partition.json in %.1f s\n", out_dir, out_dir,
-           fedc_now() - t0);
+    printf("examples per client: min %zu, max %zu (local test fraction %g)\n", lo, hi, opt.test_fraction);
+    printf("wrote %s/client-*/ and %s/partition.json in %.1f s\n", out_dir, out_dir, fedc_now() - t0);
     fedc_partition_map_destroy(map);
     return 0;
 }

@@ -50,7 +50,10 @@ typedef struct sim_data {
 /* Each worker thread keeps one model between the clients it serves, freed
  * when the thread ends. */
 static pthread_key_t g_model_key;
-static void free_model(void *m) { fedc_model_destroy(m); }
+static void free_model(void *m)
+{
+    fedc_model_destroy(m);
+}
 
 static int open_client(void *user, uint32_t index, void **client_user, char *err, size_t errlen)
 {
@@ -85,8 +88,22 @@ static void close_client(void *user, uint32_t index, void *client_user)
     free(t);
 }
 
-enum { OPT_CLIENTS = 1000, OPT_CONCURRENCY, OPT_DATA, OPT_SCHEME, OPT_ALPHA, OPT_LPC, OPT_TEST_FRACTION,
-       OPT_MIN_SAMPLES, OPT_PSEED, OPT_DROPOUT, OPT_STRAGGLER, OPT_STRAGGLER_DELAY, OPT_MPI, OPT_HELP };
+enum {
+    OPT_CLIENTS = 1000,
+    OPT_CONCURRENCY,
+    OPT_DATA,
+    OPT_SCHEME,
+    OPT_ALPHA,
+    OPT_LPC,
+    OPT_TEST_FRACTION,
+    OPT_MIN_SAMPLES,
+    OPT_PSEED,
+    OPT_DROPOUT,
+    OPT_STRAGGLER,
+    OPT_STRAGGLER_DELAY,
+    OPT_MPI,
+    OPT_HELP
+};
 
 int fedc_cmd_sim(int argc, char **argv)
 {
@@ -149,7 +166,9 @@ int fedc_cmd_sim(int argc, char **argv)
             bad = cli_u64(CMD, "--labels-per-client", optarg, 1, 1000000, &u);
             po.labels_per_client = (int)u;
             break;
-        case OPT_TEST_FRACTION: bad = cli_double(CMD, "--test-fraction", optarg, 0, 0.99, &po.test_fraction); break;
+        case OPT_TEST_FRACTION:
+            bad = cli_double(CMD, "--test-fraction", optarg, 0, 0.99, &po.test_fraction);
+            break;
         case OPT_MIN_SAMPLES:
             bad = cli_u64(CMD, "--min-samples", optarg, 1, 100000000, &u);
             po.min_samples = (size_t)u;
@@ -159,7 +178,9 @@ int fedc_cmd_sim(int argc, char **argv)
             have_pseed = 1;
             break;
         case OPT_DROPOUT: bad = cli_double(CMD, "--dropout-rate", optarg, 0, 1, &so.dropout_rate); break;
-        case OPT_STRAGGLER: bad = cli_double(CMD, "--straggler-rate", optarg, 0, 1, &so.straggler_rate); break;
+        case OPT_STRAGGLER:
+            bad = cli_double(CMD, "--straggler-rate", optarg, 0, 1, &so.straggler_rate);
+            break;
         case OPT_STRAGGLER_DELAY:
             bad = cli_double(CMD, "--straggler-delay", optarg, 0, 1e6, &so.straggler_delay);
             break;

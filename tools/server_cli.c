@@ -31,34 +31,51 @@ const char server_cli_help[] =
     "  --quiet                   no progress lines\n";
 
 enum {
-    OPT_LISTEN = 256, OPT_ROUNDS, OPT_TARGET, OPT_MIN_CLIENTS, OPT_SAMPLING, OPT_FRACTION_FIT,
-    OPT_FRACTION_EVAL, OPT_ROUND_TIMEOUT, OPT_WAIT_TIMEOUT, OPT_MODEL, OPT_INITIAL, OPT_LR, OPT_MOMENTUM,
-    OPT_WD, OPT_EPOCHS, OPT_BATCH, OPT_TEST_DATA, OPT_OUT, OPT_SEED, OPT_MAX_FRAME, OPT_QUIET
+    OPT_LISTEN = 256,
+    OPT_ROUNDS,
+    OPT_TARGET,
+    OPT_MIN_CLIENTS,
+    OPT_SAMPLING,
+    OPT_FRACTION_FIT,
+    OPT_FRACTION_EVAL,
+    OPT_ROUND_TIMEOUT,
+    OPT_WAIT_TIMEOUT,
+    OPT_MODEL,
+    OPT_INITIAL,
+    OPT_LR,
+    OPT_MOMENTUM,
+    OPT_WD,
+    OPT_EPOCHS,
+    OPT_BATCH,
+    OPT_TEST_DATA,
+    OPT_OUT,
+    OPT_SEED,
+    OPT_MAX_FRAME,
+    OPT_QUIET
 };
 
-const struct option server_cli_options[] = {
-    {"listen", required_argument, NULL, OPT_LISTEN},
-    {"rounds", required_argument, NULL, OPT_ROUNDS},
-    {"target-accuracy", required_argument, NULL, OPT_TARGET},
-    {"min-clients", required_argument, NULL, OPT_MIN_CLIENTS},
-    {"sampling", required_argument, NULL, OPT_SAMPLING},
-    {"fraction-fit", required_argument, NULL, OPT_FRACTION_FIT},
-    {"fraction-evaluate", required_argument, NULL, OPT_FRACTION_EVAL},
-    {"round-timeout", required_argument, NULL, OPT_ROUND_TIMEOUT},
-    {"wait-timeout", required_argument, NULL, OPT_WAIT_TIMEOUT},
-    {"model", required_argument, NULL, OPT_MODEL},
-    {"initial-model", required_argument, NULL, OPT_INITIAL},
-    {"lr", required_argument, NULL, OPT_LR},
-    {"momentum", required_argument, NULL, OPT_MOMENTUM},
-    {"weight-decay", required_argument, NULL, OPT_WD},
-    {"local-epochs", required_argument, NULL, OPT_EPOCHS},
-    {"batch-size", required_argument, NULL, OPT_BATCH},
-    {"test-data", required_argument, NULL, OPT_TEST_DATA},
-    {"out", required_argument, NULL, OPT_OUT},
-    {"seed", required_argument, NULL, OPT_SEED},
-    {"max-frame-bytes", required_argument, NULL, OPT_MAX_FRAME},
-    {"quiet", no_argument, NULL, OPT_QUIET},
-    {NULL, 0, NULL, 0}};
+const struct option server_cli_options[] = {{"listen", required_argument, NULL, OPT_LISTEN},
+                                            {"rounds", required_argument, NULL, OPT_ROUNDS},
+                                            {"target-accuracy", required_argument, NULL, OPT_TARGET},
+                                            {"min-clients", required_argument, NULL, OPT_MIN_CLIENTS},
+                                            {"sampling", required_argument, NULL, OPT_SAMPLING},
+                                            {"fraction-fit", required_argument, NULL, OPT_FRACTION_FIT},
+                                            {"fraction-evaluate", required_argument, NULL, OPT_FRACTION_EVAL},
+                                            {"round-timeout", required_argument, NULL, OPT_ROUND_TIMEOUT},
+                                            {"wait-timeout", required_argument, NULL, OPT_WAIT_TIMEOUT},
+                                            {"model", required_argument, NULL, OPT_MODEL},
+                                            {"initial-model", required_argument, NULL, OPT_INITIAL},
+                                            {"lr", required_argument, NULL, OPT_LR},
+                                            {"momentum", required_argument, NULL, OPT_MOMENTUM},
+                                            {"weight-decay", required_argument, NULL, OPT_WD},
+                                            {"local-epochs", required_argument, NULL, OPT_EPOCHS},
+                                            {"batch-size", required_argument, NULL, OPT_BATCH},
+                                            {"test-data", required_argument, NULL, OPT_TEST_DATA},
+                                            {"out", required_argument, NULL, OPT_OUT},
+                                            {"seed", required_argument, NULL, OPT_SEED},
+                                            {"max-frame-bytes", required_argument, NULL, OPT_MAX_FRAME},
+                                            {"quiet", no_argument, NULL, OPT_QUIET},
+                                            {NULL, 0, NULL, 0}};
 
 void server_cli_init(server_cli *c)
 {
@@ -83,15 +100,18 @@ int server_cli_option(server_cli *c, const char *cmd, int opt, const char *arg)
         c->opt.min_clients = (uint32_t)u;
         return 0;
     case OPT_SAMPLING:
-        if (!strcmp(arg, "fixed")) c->opt.sampling = FEDC_SAMPLING_FIXED;
-        else if (!strcmp(arg, "poisson")) c->opt.sampling = FEDC_SAMPLING_POISSON;
+        if (!strcmp(arg, "fixed"))
+            c->opt.sampling = FEDC_SAMPLING_FIXED;
+        else if (!strcmp(arg, "poisson"))
+            c->opt.sampling = FEDC_SAMPLING_POISSON;
         else {
             cli_error(cmd, "--sampling must be 'fixed' or 'poisson', got '%s'", arg);
             return -1;
         }
         return 0;
     case OPT_FRACTION_FIT: return cli_double(cmd, "--fraction-fit", arg, 1e-9, 1, &c->opt.fraction_fit);
-    case OPT_FRACTION_EVAL: return cli_double(cmd, "--fraction-evaluate", arg, 0, 1, &c->opt.fraction_evaluate);
+    case OPT_FRACTION_EVAL:
+        return cli_double(cmd, "--fraction-evaluate", arg, 0, 1, &c->opt.fraction_evaluate);
     case OPT_ROUND_TIMEOUT: return cli_double(cmd, "--round-timeout", arg, 0.001, 1e7, &c->opt.round_timeout);
     case OPT_WAIT_TIMEOUT: return cli_double(cmd, "--wait-timeout", arg, 0, 1e7, &c->opt.wait_timeout);
     case OPT_MODEL: c->model_name = arg; return 0;
@@ -125,8 +145,9 @@ static int central_eval(void *user, const fedc_params *p, uint64_t round, double
          * built-in architecture can evaluate it. */
         const char *arch = match_arch(p);
         if (!arch)
-            return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED,
-                                  "the model matches no built-in architecture, so --test-data cannot evaluate it");
+            return fedc_set_error(
+                err, errlen, FEDC_ERR_UNSUPPORTED,
+                "the model matches no built-in architecture, so --test-data cannot evaluate it");
         int rc = fedc_model_create(arch, 0, &c->model, err, errlen);
         if (rc) return rc;
     }
@@ -150,10 +171,11 @@ static void on_round(void *user, const fedc_round_record *r)
     snprintf(tbuf, sizeof tbuf, isfinite(r->train_loss) ? "%.4f" : "-", r->train_loss);
     snprintf(lbuf, sizeof lbuf, isfinite(loss) ? "%.4f" : "-", loss);
     snprintf(abuf, sizeof abuf, isfinite(acc) ? "%.4f" : "-", acc);
-    printf("round %3llu/%llu  clients %u ok %u failed  train loss %s  eval loss %s  accuracy %s  %6.1f s  %7.1f MB%s%s\n",
-           (unsigned long long)r->round, (unsigned long long)pr->opt.rounds, r->clients_ok, r->clients_failed, tbuf,
-           lbuf, abuf, r->seconds, (double)(r->bytes_sent + r->bytes_received) / 1e6, r->failed ? "  FAILED: " : "",
-           r->failed ? r->failure_reason : "");
+    printf("round %3llu/%llu  clients %u ok %u failed  train loss %s  eval loss %s  accuracy %s  %6.1f s  "
+           "%7.1f MB%s%s\n",
+           (unsigned long long)r->round, (unsigned long long)pr->opt.rounds, r->clients_ok, r->clients_failed,
+           tbuf, lbuf, abuf, r->seconds, (double)(r->bytes_sent + r->bytes_received) / 1e6,
+           r->failed ? "  FAILED: " : "", r->failed ? r->failure_reason : "");
     fflush(stdout);
 }
 

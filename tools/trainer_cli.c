@@ -19,9 +19,10 @@ int trainer_check_geometry(trainer *t, const fedc_dataset *d, char *err, size_t 
     int c, h, w;
     fedc_model_input_shape(t->model, &c, &h, &w);
     if ((size_t)c * (size_t)h * (size_t)w != d->features)
-        return fedc_set_error(err, errlen, FEDC_ERR_SHAPE,
-                              "model '%s' expects %dx%dx%d inputs, the local data has %zu features per example",
-                              fedc_model_arch(t->model), c, h, w, d->features);
+        return fedc_set_error(
+            err, errlen, FEDC_ERR_SHAPE,
+            "model '%s' expects %dx%dx%d inputs, the local data has %zu features per example",
+            fedc_model_arch(t->model), c, h, w, d->features);
     return FEDC_OK;
 }
 
@@ -65,7 +66,8 @@ static int cb_evaluate(void *user, const fedc_params *params, const fedc_config 
                        uint64_t *num_examples, fedc_config *metrics, char *err, size_t errlen)
 {
     trainer *t = user;
-    if (!t->test) return fedc_set_error(err, errlen, FEDC_ERR_NOTFOUND, "this client has no local test split");
+    if (!t->test)
+        return fedc_set_error(err, errlen, FEDC_ERR_NOTFOUND, "this client has no local test split");
     int rc = ensure_model(t, cfg, err, errlen);
     if (!rc) rc = trainer_check_geometry(t, t->test, err, errlen);
     if (!rc) rc = fedc_model_set_params(t->model, params, err, errlen);

@@ -8,10 +8,10 @@
 #include "fedc/nn.h"
 
 typedef struct trainer {
-    fedc_dataset *train, *test;  /* the client's local data (test may be NULL) */
-    fedc_model *model;           /* created on demand for the architecture asked for */
-    const char *default_arch;    /* offered when the server has no model */
-    uint64_t seed;               /* initialisation of that offered model */
+    fedc_dataset *train, *test; /* the client's local data (test may be NULL) */
+    fedc_model *model;          /* created on demand for the architecture asked for */
+    const char *default_arch;   /* offered when the server has no model */
+    uint64_t seed;              /* initialisation of that offered model */
 } trainer;
 
 /* The callbacks; their user pointer is a trainer. */

@@ -37,8 +37,7 @@ typedef struct fedc_client_callbacks {
      * and destroys it. May be NULL if your deployment always gives the
      * server a model (--model or --initial-model).
      */
-    int (*get_parameters)(void *user, const fedc_config *config, fedc_params **out, char *err,
-                          size_t errlen);
+    int (*get_parameters)(void *user, const fedc_config *config, fedc_params **out, char *err, size_t errlen);
     /*
      * Trains on local data. `params` holds the global model; update it in
      * place: its contents after the call are the update sent back. Set
@@ -61,12 +60,12 @@ typedef struct fedc_client_callbacks {
 } fedc_client_callbacks;
 
 typedef struct fedc_client_options {
-    const char *server;         /* "HOST:PORT" of the server (required) */
-    const char *node_id;        /* this node's id; NULL: a random one is made */
-    double connect_timeout;     /* seconds to keep retrying to reach the server (default 60) */
-    double io_timeout;          /* seconds a read may wait once connected; 0 = forever (default) */
-    uint32_t max_frame_bytes;   /* largest frame accepted (default 16 MiB) */
-    uint64_t max_model_bytes;   /* largest model accepted (default 16 GiB) */
+    const char *server;       /* "HOST:PORT" of the server (required) */
+    const char *node_id;      /* this node's id; NULL: a random one is made */
+    double connect_timeout;   /* seconds to keep retrying to reach the server (default 60) */
+    double io_timeout;        /* seconds a read may wait once connected; 0 = forever (default) */
+    uint32_t max_frame_bytes; /* largest frame accepted (default 16 MiB) */
+    uint64_t max_model_bytes; /* largest model accepted (default 16 GiB) */
 } fedc_client_options;
 
 /* Fills opt with the defaults above. */
@@ -77,8 +76,7 @@ typedef struct fedc_client fedc_client;
 /* Creates a client (no connection is made yet). Copies the options and
  * strings. Returns NULL when out of memory or when opt->server or cb->fit
  * is missing. */
-fedc_client *fedc_client_create(const fedc_client_options *opt, const fedc_client_callbacks *cb,
-                                 void *user);
+fedc_client *fedc_client_create(const fedc_client_options *opt, const fedc_client_callbacks *cb, void *user);
 /* Closes any connection and frees the client. No-op on NULL. */
 void fedc_client_destroy(fedc_client *c);
 

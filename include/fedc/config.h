@@ -60,8 +60,7 @@ size_t fedc_config_count(const fedc_config *c);
 const char *fedc_config_key_at(const fedc_config *c, size_t i);
 fedc_value_kind fedc_config_kind_at(const fedc_config *c, size_t i);
 /* Copies entry i into the out-parameters that match its kind. */
-void fedc_config_value_at(const fedc_config *c, size_t i, double *f, int64_t *n, const char **s,
-                          int *b);
+void fedc_config_value_at(const fedc_config *c, size_t i, double *f, int64_t *n, const char **s, int *b);
 
 /* Copies every entry of src into dst (replacing equal keys). */
 int fedc_config_merge(fedc_config *dst, const fedc_config *src);

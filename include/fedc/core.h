@@ -16,16 +16,16 @@ extern "C" {
 
 #if defined(__GNUC__)
 #define FEDC_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#define FEDC_WARN_UNUSED __attribute__((warn_unused_result))
+#define FEDC_WARN_UNUSED  __attribute__((warn_unused_result))
 #else
 #define FEDC_PRINTF(f, a)
 #define FEDC_WARN_UNUSED
 #endif
 
 /* Version of the library and of the wire protocol it speaks. */
-#define FEDC_VERSION_MAJOR 0
-#define FEDC_VERSION_MINOR 1
-#define FEDC_VERSION_PATCH 0
+#define FEDC_VERSION_MAJOR  0
+#define FEDC_VERSION_MINOR  1
+#define FEDC_VERSION_PATCH  0
 #define FEDC_VERSION_STRING "0.1.0"
 
 /* Size of the caller-provided buffers that receive detailed error text.
@@ -40,25 +40,25 @@ extern "C" {
  */
 typedef enum fedc_status {
     FEDC_OK = 0,
-    FEDC_ERR_NOMEM = 1,       /* out of memory */
-    FEDC_ERR_INVALID = 2,     /* invalid argument or flag */
-    FEDC_ERR_IO = 3,          /* operating-system I/O error */
-    FEDC_ERR_FORMAT = 4,      /* malformed file or data */
-    FEDC_ERR_PROTOCOL = 5,    /* the peer broke the wire protocol */
-    FEDC_ERR_TOO_LARGE = 6,   /* a size limit was exceeded */
-    FEDC_ERR_SHAPE = 7,       /* tensor names, dtypes or shapes disagree */
-    FEDC_ERR_NONFINITE = 8,   /* NaN or Inf where finite values are needed */
-    FEDC_ERR_RANGE = 9,       /* a value is outside the representable range */
-    FEDC_ERR_TIMEOUT = 10,    /* a deadline passed */
-    FEDC_ERR_CLOSED = 11,     /* the connection was closed */
-    FEDC_ERR_CONNECT = 12,    /* could not connect */
-    FEDC_ERR_ADDRINUSE = 13,  /* listen address already in use */
-    FEDC_ERR_NOTFOUND = 14,   /* file, tensor or key not found */
-    FEDC_ERR_UNSUPPORTED = 15,/* feature or dtype not supported */
-    FEDC_ERR_CANCELLED = 16,  /* stopped on request */
-    FEDC_ERR_VERSION = 17,    /* incompatible protocol version */
-    FEDC_ERR_REJECTED = 18,   /* the peer refused us */
-    FEDC_ERR_NOTREACHED = 19  /* a goal (e.g. target accuracy) was not met */
+    FEDC_ERR_NOMEM = 1,        /* out of memory */
+    FEDC_ERR_INVALID = 2,      /* invalid argument or flag */
+    FEDC_ERR_IO = 3,           /* operating-system I/O error */
+    FEDC_ERR_FORMAT = 4,       /* malformed file or data */
+    FEDC_ERR_PROTOCOL = 5,     /* the peer broke the wire protocol */
+    FEDC_ERR_TOO_LARGE = 6,    /* a size limit was exceeded */
+    FEDC_ERR_SHAPE = 7,        /* tensor names, dtypes or shapes disagree */
+    FEDC_ERR_NONFINITE = 8,    /* NaN or Inf where finite values are needed */
+    FEDC_ERR_RANGE = 9,        /* a value is outside the representable range */
+    FEDC_ERR_TIMEOUT = 10,     /* a deadline passed */
+    FEDC_ERR_CLOSED = 11,      /* the connection was closed */
+    FEDC_ERR_CONNECT = 12,     /* could not connect */
+    FEDC_ERR_ADDRINUSE = 13,   /* listen address already in use */
+    FEDC_ERR_NOTFOUND = 14,    /* file, tensor or key not found */
+    FEDC_ERR_UNSUPPORTED = 15, /* feature or dtype not supported */
+    FEDC_ERR_CANCELLED = 16,   /* stopped on request */
+    FEDC_ERR_VERSION = 17,     /* incompatible protocol version */
+    FEDC_ERR_REJECTED = 18,    /* the peer refused us */
+    FEDC_ERR_NOTREACHED = 19   /* a goal (e.g. target accuracy) was not met */
 } fedc_status;
 
 /* A short static English description of a status code. Never NULL. */
@@ -80,8 +80,7 @@ fedc_log_level fedc_log_get_level(void);
 
 /* Writes one log line. `component` names the subsystem ("server", "client",
  * ...). Thread-safe: each line is written with a single write call. */
-void fedc_log(fedc_log_level level, const char *component, const char *fmt, ...)
-    FEDC_PRINTF(3, 4);
+void fedc_log(fedc_log_level level, const char *component, const char *fmt, ...) FEDC_PRINTF(3, 4);
 
 /* Memory aligned to 64 bytes (cache line, AVX-512). fedc_free(NULL) is a no-op. */
 void *fedc_aligned_alloc(size_t nbytes);
@@ -95,7 +94,7 @@ void fedc_free(void *p);
  */
 typedef struct fedc_rng {
     uint64_t s[4];
-    int has_spare;    /* Box-Muller keeps its second value */
+    int has_spare; /* Box-Muller keeps its second value */
     double spare;
 } fedc_rng;
 
@@ -127,8 +126,7 @@ double fedc_now(void);
 
 /* Formats into err (if non-NULL) like snprintf and returns `status`, so
  * callers can write `return fedc_set_error(err, errlen, FEDC_ERR_IO, "...")`. */
-int fedc_set_error(char *err, size_t errlen, int status, const char *fmt, ...)
-    FEDC_PRINTF(4, 5);
+int fedc_set_error(char *err, size_t errlen, int status, const char *fmt, ...) FEDC_PRINTF(4, 5);
 
 #ifdef __cplusplus
 }

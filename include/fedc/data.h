@@ -62,8 +62,8 @@ typedef struct fedc_dataset {
  * FEDC_ERR_INVALID for a bad shape or class count, FEDC_ERR_TOO_LARGE when
  * the byte size overflows and FEDC_ERR_NOMEM.
  */
-int fedc_dataset_create(size_t n, int channels, int height, int width, int num_classes,
-                        fedc_dataset **out, char *err, size_t errlen);
+int fedc_dataset_create(size_t n, int channels, int height, int width, int num_classes, fedc_dataset **out,
+                        char *err, size_t errlen);
 
 /* Frees x, y and d. No-op on NULL. */
 void fedc_dataset_destroy(fedc_dataset *d);
@@ -92,8 +92,8 @@ void fedc_dataset_destroy(fedc_dataset *d);
  * On success *out is a new dataset the caller destroys; on failure *out is
  * NULL.
  */
-int fedc_dataset_load_idx(const char *images_path, const char *labels_path, fedc_dataset **out,
-                          char *err, size_t errlen);
+int fedc_dataset_load_idx(const char *images_path, const char *labels_path, fedc_dataset **out, char *err,
+                          size_t errlen);
 
 /*
  * Writes a dataset as an IDX image file and an IDX label file, gzipped
@@ -107,8 +107,8 @@ int fedc_dataset_load_idx(const char *images_path, const char *labels_path, fedc
  * stamp or file name. Each file is written under a temporary name and
  * renamed into place, so a reader never sees half a file.
  */
-int fedc_dataset_save_idx(const fedc_dataset *d, const char *images_path,
-                          const char *labels_path, char *err, size_t errlen);
+int fedc_dataset_save_idx(const fedc_dataset *d, const char *images_path, const char *labels_path, char *err,
+                          size_t errlen);
 
 /* How the first line of a CSV file is treated. */
 typedef enum fedc_csv_header {
@@ -122,13 +122,13 @@ typedef enum fedc_csv_header {
  * sets the defaults given in brackets, then change what differs.
  */
 typedef struct fedc_csv_options {
-    int label_column;       /* 0-based column of the label, -1 for the last [0] */
-    fedc_csv_header header; /* [FEDC_CSV_HEADER_AUTO] */
-    char delimiter;         /* field separator [','] */
-    int scale;              /* nonzero: divide every feature by 255, for image
-                               CSVs with 0..255 pixels [0: features as is] */
-    int num_classes;        /* nonzero: labels must be below it and the
-                               dataset takes it as num_classes [0: infer] */
+    int label_column;            /* 0-based column of the label, -1 for the last [0] */
+    fedc_csv_header header;      /* [FEDC_CSV_HEADER_AUTO] */
+    char delimiter;              /* field separator [','] */
+    int scale;                   /* nonzero: divide every feature by 255, for image
+                                    CSVs with 0..255 pixels [0: features as is] */
+    int num_classes;             /* nonzero: labels must be below it and the
+                                    dataset takes it as num_classes [0: infer] */
     int channels, height, width; /* nonzero: the shape of one example, whose
                                     product must equal the feature count
                                     [0: 1 x 1 x features] */
@@ -150,8 +150,8 @@ void fedc_csv_options_init(fedc_csv_options *opt);
  * be NULL for the defaults. On success *out is a new dataset the caller
  * destroys; on failure *out is NULL.
  */
-int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt, fedc_dataset **out,
-                          char *err, size_t errlen);
+int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt, fedc_dataset **out, char *err,
+                          size_t errlen);
 
 /*
  * A data directory holds a "train" and a "test" split in one of these
@@ -166,8 +166,7 @@ int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt, fedc_da
  * or split gives FEDC_ERR_NOTFOUND naming the directory and the expected
  * files. Otherwise behaves as fedc_dataset_load_idx / _load_csv.
  */
-int fedc_dataset_load_dir(const char *dir, const char *split, fedc_dataset **out, char *err,
-                          size_t errlen);
+int fedc_dataset_load_dir(const char *dir, const char *split, fedc_dataset **out, char *err, size_t errlen);
 
 /*
  * Sets d->num_classes to num_classes after checking that it is in
@@ -187,8 +186,8 @@ void fedc_dataset_label_counts(const fedc_dataset *d, size_t *counts);
  * FEDC_ERR_RANGE if an index is >= d->n. On success *out is a new dataset
  * the caller destroys.
  */
-int fedc_dataset_subset(const fedc_dataset *d, const uint32_t *idx, size_t count,
-                        fedc_dataset **out, char *err, size_t errlen);
+int fedc_dataset_subset(const fedc_dataset *d, const uint32_t *idx, size_t count, fedc_dataset **out,
+                        char *err, size_t errlen);
 
 /* ---------------------------------------------------------------------- */
 /* Partitioning                                                           */
@@ -240,11 +239,11 @@ void fedc_partition_options_init(fedc_partition_options *opt);
 typedef struct fedc_partition_map {
     fedc_partition_scheme scheme;
     size_t clients;
-    size_t n;            /* examples partitioned */
-    int num_classes;     /* of the partitioned dataset */
-    uint32_t *index;     /* n source example indices, grouped by client */
-    size_t *offset;      /* clients + 1 entries; offset[clients] == n */
-    size_t *test_count;  /* clients entries */
+    size_t n;           /* examples partitioned */
+    int num_classes;    /* of the partitioned dataset */
+    uint32_t *index;    /* n source example indices, grouped by client */
+    size_t *offset;     /* clients + 1 entries; offset[clients] == n */
+    size_t *test_count; /* clients entries */
 } fedc_partition_map;
 
 /*
@@ -259,8 +258,8 @@ typedef struct fedc_partition_map {
  * d->n, or when d->n does not fit 32-bit indices. On success *out is a new
  * partition the caller destroys.
  */
-int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *opt,
-                           fedc_partition_map **out, char *err, size_t errlen);
+int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *opt, fedc_partition_map **out,
+                           char *err, size_t errlen);
 
 /* Frees the partition and its arrays. No-op on NULL. */
 void fedc_partition_map_destroy(fedc_partition_map *p);
@@ -269,8 +268,7 @@ void fedc_partition_map_destroy(fedc_partition_map *p);
  * NULL to skip it), copied from d, the dataset p was computed on. The
  * datasets keep d's num_classes. The caller destroys them. */
 int fedc_partition_client(const fedc_dataset *d, const fedc_partition_map *p, size_t client,
-                          fedc_dataset **train, fedc_dataset **test, char *err,
-                          size_t errlen);
+                          fedc_dataset **train, fedc_dataset **test, char *err, size_t errlen);
 
 /*
  * Writes a computed partition of d under out_dir: one data directory per
@@ -288,8 +286,8 @@ int fedc_partition_client(const fedc_dataset *d, const fedc_partition_map *p, si
  * Same inputs give byte-identical files.
  */
 int fedc_partition_write(const fedc_dataset *d, const fedc_partition_map *p,
-                         const fedc_partition_options *opt, const char *source,
-                         const char *out_dir, char *err, size_t errlen);
+                         const fedc_partition_options *opt, const char *source, const char *out_dir,
+                         char *err, size_t errlen);
 
 /*
  * Loads the train split of data_dir (fedc_dataset_load_dir), partitions it

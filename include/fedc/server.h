@@ -32,23 +32,23 @@ extern "C" {
 #endif
 
 typedef enum fedc_sampling {
-    FEDC_SAMPLING_FIXED = 0,   /* max(min_clients, ceil(fraction * n)) clients, uniformly */
-    FEDC_SAMPLING_POISSON = 1  /* each connected client independently with probability fraction */
+    FEDC_SAMPLING_FIXED = 0,  /* max(min_clients, ceil(fraction * n)) clients, uniformly */
+    FEDC_SAMPLING_POISSON = 1 /* each connected client independently with probability fraction */
 } fedc_sampling;
 
 /* What happened in one round; passed to on_round and written as one line of
  * OUT/metrics.jsonl. Values that were not measured are NaN. */
 typedef struct fedc_round_record {
     uint64_t round;
-    int failed;                   /* fewer than min_clients results: model unchanged */
-    const char *failure_reason;   /* set when failed */
+    int failed;                 /* fewer than min_clients results: model unchanged */
+    const char *failure_reason; /* set when failed */
     uint32_t clients_sampled;
     uint32_t clients_ok;
     uint32_t clients_failed;
-    double train_loss;            /* mean of the clients' train_loss, weighted by num_examples */
-    double fed_eval_loss;         /* clients' evaluation of the new model, weighted */
+    double train_loss;    /* mean of the clients' train_loss, weighted by num_examples */
+    double fed_eval_loss; /* clients' evaluation of the new model, weighted */
     double fed_eval_accuracy;
-    double central_eval_loss;     /* the central_eval callback's result */
+    double central_eval_loss; /* the central_eval callback's result */
     double central_eval_accuracy;
     double seconds;
     uint64_t bytes_sent;
@@ -57,28 +57,29 @@ typedef struct fedc_round_record {
 
 /* Centralised evaluation of the global model after a round, run on a worker
  * thread. Return FEDC_OK and set loss and accuracy. */
-typedef int (*fedc_central_eval_fn)(void *user, const fedc_params *model, uint64_t round,
-                                    double *loss, double *accuracy, char *err, size_t errlen);
+typedef int (*fedc_central_eval_fn)(void *user, const fedc_params *model, uint64_t round, double *loss,
+                                    double *accuracy, char *err, size_t errlen);
 
 typedef struct fedc_server_options {
-    const char *listen;            /* "HOST:PORT" (default "127.0.0.1:7000"; port 0 picks one) */
-    uint64_t rounds;               /* the cap on rounds (default 10) */
-    double target_accuracy;        /* stop when central (else federated) accuracy >= this; <= 0: off */
-    uint32_t min_clients;          /* clients needed to start and results needed per round (default 2) */
-    fedc_sampling sampling;        /* default FEDC_SAMPLING_FIXED */
-    double fraction_fit;           /* default 1.0 */
-    double fraction_evaluate;      /* share of clients asked to evaluate (default 1.0; 0: none) */
-    double round_timeout;          /* seconds a stage waits for results (default 600) */
-    double wait_timeout;           /* seconds to wait for min_clients; 0 = forever (default) */
+    const char *listen;               /* "HOST:PORT" (default "127.0.0.1:7000"; port 0 picks one) */
+    uint64_t rounds;                  /* the cap on rounds (default 10) */
+    double target_accuracy;           /* stop when central (else federated) accuracy >= this; <= 0: off */
+    uint32_t min_clients;             /* clients needed to start and results needed per round (default 2) */
+    fedc_sampling sampling;           /* default FEDC_SAMPLING_FIXED */
+    double fraction_fit;              /* default 1.0 */
+    double fraction_evaluate;         /* share of clients asked to evaluate (default 1.0; 0: none) */
+    double round_timeout;             /* seconds a stage waits for results (default 600) */
+    double wait_timeout;              /* seconds to wait for min_clients; 0 = forever (default) */
     const fedc_params *initial_model; /* copied; NULL: ask the first client for its parameters */
-    const fedc_config *fit_config; /* extra keys sent with every fit and evaluate request */
-    const char *out_dir;           /* metrics.jsonl and model.safetensors go here; NULL: none */
-    uint64_t seed;                 /* client sampling and the per-client "seed" config key */
-    uint32_t max_frame_bytes;      /* largest frame accepted (default 16 MiB) */
-    uint32_t max_inflight_updates; /* updates received at once, each needing a model-sized buffer (default 2) */
-    uint64_t max_model_bytes;      /* largest model accepted from a client (default 16 GiB) */
-    uint32_t max_connections;      /* default 10000 */
-    double handshake_timeout;      /* seconds for a new connection to say hello (default 10) */
+    const fedc_config *fit_config;    /* extra keys sent with every fit and evaluate request */
+    const char *out_dir;              /* metrics.jsonl and model.safetensors go here; NULL: none */
+    uint64_t seed;                    /* client sampling and the per-client "seed" config key */
+    uint32_t max_frame_bytes;         /* largest frame accepted (default 16 MiB) */
+    uint32_t
+        max_inflight_updates; /* updates received at once, each needing a model-sized buffer (default 2) */
+    uint64_t max_model_bytes; /* largest model accepted from a client (default 16 GiB) */
+    uint32_t max_connections; /* default 10000 */
+    double handshake_timeout; /* seconds for a new connection to say hello (default 10) */
     fedc_central_eval_fn central_eval;
     void *central_eval_user;
     void (*on_round)(void *user, const fedc_round_record *r);

@@ -26,8 +26,8 @@ extern "C" {
 #endif
 
 typedef struct fedc_sim_options {
-    uint32_t clients;      /* the population (required, >= 1) */
-    uint32_t concurrency;  /* requests answered at once, one worker thread each (0: the cores) */
+    uint32_t clients;     /* the population (required, >= 1) */
+    uint32_t concurrency; /* requests answered at once, one worker thread each (0: the cores) */
     /* Node id format: one %u for the client's index (default "client-%03u",
      * the names fedc partition gives its directories). */
     const char *node_id_format;
@@ -82,8 +82,7 @@ void fedc_sim_options_init(fedc_sim_options *opt);
  * The callbacks run on up to `concurrency` threads at once: they must not
  * share mutable state without locking.
  */
-int fedc_sim_run(const fedc_server_options *server, const fedc_sim_options *sim, char *err,
-                 size_t errlen);
+int fedc_sim_run(const fedc_server_options *server, const fedc_sim_options *sim, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

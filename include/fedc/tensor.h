@@ -40,7 +40,7 @@ const char *fedc_dtype_name(fedc_dtype dtype);
 fedc_dtype fedc_dtype_from_name(const char *name);
 
 #define FEDC_MAX_DIMS 8
-#define FEDC_MAX_NAME 256  /* longest tensor name, including the NUL */
+#define FEDC_MAX_NAME 256 /* longest tensor name, including the NUL */
 
 /*
  * One tensor. `name` and `data` are owned by the parameter set that holds
@@ -78,9 +78,8 @@ void fedc_params_destroy(fedc_params *p);
  * a negative dimension or more than FEDC_MAX_DIMS dimensions, and with
  * FEDC_ERR_TOO_LARGE when the byte size overflows.
  */
-int fedc_params_add(fedc_params *p, const char *name, fedc_dtype dtype, int ndim,
-                    const int64_t *shape, const void *data, fedc_tensor **out,
-                    char *err, size_t errlen);
+int fedc_params_add(fedc_params *p, const char *name, fedc_dtype dtype, int ndim, const int64_t *shape,
+                    const void *data, fedc_tensor **out, char *err, size_t errlen);
 
 size_t fedc_params_count(const fedc_params *p);
 /* The i-th tensor (insertion order), or NULL when i is out of range. */
@@ -99,12 +98,10 @@ fedc_params *fedc_params_clone(const fedc_params *p);
  * FEDC_ERR_SHAPE with a message naming the tensor and both shapes, for
  * example "tensor 'fc1.weight': expected F32 [200, 784], got F32 [100, 784]".
  */
-int fedc_params_check_same_layout(const fedc_params *want, const fedc_params *got,
-                                  char *err, size_t errlen);
+int fedc_params_check_same_layout(const fedc_params *want, const fedc_params *got, char *err, size_t errlen);
 
 /* Copies the data of src into dst; both must have the same layout. */
-int fedc_params_copy_data(fedc_params *dst, const fedc_params *src, char *err,
-                          size_t errlen);
+int fedc_params_copy_data(fedc_params *dst, const fedc_params *src, char *err, size_t errlen);
 
 /* Returns FEDC_ERR_NONFINITE (naming the tensor and index) if any floating
  * point element is NaN or Inf, else FEDC_OK. */
@@ -119,8 +116,7 @@ int fedc_params_check_finite(const fedc_params *p, char *err, size_t errlen);
  * never sees a half-written model.
  */
 int fedc_params_save(const fedc_params *p, const char *path, const char *const *meta_keys,
-                     const char *const *meta_values, size_t meta_count, char *err,
-                     size_t errlen);
+                     const char *const *meta_values, size_t meta_count, char *err, size_t errlen);
 
 /* Loads a safetensors file. Tensors come back in data-offset order (which is
  * the writer's order for files fedc and the safetensors library write).

@@ -21,7 +21,7 @@ struct fedc_client {
     void *user;
     char errmsg[FEDC_ERRMSG_MAX];
     volatile sig_atomic_t stop;
-    volatile int fd; /* the live socket, so stop() can interrupt a blocking read */
+    volatile int fd;     /* the live socket, so stop() can interrupt a blocking read */
     fedc_params *params; /* the last received model, reused when the layout repeats */
 };
 
@@ -39,15 +39,14 @@ static int node_id_valid(const char *s)
     if (n == 0 || n > 128) return 0;
     for (; *s; s++) {
         char ch = *s;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == ':' || ch == '-'))
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == ':' || ch == '-'))
             return 0;
     }
     return 1;
 }
 
-fedc_client *fedc_client_create(const fedc_client_options *opt, const fedc_client_callbacks *cb,
-                                 void *user)
+fedc_client *fedc_client_create(const fedc_client_options *opt, const fedc_client_callbacks *cb, void *user)
 {
     if (!opt || !opt->server || !cb || !cb->fit) return NULL;
     if (opt->node_id && !node_id_valid(opt->node_id)) return NULL;
@@ -67,8 +66,8 @@ fedc_client *fedc_client_create(const fedc_client_options *opt, const fedc_clien
     } else {
         unsigned char r[6];
         fedc_random_bytes(r, sizeof r);
-        snprintf(c->node_id, sizeof c->node_id, "node-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2],
-                 r[3], r[4], r[5]);
+        snprintf(c->node_id, sizeof c->node_id, "node-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4],
+                 r[5]);
     }
     c->opt.node_id = c->node_id;
     c->cb = *cb;
@@ -85,8 +84,14 @@ void fedc_client_destroy(fedc_client *c)
     free(c);
 }
 
-const char *fedc_client_node_id(const fedc_client *c) { return c->node_id; }
-const char *fedc_client_errmsg(const fedc_client *c) { return c->errmsg; }
+const char *fedc_client_node_id(const fedc_client *c)
+{
+    return c->node_id;
+}
+const char *fedc_client_errmsg(const fedc_client *c)
+{
+    return c->errmsg;
+}
 
 void fedc_client_stop(fedc_client *c)
 {
@@ -126,8 +131,8 @@ static int send_error(fedc__conn *conn, const char *reason)
 static int recv_model(fedc_client *c, fedc__conn *conn, uint32_t count)
 {
     fedc_params *got = NULL;
-    int rc = fedc__recv_params(conn, c->opt.max_frame_bytes, count, c->opt.max_model_bytes, c->params,
-                               &got, c->errmsg, sizeof c->errmsg);
+    int rc = fedc__recv_params(conn, c->opt.max_frame_bytes, count, c->opt.max_model_bytes, c->params, &got,
+                               c->errmsg, sizeof c->errmsg);
     if (rc) return rc;
     if (got != c->params) {
         fedc_params_destroy(c->params);
@@ -280,18 +285,16 @@ static int dispatch(fedc_client *c, fedc__conn *conn, const fedc__msg *in, int *
     switch (in->body_case) {
     case FEDC__V1__MESSAGE__BODY_GET_PARAMETERS_INS:
         return handle_get_parameters(c, conn, in->get_parameters_ins);
-    case FEDC__V1__MESSAGE__BODY_FIT_INS:
-        return handle_fit(c, conn, in->fit_ins);
-    case FEDC__V1__MESSAGE__BODY_EVALUATE_INS:
-        return handle_evaluate(c, conn, in->evaluate_ins);
+    case FEDC__V1__MESSAGE__BODY_FIT_INS: return handle_fit(c, conn, in->fit_ins);
+    case FEDC__V1__MESSAGE__BODY_EVALUATE_INS: return handle_evaluate(c, conn, in->evaluate_ins);
     case FEDC__V1__MESSAGE__BODY_SHUTDOWN:
         fedc_log(FEDC_LOG_DEBUG, LOG_COMPONENT, "server ended the federation: %s",
                  in->shutdown->reason && in->shutdown->reason[0] ? in->shutdown->reason : "done");
         *done = 1;
         return FEDC_OK;
     case FEDC__V1__MESSAGE__BODY_ERROR:
-        return fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_PROTOCOL, "server %s reported an error: %s",
-                              conn->peer, in->error->reason);
+        return fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_PROTOCOL,
+                              "server %s reported an error: %s", conn->peer, in->error->reason);
     default: {
         int rc = fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_PROTOCOL,
                                 "server %s sent an unexpected %s message", conn->peer, fedc__msg_name(in));
@@ -325,8 +328,10 @@ int fedc__client_serve(fedc_client *c, fedc__conn *conn, int *done)
     *done = 0;
     int rc = fedc__recv_message(conn, c->opt.max_frame_bytes, &in, c->errmsg, sizeof c->errmsg);
     if (rc) return rc;
-    if (in->body_case == FEDC__V1__MESSAGE__BODY_WELCOME) rc = check_welcome(c, conn, in);
-    else rc = dispatch(c, conn, in, done);
+    if (in->body_case == FEDC__V1__MESSAGE__BODY_WELCOME)
+        rc = check_welcome(c, conn, in);
+    else
+        rc = dispatch(c, conn, in, done);
     fedc__msg_free(in);
     return rc;
 }
@@ -378,8 +383,8 @@ int fedc_client_run(fedc_client *c)
         if (c->stop) return fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_CANCELLED, "stopped");
         fedc__conn conn;
         double left = deadline - fedc_now();
-        int rc = fedc__conn_connect(&conn, c->server, left < 5 ? (left > 0.1 ? left : 0.1) : 5, last,
-                                    sizeof last);
+        int rc =
+            fedc__conn_connect(&conn, c->server, left < 5 ? (left > 0.1 ? left : 0.1) : 5, last, sizeof last);
         if (rc == FEDC_ERR_INVALID) return fedc_set_error(c->errmsg, sizeof c->errmsg, rc, "%s", last);
         if (rc) {
             if (fedc_now() >= deadline)

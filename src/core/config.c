@@ -20,7 +20,10 @@ struct fedc_config {
     entry *e;
 };
 
-fedc_config *fedc_config_create(void) { return calloc(1, sizeof(fedc_config)); }
+fedc_config *fedc_config_create(void)
+{
+    return calloc(1, sizeof(fedc_config));
+}
 
 void fedc_config_clear(fedc_config *c)
 {
@@ -116,9 +119,12 @@ int fedc_config_get_f64(const fedc_config *c, const char *key, double *out)
 {
     const entry *e = find(c, key);
     if (!e) return FEDC_ERR_NOTFOUND;
-    if (e->kind == FEDC_VALUE_F64) *out = e->f;
-    else if (e->kind == FEDC_VALUE_I64) *out = (double)e->i;
-    else return FEDC_ERR_INVALID;
+    if (e->kind == FEDC_VALUE_F64)
+        *out = e->f;
+    else if (e->kind == FEDC_VALUE_I64)
+        *out = (double)e->i;
+    else
+        return FEDC_ERR_INVALID;
     return FEDC_OK;
 }
 
@@ -126,10 +132,12 @@ int fedc_config_get_i64(const fedc_config *c, const char *key, int64_t *out)
 {
     const entry *e = find(c, key);
     if (!e) return FEDC_ERR_NOTFOUND;
-    if (e->kind == FEDC_VALUE_I64) *out = e->i;
+    if (e->kind == FEDC_VALUE_I64)
+        *out = e->i;
     else if (e->kind == FEDC_VALUE_F64 && e->f == nearbyint(e->f) && fabs(e->f) < 9.2e18)
         *out = (int64_t)e->f;
-    else return FEDC_ERR_INVALID;
+    else
+        return FEDC_ERR_INVALID;
     return FEDC_OK;
 }
 
@@ -163,7 +171,10 @@ int64_t fedc_config_i64_or(const fedc_config *c, const char *key, int64_t def)
     return fedc_config_get_i64(c, key, &v) == FEDC_OK ? v : def;
 }
 
-size_t fedc_config_count(const fedc_config *c) { return c ? c->count : 0; }
+size_t fedc_config_count(const fedc_config *c)
+{
+    return c ? c->count : 0;
+}
 
 const char *fedc_config_key_at(const fedc_config *c, size_t i)
 {
@@ -175,8 +186,7 @@ fedc_value_kind fedc_config_kind_at(const fedc_config *c, size_t i)
     return (c && i < c->count) ? c->e[i].kind : (fedc_value_kind)0;
 }
 
-void fedc_config_value_at(const fedc_config *c, size_t i, double *f, int64_t *n, const char **s,
-                          int *b)
+void fedc_config_value_at(const fedc_config *c, size_t i, double *f, int64_t *n, const char **s, int *b)
 {
     if (!c || i >= c->count) return;
     const entry *e = &c->e[i];

@@ -23,7 +23,10 @@ static int level_from_env(void)
     return FEDC_LOG_INFO;
 }
 
-void fedc_log_set_level(fedc_log_level level) { g_level = (int)level; }
+void fedc_log_set_level(fedc_log_level level)
+{
+    g_level = (int)level;
+}
 
 fedc_log_level fedc_log_get_level(void)
 {
@@ -41,8 +44,8 @@ void fedc_log(fedc_log_level level, const char *component, const char *fmt, ...)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     localtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%02d:%02d:%02d.%03ld %-5s %s: ", tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, names[level], component ? component : "fedc");
+    int n = snprintf(line, sizeof line, "%02d:%02d:%02d.%03ld %-5s %s: ", tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, names[level], component ? component : "fedc");
     if (n < 0) return;
     /* A prefix that fills the buffer leaves no room for the text. */
     if ((size_t)n > sizeof line - 2) n = (int)(sizeof line - 2);

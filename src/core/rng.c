@@ -11,7 +11,10 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 void fedc_rng_seed(fedc_rng *rng, uint64_t seed)
 {
@@ -35,7 +38,10 @@ uint64_t fedc_rng_u64(fedc_rng *rng)
     return result;
 }
 
-double fedc_rng_uniform(fedc_rng *rng) { return (double)(fedc_rng_u64(rng) >> 11) * 0x1.0p-53; }
+double fedc_rng_uniform(fedc_rng *rng)
+{
+    return (double)(fedc_rng_u64(rng) >> 11) * 0x1.0p-53;
+}
 
 uint64_t fedc_rng_below(fedc_rng *rng, uint64_t n)
 {

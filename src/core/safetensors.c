@@ -17,7 +17,10 @@
  * implementation uses the same 100 MB limit). */
 #define SAFETENSORS_MAX_HEADER (100u * 1000u * 1000u)
 
-static int write_all(FILE *f, const void *buf, size_t n) { return fwrite(buf, 1, n, f) == n ? 0 : -1; }
+static int write_all(FILE *f, const void *buf, size_t n)
+{
+    return fwrite(buf, 1, n, f) == n ? 0 : -1;
+}
 
 int fedc_params_save(const fedc_params *p, const char *path, const char *const *meta_keys,
                      const char *const *meta_values, size_t meta_count, char *err, size_t errlen)
@@ -68,8 +71,7 @@ int fedc_params_save(const fedc_params *p, const char *path, const char *const *
         goto fail_quiet;
     }
     static const char spaces[8] = "        ";
-    if (write_all(f, hdr, 8) || write_all(f, json, jlen) || write_all(f, spaces, padded - jlen))
-        goto io_fail;
+    if (write_all(f, hdr, 8) || write_all(f, json, jlen) || write_all(f, spaces, padded - jlen)) goto io_fail;
     for (size_t i = 0; i < fedc_params_count(p); i++) {
         const fedc_tensor *t = fedc_params_at(p, i);
         if (write_all(f, t->data, t->nbytes)) goto io_fail;
@@ -197,14 +199,14 @@ int fedc_params_load(const char *path, fedc_params **out, char *err, size_t errl
         cJSON *of = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
         en->dtype = cJSON_IsString(dt) ? fedc_dtype_from_name(dt->valuestring) : FEDC_DTYPE_INVALID;
         if (en->dtype == FEDC_DTYPE_INVALID) {
-            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "'%s': tensor '%s' has a missing or unsupported dtype",
-                                path, en->name);
+            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
+                                "'%s': tensor '%s' has a missing or unsupported dtype", path, en->name);
             goto fail;
         }
         if (!cJSON_IsArray(sh) || cJSON_GetArraySize(sh) > FEDC_MAX_DIMS || !cJSON_IsArray(of) ||
             cJSON_GetArraySize(of) != 2) {
-            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "'%s': tensor '%s' has a bad shape or data_offsets",
-                                path, en->name);
+            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
+                                "'%s': tensor '%s' has a bad shape or data_offsets", path, en->name);
             goto fail;
         }
         uint64_t numel = 1;
@@ -218,9 +220,8 @@ int fedc_params_load(const char *path, fedc_params **out, char *err, size_t errl
             en->shape[en->ndim++] = (int64_t)v;
             numel *= v;
         }
-        if (json_uint(of->child, &en->begin) || json_uint(of->child->next, &en->end) ||
-            en->end < en->begin || en->end - en->begin != numel * fedc_dtype_size(en->dtype) ||
-            numel > UINT64_MAX / 8) {
+        if (json_uint(of->child, &en->begin) || json_uint(of->child->next, &en->end) || en->end < en->begin ||
+            en->end - en->begin != numel * fedc_dtype_size(en->dtype) || numel > UINT64_MAX / 8) {
             rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
                                 "'%s': tensor '%s' data_offsets do not match its dtype and shape", path,
                                 en->name);
@@ -253,15 +254,16 @@ int fedc_params_load(const char *path, fedc_params **out, char *err, size_t errl
     for (size_t i = 0; i < count; i++) {
         fedc_tensor *t;
         char why[FEDC_ERRMSG_MAX];
-        rc = fedc_params_add(p, ents[i].name, ents[i].dtype, ents[i].ndim, ents[i].shape, NULL, &t,
-                             why, sizeof why);
+        rc = fedc_params_add(p, ents[i].name, ents[i].dtype, ents[i].ndim, ents[i].shape, NULL, &t, why,
+                             sizeof why);
         if (rc) {
-            rc = fedc_set_error(err, errlen, rc == FEDC_ERR_NOMEM ? rc : FEDC_ERR_FORMAT, "'%s': %s", path, why);
+            rc = fedc_set_error(err, errlen, rc == FEDC_ERR_NOMEM ? rc : FEDC_ERR_FORMAT, "'%s': %s", path,
+                                why);
             goto fail;
         }
         if (fread(t->data, 1, t->nbytes, f) != t->nbytes) {
-            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "'%s': truncated data of tensor '%s'",
-                                path, t->name);
+            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "'%s': truncated data of tensor '%s'", path,
+                                t->name);
             goto fail;
         }
     }

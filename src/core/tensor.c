@@ -14,10 +14,14 @@ struct fedc_params {
 size_t fedc_dtype_size(fedc_dtype dtype)
 {
     switch (dtype) {
-    case FEDC_F32: case FEDC_I32: return 4;
-    case FEDC_F64: case FEDC_I64: return 8;
-    case FEDC_U8: case FEDC_I8: return 1;
-    case FEDC_F16: case FEDC_BF16: return 2;
+    case FEDC_F32:
+    case FEDC_I32: return 4;
+    case FEDC_F64:
+    case FEDC_I64: return 8;
+    case FEDC_U8:
+    case FEDC_I8: return 1;
+    case FEDC_F16:
+    case FEDC_BF16: return 2;
     default: return 0;
     }
 }
@@ -56,7 +60,10 @@ char *fedc_shape_str(int ndim, const int64_t *shape, char *buf, size_t buflen)
     return buf;
 }
 
-fedc_params *fedc_params_create(void) { return calloc(1, sizeof(fedc_params)); }
+fedc_params *fedc_params_create(void)
+{
+    return calloc(1, sizeof(fedc_params));
+}
 
 void fedc_params_destroy(fedc_params *p)
 {
@@ -69,12 +76,10 @@ void fedc_params_destroy(fedc_params *p)
     free(p);
 }
 
-int fedc_params_add(fedc_params *p, const char *name, fedc_dtype dtype, int ndim,
-                    const int64_t *shape, const void *data, fedc_tensor **out, char *err,
-                    size_t errlen)
+int fedc_params_add(fedc_params *p, const char *name, fedc_dtype dtype, int ndim, const int64_t *shape,
+                    const void *data, fedc_tensor **out, char *err, size_t errlen)
 {
-    if (!p || !name || !*name)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "tensor name is empty");
+    if (!p || !name || !*name) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "tensor name is empty");
     if (strlen(name) >= FEDC_MAX_NAME)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "tensor name longer than %d bytes",
                               FEDC_MAX_NAME - 1);
@@ -83,18 +88,17 @@ int fedc_params_add(fedc_params *p, const char *name, fedc_dtype dtype, int ndim
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "tensor '%s': unknown dtype %d", name,
                               (int)dtype);
     if (ndim < 0 || ndim > FEDC_MAX_DIMS)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "tensor '%s': %d dimensions (at most %d)", name, ndim, FEDC_MAX_DIMS);
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "tensor '%s': %d dimensions (at most %d)", name,
+                              ndim, FEDC_MAX_DIMS);
     if (fedc_params_find(p, name))
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "duplicate tensor name '%s'", name);
     size_t nbytes = esize;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
-            return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                                  "tensor '%s': negative dimension %lld", name, (long long)shape[i]);
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "tensor '%s': negative dimension %lld", name,
+                                  (long long)shape[i]);
         if (shape[i] > 0 && nbytes > SIZE_MAX / (size_t)shape[i] / 2)
-            return fedc_set_error(err, errlen, FEDC_ERR_TOO_LARGE, "tensor '%s': size overflows",
-                                  name);
+            return fedc_set_error(err, errlen, FEDC_ERR_TOO_LARGE, "tensor '%s': size overflows", name);
         nbytes *= (size_t)shape[i];
     }
     if (p->count == p->cap) {
@@ -111,8 +115,8 @@ int fedc_params_add(fedc_params *p, const char *name, fedc_dtype dtype, int ndim
     if (!t->name || !t->data) {
         free(t->name);
         fedc_free(t->data);
-        return fedc_set_error(err, errlen, FEDC_ERR_NOMEM,
-                              "out of memory for tensor '%s' (%zu bytes)", name, nbytes);
+        return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory for tensor '%s' (%zu bytes)", name,
+                              nbytes);
     }
     t->dtype = dtype;
     t->ndim = ndim;
@@ -127,7 +131,10 @@ int fedc_params_add(fedc_params *p, const char *name, fedc_dtype dtype, int ndim
     return FEDC_OK;
 }
 
-size_t fedc_params_count(const fedc_params *p) { return p ? p->count : 0; }
+size_t fedc_params_count(const fedc_params *p)
+{
+    return p ? p->count : 0;
+}
 
 fedc_tensor *fedc_params_at(const fedc_params *p, size_t i)
 {
@@ -171,8 +178,7 @@ static int tensor_layout_differs(const fedc_tensor *a, const fedc_tensor *b)
     return 0;
 }
 
-int fedc_params_check_same_layout(const fedc_params *want, const fedc_params *got, char *err,
-                                  size_t errlen)
+int fedc_params_check_same_layout(const fedc_params *want, const fedc_params *got, char *err, size_t errlen)
 {
     char s1[160], s2[160];
     size_t n = want->count < got->count ? want->count : got->count;
@@ -180,19 +186,17 @@ int fedc_params_check_same_layout(const fedc_params *want, const fedc_params *go
         const fedc_tensor *a = &want->tensors[i], *b = &got->tensors[i];
         if (!tensor_layout_differs(a, b)) continue;
         if (strcmp(a->name, b->name))
-            return fedc_set_error(err, errlen, FEDC_ERR_SHAPE,
-                                  "tensor %zu: expected '%s' %s %s, got '%s' %s %s", i, a->name,
-                                  fedc_dtype_name(a->dtype), fedc_shape_str(a->ndim, a->shape, s1, sizeof s1),
-                                  b->name, fedc_dtype_name(b->dtype),
-                                  fedc_shape_str(b->ndim, b->shape, s2, sizeof s2));
-        return fedc_set_error(err, errlen, FEDC_ERR_SHAPE, "tensor '%s': expected %s %s, got %s %s",
-                              a->name, fedc_dtype_name(a->dtype),
-                              fedc_shape_str(a->ndim, a->shape, s1, sizeof s1),
+            return fedc_set_error(
+                err, errlen, FEDC_ERR_SHAPE, "tensor %zu: expected '%s' %s %s, got '%s' %s %s", i, a->name,
+                fedc_dtype_name(a->dtype), fedc_shape_str(a->ndim, a->shape, s1, sizeof s1), b->name,
+                fedc_dtype_name(b->dtype), fedc_shape_str(b->ndim, b->shape, s2, sizeof s2));
+        return fedc_set_error(err, errlen, FEDC_ERR_SHAPE, "tensor '%s': expected %s %s, got %s %s", a->name,
+                              fedc_dtype_name(a->dtype), fedc_shape_str(a->ndim, a->shape, s1, sizeof s1),
                               fedc_dtype_name(b->dtype), fedc_shape_str(b->ndim, b->shape, s2, sizeof s2));
     }
     if (want->count != got->count)
-        return fedc_set_error(err, errlen, FEDC_ERR_SHAPE, "expected %zu tensors, got %zu",
-                              want->count, got->count);
+        return fedc_set_error(err, errlen, FEDC_ERR_SHAPE, "expected %zu tensors, got %zu", want->count,
+                              got->count);
     return FEDC_OK;
 }
 
@@ -214,25 +218,23 @@ int fedc_params_check_finite(const fedc_params *p, char *err, size_t errlen)
             const float *v = t->data;
             for (int64_t j = 0; j < n; j++)
                 if (!isfinite(v[j]))
-                    return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE,
-                                          "tensor '%s': element %lld is %s", t->name, (long long)j,
-                                          isnan(v[j]) ? "NaN" : "Inf");
+                    return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE, "tensor '%s': element %lld is %s",
+                                          t->name, (long long)j, isnan(v[j]) ? "NaN" : "Inf");
         } else if (t->dtype == FEDC_F16 || t->dtype == FEDC_BF16) {
             /* An all-ones exponent field means Inf or NaN in both formats. */
             const uint16_t *v = t->data;
             uint16_t mask = t->dtype == FEDC_F16 ? 0x7c00 : 0x7f80;
             for (int64_t j = 0; j < n; j++)
                 if ((v[j] & mask) == mask)
-                    return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE,
-                                          "tensor '%s': element %lld is %s", t->name, (long long)j,
-                                          (v[j] & (uint16_t)~(mask | 0x8000)) ? "NaN" : "Inf");
+                    return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE, "tensor '%s': element %lld is %s",
+                                          t->name, (long long)j,
+                                          (v[j] & (uint16_t) ~(mask | 0x8000)) ? "NaN" : "Inf");
         } else if (t->dtype == FEDC_F64) {
             const double *v = t->data;
             for (int64_t j = 0; j < n; j++)
                 if (!isfinite(v[j]))
-                    return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE,
-                                          "tensor '%s': element %lld is %s", t->name, (long long)j,
-                                          isnan(v[j]) ? "NaN" : "Inf");
+                    return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE, "tensor '%s': element %lld is %s",
+                                          t->name, (long long)j, isnan(v[j]) ? "NaN" : "Inf");
         }
     }
     return FEDC_OK;

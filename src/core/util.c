@@ -14,7 +14,10 @@ void *fedc_aligned_alloc(size_t nbytes)
     return p;
 }
 
-void fedc_free(void *p) { free(p); }
+void fedc_free(void *p)
+{
+    free(p);
+}
 
 double fedc_now(void)
 {

@@ -43,9 +43,8 @@ static int next_line(csv_reader *r, size_t *len, char *err, size_t errlen)
     for (;;) {
         if (r->cap - used < 2) {
             if (r->cap >= MAX_LINE) {
-                return -fedc_set_error(err, errlen, FEDC_ERR_TOO_LARGE,
-                                       "%s:%zu: line longer than %zu MiB", r->path,
-                                       r->lineno + 1, MAX_LINE >> 20);
+                return -fedc_set_error(err, errlen, FEDC_ERR_TOO_LARGE, "%s:%zu: line longer than %zu MiB",
+                                       r->path, r->lineno + 1, MAX_LINE >> 20);
             }
             size_t next = r->cap ? r->cap * 2 : 4096;
             char *bigger = realloc(r->line, next);
@@ -57,12 +56,11 @@ static int next_line(csv_reader *r, size_t *len, char *err, size_t errlen)
             int zerr;
             gzerror(r->gz, &zerr);
             if (zerr == Z_ERRNO)
-                return -fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot read '%s': %s",
-                                       r->path, strerror(errno));
+                return -fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot read '%s': %s", r->path,
+                                       strerror(errno));
             if (zerr == Z_BUF_ERROR)
                 return -fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
-                                       "'%s' is truncated: the gzip stream ends early",
-                                       r->path);
+                                       "'%s' is truncated: the gzip stream ends early", r->path);
             if (zerr != Z_OK)
                 return -fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
                                        "'%s' holds corrupt gzip data (zlib: %s)", r->path,
@@ -146,8 +144,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
     return 1;
 }
 
-int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt_in, fedc_dataset **out,
-                          char *err, size_t errlen)
+int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt_in, fedc_dataset **out, char *err,
+                          size_t errlen)
 {
     fedc_csv_options opt;
     csv_reader r = {.path = path};
@@ -179,12 +177,11 @@ int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt_in, fedc
                               "CSV file '%s': option label_column %d is invalid (use -1 for the "
                               "last column)",
                               path, opt.label_column);
-    if (opt.delimiter == '\0' || opt.delimiter == '\n' || opt.delimiter == '\r' ||
-        opt.delimiter == '"' || opt.delimiter == '.' || opt.delimiter == '-' ||
-        (opt.delimiter >= '0' && opt.delimiter <= '9'))
+    if (opt.delimiter == '\0' || opt.delimiter == '\n' || opt.delimiter == '\r' || opt.delimiter == '"' ||
+        opt.delimiter == '.' || opt.delimiter == '-' || (opt.delimiter >= '0' && opt.delimiter <= '9'))
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "CSV file '%s': option delimiter 0x%02x cannot separate numbers",
-                              path, (unsigned char)opt.delimiter);
+                              "CSV file '%s': option delimiter 0x%02x cannot separate numbers", path,
+                              (unsigned char)opt.delimiter);
     int shape_given = opt.channels || opt.height || opt.width;
     if (shape_given && (opt.channels < 0 || opt.height <= 0 || opt.width <= 0))
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
@@ -196,8 +193,7 @@ int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt_in, fedc
         return fedc_set_error(err, errlen, errno == ENOENT ? FEDC_ERR_NOTFOUND : FEDC_ERR_IO,
                               "cannot open CSV file '%s': %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode))
-        return fedc_set_error(err, errlen, FEDC_ERR_IO, "CSV file '%s' is not a regular file",
-                              path);
+        return fedc_set_error(err, errlen, FEDC_ERR_IO, "CSV file '%s' is not a regular file", path);
     errno = 0;
     r.gz = gzopen(path, "rb");
     if (!r.gz)
@@ -257,9 +253,8 @@ int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt_in, fedc
         if (first) {
             first = 0;
             double ignored;
-            int is_header = opt.header == FEDC_CSV_HEADER_YES ||
-                            (opt.header == FEDC_CSV_HEADER_AUTO &&
-                             !parse_number(fields[label_col], &ignored));
+            int is_header = opt.header == FEDC_CSV_HEADER_YES || (opt.header == FEDC_CSV_HEADER_AUTO &&
+                                                                  !parse_number(fields[label_col], &ignored));
             if (is_header) {
                 /* The data rows fix the field count, so a header of another
                  * width is caught at the first data row. */
@@ -270,9 +265,8 @@ int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt_in, fedc
             }
         }
         if (count != nfields) {
-            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
-                                "%s:%zu: expected %zu fields, found %zu", path, r.lineno, nfields,
-                                count);
+            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "%s:%zu: expected %zu fields, found %zu", path,
+                                r.lineno, nfields, count);
             goto fail;
         }
         if (header_fields && header_fields != nfields) {
@@ -290,21 +284,19 @@ int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt_in, fedc
         const char *lf = fields[label_col];
         if (!parse_number(lf, &v)) {
             rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
-                                "%s:%zu: label '%.40s' (column %zu) is not a number", path,
-                                r.lineno, lf, label_col + 1);
+                                "%s:%zu: label '%.40s' (column %zu) is not a number", path, r.lineno, lf,
+                                label_col + 1);
             goto fail;
         }
         if (v != floor(v)) {
-            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
-                                "%s:%zu: label '%.40s' is not a whole number", path, r.lineno,
-                                lf);
+            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "%s:%zu: label '%.40s' is not a whole number",
+                                path, r.lineno, lf);
             goto fail;
         }
         int limit = opt.num_classes ? opt.num_classes : FEDC_DATA_MAX_CLASSES;
         if (v < 0 || v >= limit) {
-            rc = fedc_set_error(err, errlen, FEDC_ERR_RANGE,
-                                "%s:%zu: label %.0f is outside [0, %d)", path, r.lineno, v,
-                                limit);
+            rc = fedc_set_error(err, errlen, FEDC_ERR_RANGE, "%s:%zu: label %.0f is outside [0, %d)", path,
+                                r.lineno, v, limit);
             goto fail;
         }
         ys[n] = (int32_t)v;
@@ -315,15 +307,15 @@ int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt_in, fedc
             if (j == label_col) continue;
             if (!parse_number(fields[j], &v)) {
                 rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
-                                    "%s:%zu: field %zu '%.40s' is not a finite number", path,
-                                    r.lineno, j + 1, fields[j]);
+                                    "%s:%zu: field %zu '%.40s' is not a finite number", path, r.lineno, j + 1,
+                                    fields[j]);
                 goto fail;
             }
             float fv = opt.scale ? (float)v / 255.0f : (float)v;
             if (!isfinite(fv)) {
                 rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
-                                    "%s:%zu: field %zu '%.40s' does not fit a float", path,
-                                    r.lineno, j + 1, fields[j]);
+                                    "%s:%zu: field %zu '%.40s' does not fit a float", path, r.lineno, j + 1,
+                                    fields[j]);
                 goto fail;
             }
             row[f++] = fv;
@@ -331,8 +323,8 @@ int fedc_dataset_load_csv(const char *path, const fedc_csv_options *opt_in, fedc
         n++;
     }
     if (n == 0) {
-        rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "CSV file '%s' holds no data rows%s",
-                            path, header_fields ? " (only a header)" : "");
+        rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "CSV file '%s' holds no data rows%s", path,
+                            header_fields ? " (only a header)" : "");
         goto fail;
     }
 

@@ -27,10 +27,10 @@ int fedc__dataset_is_u8(const fedc_dataset *d);
  * as unsigned bytes when as_u8 is nonzero (the caller checked
  * fedc__dataset_is_u8), else as float32. The path decides compression as
  * in fedc_dataset_save_idx. */
-int fedc__idx_write_images(const char *path, const fedc_dataset *d, const uint32_t *idx,
-                           size_t count, int as_u8, char *err, size_t errlen);
-int fedc__idx_write_labels(const char *path, const fedc_dataset *d, const uint32_t *idx,
-                           size_t count, char *err, size_t errlen);
+int fedc__idx_write_images(const char *path, const fedc_dataset *d, const uint32_t *idx, size_t count,
+                           int as_u8, char *err, size_t errlen);
+int fedc__idx_write_labels(const char *path, const fedc_dataset *d, const uint32_t *idx, size_t count,
+                           char *err, size_t errlen);
 
 /* "dir/name" in a new buffer the caller frees, or NULL when out of memory. */
 char *fedc__path_join(const char *dir, const char *name);

@@ -26,8 +26,7 @@ static char *find_file(const char *dir, const char *name)
     return NULL;
 }
 
-int fedc_dataset_load_dir(const char *dir, const char *split, fedc_dataset **out, char *err,
-                          size_t errlen)
+int fedc_dataset_load_dir(const char *dir, const char *split, fedc_dataset **out, char *err, size_t errlen)
 {
     char *images = NULL, *labels = NULL, *csv = NULL;
     int rc;
@@ -48,8 +47,7 @@ int fedc_dataset_load_dir(const char *dir, const char *split, fedc_dataset **out
         return fedc_set_error(err, errlen, errno == ENOENT ? FEDC_ERR_NOTFOUND : FEDC_ERR_IO,
                               "cannot open data directory '%s': %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return fedc_set_error(err, errlen, FEDC_ERR_NOTFOUND,
-                              "data directory '%s' is not a directory", dir);
+        return fedc_set_error(err, errlen, FEDC_ERR_NOTFOUND, "data directory '%s' is not a directory", dir);
 
     char images_name[64], labels_name[64], csv_name[64];
     snprintf(images_name, sizeof images_name, "%s-images-idx3-ubyte", prefix);
@@ -66,8 +64,7 @@ int fedc_dataset_load_dir(const char *dir, const char *split, fedc_dataset **out
         /* Half an IDX pair is more likely a broken copy than a CSV layout. */
         rc = fedc_set_error(err, errlen, FEDC_ERR_NOTFOUND,
                             "data directory '%s' has %s but no %s[.gz] for the %s split", dir,
-                            images ? images_name : labels_name,
-                            images ? labels_name : images_name, split);
+                            images ? images_name : labels_name, images ? labels_name : images_name, split);
         goto done;
     }
     csv = find_file(dir, csv_name);

@@ -12,12 +12,12 @@ int fedc__dataset_alloc(size_t n, int channels, int height, int width, int num_c
     *out = NULL;
     if (channels < 1 || height < 1 || width < 1)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "dataset shape %d x %d x %d: every dimension must be at least 1",
-                              channels, height, width);
+                              "dataset shape %d x %d x %d: every dimension must be at least 1", channels,
+                              height, width);
     if (num_classes < 2 || num_classes > FEDC_DATA_MAX_CLASSES)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "dataset with %d classes: the class count must be in [2, %d]",
-                              num_classes, FEDC_DATA_MAX_CLASSES);
+                              "dataset with %d classes: the class count must be in [2, %d]", num_classes,
+                              FEDC_DATA_MAX_CLASSES);
     /* Each factor is below 2^31, so two of them cannot overflow a 64-bit
      * size_t; the checks below cover the rest, including 32-bit hosts. */
     size_t features = (size_t)channels * (size_t)height;
@@ -46,17 +46,17 @@ int fedc__dataset_alloc(size_t n, int channels, int height, int width, int num_c
 
 too_large:
     return fedc_set_error(err, errlen, FEDC_ERR_TOO_LARGE,
-                          "dataset of %zu examples of %d x %d x %d floats is too large", n,
-                          channels, height, width);
+                          "dataset of %zu examples of %d x %d x %d floats is too large", n, channels, height,
+                          width);
 nomem:
     fedc_dataset_destroy(d);
     return fedc_set_error(err, errlen, FEDC_ERR_NOMEM,
-                          "out of memory allocating %zu examples of %d x %d x %d floats", n,
-                          channels, height, width);
+                          "out of memory allocating %zu examples of %d x %d x %d floats", n, channels, height,
+                          width);
 }
 
-int fedc_dataset_create(size_t n, int channels, int height, int width, int num_classes,
-                        fedc_dataset **out, char *err, size_t errlen)
+int fedc_dataset_create(size_t n, int channels, int height, int width, int num_classes, fedc_dataset **out,
+                        char *err, size_t errlen)
 {
     return fedc__dataset_alloc(n, channels, height, width, num_classes, 1, out, err, errlen);
 }
@@ -72,14 +72,12 @@ void fedc_dataset_destroy(fedc_dataset *d)
 int fedc_dataset_set_num_classes(fedc_dataset *d, int num_classes, char *err, size_t errlen)
 {
     if (num_classes < 2 || num_classes > FEDC_DATA_MAX_CLASSES)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "class count %d is outside [2, %d]", num_classes,
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "class count %d is outside [2, %d]", num_classes,
                               FEDC_DATA_MAX_CLASSES);
     for (size_t i = 0; i < d->n; i++) {
         if (d->y[i] < 0 || d->y[i] >= num_classes)
-            return fedc_set_error(err, errlen, FEDC_ERR_RANGE,
-                                  "example %zu has label %d, outside [0, %d)", i, (int)d->y[i],
-                                  num_classes);
+            return fedc_set_error(err, errlen, FEDC_ERR_RANGE, "example %zu has label %d, outside [0, %d)", i,
+                                  (int)d->y[i], num_classes);
     }
     d->num_classes = num_classes;
     return FEDC_OK;
@@ -95,8 +93,8 @@ void fedc_dataset_label_counts(const fedc_dataset *d, size_t *counts)
     }
 }
 
-int fedc_dataset_subset(const fedc_dataset *d, const uint32_t *idx, size_t count,
-                        fedc_dataset **out, char *err, size_t errlen)
+int fedc_dataset_subset(const fedc_dataset *d, const uint32_t *idx, size_t count, fedc_dataset **out,
+                        char *err, size_t errlen)
 {
     *out = NULL;
     for (size_t i = 0; i < count; i++) {
@@ -107,12 +105,10 @@ int fedc_dataset_subset(const fedc_dataset *d, const uint32_t *idx, size_t count
                                   (unsigned)idx[i], i, d->n);
     }
     fedc_dataset *s = NULL;
-    int rc = fedc__dataset_alloc(count, d->channels, d->height, d->width, d->num_classes, 0, &s,
-                                 err, errlen);
+    int rc = fedc__dataset_alloc(count, d->channels, d->height, d->width, d->num_classes, 0, &s, err, errlen);
     if (rc != FEDC_OK) return rc;
     for (size_t i = 0; i < count; i++) {
-        memcpy(s->x + i * d->features, d->x + (size_t)idx[i] * d->features,
-               d->features * sizeof(float));
+        memcpy(s->x + i * d->features, d->x + (size_t)idx[i] * d->features, d->features * sizeof(float));
         s->y[i] = d->y[idx[i]];
     }
     *out = s;

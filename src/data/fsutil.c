@@ -47,8 +47,7 @@ int fedc__mkdirs(const char *dir, char *err, size_t errlen)
     }
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        rc = fedc_set_error(err, errlen, FEDC_ERR_IO, "'%s' exists and is not a directory",
-                            dir);
+        rc = fedc_set_error(err, errlen, FEDC_ERR_IO, "'%s' exists and is not a directory", dir);
 done:
     free(p);
     return rc;

@@ -28,7 +28,7 @@ enum { IDX_U8 = 0x08, IDX_I32 = 0x0C, IDX_F32 = 0x0D };
 /* Deflate cannot expand data by more than about 1032:1, so a gzip file of S
  * bytes holds at most this many times S bytes (plus slack for tiny files). */
 #define GZIP_MAX_RATIO 1032u
-#define GZIP_SLACK 4096u
+#define GZIP_SLACK     4096u
 
 /* Largest single gzread/gzwrite call; their length is an unsigned int. */
 #define IO_CHUNK ((size_t)1 << 20)
@@ -91,11 +91,10 @@ static int read_some(gzFile gz, void *buf, size_t n, size_t *got)
 static int read_failed(const idx_file *f, gzFile gz, int zerr, char *err, size_t errlen)
 {
     if (zerr == Z_ERRNO)
-        return fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot read IDX %s file '%s': %s",
-                              f->what, f->path, strerror(errno));
-    return fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
-                          "IDX %s file '%s' holds corrupt gzip data (zlib: %s)", f->what, f->path,
-                          fedc__gz_message(gz, f->path));
+        return fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot read IDX %s file '%s': %s", f->what, f->path,
+                              strerror(errno));
+    return fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "IDX %s file '%s' holds corrupt gzip data (zlib: %s)",
+                          f->what, f->path, fedc__gz_message(gz, f->path));
 }
 
 /* Parses the header and reads the data of one IDX file. */
@@ -110,15 +109,13 @@ static int idx_read(idx_file *f, int ndim_min, int ndim_max, int type_a, int typ
 
     if (stat(f->path, &st) != 0) {
         return fedc_set_error(err, errlen, errno == ENOENT ? FEDC_ERR_NOTFOUND : FEDC_ERR_IO,
-                              "cannot open IDX %s file '%s': %s", f->what, f->path,
-                              strerror(errno));
+                              "cannot open IDX %s file '%s': %s", f->what, f->path, strerror(errno));
     }
     if (!S_ISREG(st.st_mode))
-        return fedc_set_error(err, errlen, FEDC_ERR_IO, "IDX %s file '%s' is not a regular file",
-                              f->what, f->path);
-    if (st.st_size == 0)
-        return fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "IDX %s file '%s' is empty", f->what,
+        return fedc_set_error(err, errlen, FEDC_ERR_IO, "IDX %s file '%s' is not a regular file", f->what,
                               f->path);
+    if (st.st_size == 0)
+        return fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "IDX %s file '%s' is empty", f->what, f->path);
     gz = gzopen(f->path, "rb");
     if (!gz) {
         rc = fedc_set_error(err, errlen, errno == ENOENT ? FEDC_ERR_NOTFOUND : FEDC_ERR_IO,
@@ -145,8 +142,7 @@ static int idx_read(idx_file *f, int ndim_min, int ndim_max, int type_a, int typ
         rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
                             "IDX %s file '%s' has a bad magic number 0x%02x%02x%02x%02x "
                             "(expected %s; an IDX file starts with two zero bytes)",
-                            f->what, f->path, magic[0], magic[1], magic[2], magic[3],
-                            expected_magic);
+                            f->what, f->path, magic[0], magic[1], magic[2], magic[3], expected_magic);
         goto fail;
     }
     f->type = magic[2];
@@ -155,19 +151,18 @@ static int idx_read(idx_file *f, int ndim_min, int ndim_max, int type_a, int typ
         rc = fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED,
                             "IDX %s file '%s' has element type 0x%02x; supported are 0x%02x "
                             "(%s) and 0x%02x (%s)",
-                            f->what, f->path, f->type, type_a, type_name(type_a), type_b,
-                            type_name(type_b));
+                            f->what, f->path, f->type, type_a, type_name(type_a), type_b, type_name(type_b));
         goto fail;
     }
     if (f->ndim < ndim_min || f->ndim > ndim_max) {
         if (ndim_min == ndim_max)
             rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
-                                "IDX %s file '%s' has %d dimensions, expected %d (magic %s)",
-                                f->what, f->path, f->ndim, ndim_min, expected_magic);
+                                "IDX %s file '%s' has %d dimensions, expected %d (magic %s)", f->what,
+                                f->path, f->ndim, ndim_min, expected_magic);
         else
             rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
-                                "IDX %s file '%s' has %d dimensions, expected %d or %d (magic %s)",
-                                f->what, f->path, f->ndim, ndim_min, ndim_max, expected_magic);
+                                "IDX %s file '%s' has %d dimensions, expected %d or %d (magic %s)", f->what,
+                                f->path, f->ndim, ndim_min, ndim_max, expected_magic);
         goto fail;
     }
     f->esize = f->type == IDX_U8 ? 1 : 4;
@@ -209,8 +204,8 @@ static int idx_read(idx_file *f, int ndim_min, int ndim_max, int type_a, int typ
     }
     if (overflow || count > SIZE_MAX / 4) {
         rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
-                            "IDX %s file '%s' claims dimensions %s, which no file can hold",
-                            f->what, f->path, dims_text);
+                            "IDX %s file '%s' claims dimensions %s, which no file can hold", f->what, f->path,
+                            dims_text);
         goto fail;
     }
     f->count = (size_t)count;
@@ -233,8 +228,8 @@ static int idx_read(idx_file *f, int ndim_min, int ndim_max, int type_a, int typ
             rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
                                 "IDX %s file '%s' has %llu bytes after the %zu bytes of data its "
                                 "header promises (%s %s)",
-                                f->what, f->path, (unsigned long long)(have - f->bytes),
-                                f->bytes, dims_text, type_name(f->type));
+                                f->what, f->path, (unsigned long long)(have - f->bytes), f->bytes, dims_text,
+                                type_name(f->type));
             goto fail;
         }
     } else if (file_size > (UINT64_MAX - GZIP_SLACK) / GZIP_MAX_RATIO ||
@@ -242,8 +237,7 @@ static int idx_read(idx_file *f, int ndim_min, int ndim_max, int type_a, int typ
         rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
                             "IDX %s file '%s' claims dimensions %s (%zu bytes of data), more "
                             "than a gzip file of %llu bytes can hold",
-                            f->what, f->path, dims_text, f->bytes,
-                            (unsigned long long)file_size);
+                            f->what, f->path, dims_text, f->bytes, (unsigned long long)file_size);
         goto fail;
     }
 
@@ -284,8 +278,7 @@ static int idx_read(idx_file *f, int ndim_min, int ndim_max, int type_a, int typ
     } while (zerr == Z_OK && got == sizeof extra && extra_bytes < 4096);
     if (zerr == Z_BUF_ERROR) {
         rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
-                            "IDX %s file '%s' is truncated: the gzip stream ends early", f->what,
-                            f->path);
+                            "IDX %s file '%s' is truncated: the gzip stream ends early", f->what, f->path);
         goto fail;
     }
     if (zerr != Z_OK) {
@@ -296,8 +289,8 @@ static int idx_read(idx_file *f, int ndim_min, int ndim_max, int type_a, int typ
         rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
                             "IDX %s file '%s' has %s%zu bytes after the %zu bytes of data its "
                             "header promises (%s %s)",
-                            f->what, f->path, extra_bytes >= 4096 ? "at least " : "",
-                            extra_bytes, f->bytes, dims_text, type_name(f->type));
+                            f->what, f->path, extra_bytes >= 4096 ? "at least " : "", extra_bytes, f->bytes,
+                            dims_text, type_name(f->type));
         goto fail;
     }
     gzclose_r(gz);
@@ -305,8 +298,8 @@ static int idx_read(idx_file *f, int ndim_min, int ndim_max, int type_a, int typ
 
 nomem:
     rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM,
-                        "out of memory reading IDX %s file '%s' (%zu bytes of data)", f->what,
-                        f->path, f->bytes);
+                        "out of memory reading IDX %s file '%s' (%zu bytes of data)", f->what, f->path,
+                        f->bytes);
 fail:
     free(f->data);
     f->data = NULL;
@@ -337,8 +330,8 @@ static void store_be32(unsigned char *b, uint32_t v)
     b[3] = (unsigned char)v;
 }
 
-int fedc_dataset_load_idx(const char *images_path, const char *labels_path, fedc_dataset **out,
-                          char *err, size_t errlen)
+int fedc_dataset_load_idx(const char *images_path, const char *labels_path, fedc_dataset **out, char *err,
+                          size_t errlen)
 {
     idx_file im = {.path = images_path, .what = "image"};
     idx_file lb = {.path = labels_path, .what = "label"};
@@ -371,8 +364,7 @@ int fedc_dataset_load_idx(const char *images_path, const char *labels_path, fedc
      * images, and learn the class count on the way. */
     int32_t max_label = 0;
     for (size_t i = 0; i < n; i++) {
-        int64_t v = lb.type == IDX_U8 ? (int64_t)lb.data[i]
-                                      : (int64_t)(int32_t)load_be32(lb.data + 4 * i);
+        int64_t v = lb.type == IDX_U8 ? (int64_t)lb.data[i] : (int64_t)(int32_t)load_be32(lb.data + 4 * i);
         if (v < 0 || v >= FEDC_DATA_MAX_CLASSES) {
             rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
                                 "IDX label file '%s': example %zu has label %lld, outside [0, "
@@ -468,8 +460,7 @@ static int writer_put(idx_writer *w, const void *buf, size_t len, char *err, siz
             int zerr;
             gzerror(w->gz, &zerr);
             return fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot write '%s': %s", w->tmp,
-                                  zerr == Z_ERRNO ? strerror(errno)
-                                                  : fedc__gz_message(w->gz, w->tmp));
+                                  zerr == Z_ERRNO ? strerror(errno) : fedc__gz_message(w->gz, w->tmp));
         }
         p += n;
         len -= n;
@@ -490,8 +481,8 @@ static int writer_close(idx_writer *w, int rc, char *err, size_t errlen)
     }
     if (w->tmp) {
         if (rc == FEDC_OK && rename(w->tmp, w->path) != 0)
-            rc = fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot rename '%s' to '%s': %s",
-                                w->tmp, w->path, strerror(errno));
+            rc = fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot rename '%s' to '%s': %s", w->tmp, w->path,
+                                strerror(errno));
         if (rc != FEDC_OK) remove(w->tmp);
         free(w->tmp);
         w->tmp = NULL;
@@ -499,21 +490,19 @@ static int writer_close(idx_writer *w, int rc, char *err, size_t errlen)
     return rc;
 }
 
-static int writer_header(idx_writer *w, int type, int ndim, const uint32_t *dims, char *err,
-                         size_t errlen)
+static int writer_header(idx_writer *w, int type, int ndim, const uint32_t *dims, char *err, size_t errlen)
 {
     unsigned char h[4 + 16] = {0, 0, (unsigned char)type, (unsigned char)ndim};
     for (int i = 0; i < ndim; i++) store_be32(h + 4 + 4 * i, dims[i]);
     return writer_put(w, h, 4 + 4 * (size_t)ndim, err, errlen);
 }
 
-static int check_selection(const char *path, const fedc_dataset *d, const uint32_t *idx,
-                           size_t m, char *err, size_t errlen)
+static int check_selection(const char *path, const fedc_dataset *d, const uint32_t *idx, size_t m, char *err,
+                           size_t errlen)
 {
     if (m > UINT32_MAX)
         return fedc_set_error(err, errlen, FEDC_ERR_TOO_LARGE,
-                              "cannot write '%s': %zu examples exceed the IDX limit of 2^32 - 1",
-                              path, m);
+                              "cannot write '%s': %zu examples exceed the IDX limit of 2^32 - 1", path, m);
     for (size_t i = 0; idx && i < m; i++) {
         if (idx[i] >= d->n)
             return fedc_set_error(err, errlen, FEDC_ERR_RANGE,
@@ -524,8 +513,8 @@ static int check_selection(const char *path, const fedc_dataset *d, const uint32
     return FEDC_OK;
 }
 
-int fedc__idx_write_images(const char *path, const fedc_dataset *d, const uint32_t *idx,
-                           size_t count, int as_u8, char *err, size_t errlen)
+int fedc__idx_write_images(const char *path, const fedc_dataset *d, const uint32_t *idx, size_t count,
+                           int as_u8, char *err, size_t errlen)
 {
     size_t m = idx ? count : d->n;
     idx_writer w = {0};
@@ -562,8 +551,7 @@ int fedc__idx_write_images(const char *path, const fedc_dataset *d, const uint32
         for (size_t r = 0; r < rows; r++, i++) {
             const float *x = d->x + (size_t)(idx ? idx[i] : i) * d->features;
             if (as_u8) {
-                for (size_t j = 0; j < d->features; j++)
-                    *p++ = (unsigned char)lrintf(x[j] * 255.0f);
+                for (size_t j = 0; j < d->features; j++) *p++ = (unsigned char)lrintf(x[j] * 255.0f);
             } else {
                 for (size_t j = 0; j < d->features; j++, p += 4) {
                     uint32_t bits;
@@ -580,8 +568,8 @@ done:
     return rc;
 }
 
-int fedc__idx_write_labels(const char *path, const fedc_dataset *d, const uint32_t *idx,
-                           size_t count, char *err, size_t errlen)
+int fedc__idx_write_labels(const char *path, const fedc_dataset *d, const uint32_t *idx, size_t count,
+                           char *err, size_t errlen)
 {
     size_t m = idx ? count : d->n;
     idx_writer w = {0};
@@ -592,8 +580,8 @@ int fedc__idx_write_labels(const char *path, const fedc_dataset *d, const uint32
         int32_t y = d->y[idx ? idx[i] : i];
         if (y < 0 || y >= d->num_classes)
             return fedc_set_error(err, errlen, FEDC_ERR_RANGE,
-                                  "cannot write '%s': example %zu has label %d, outside [0, %d)",
-                                  path, (size_t)(idx ? idx[i] : i), (int)y, d->num_classes);
+                                  "cannot write '%s': example %zu has label %d, outside [0, %d)", path,
+                                  (size_t)(idx ? idx[i] : i), (int)y, d->num_classes);
     }
     int as_u8 = d->num_classes <= 256;
     rc = writer_open(&w, path, err, errlen);
@@ -617,11 +605,10 @@ int fedc__idx_write_labels(const char *path, const fedc_dataset *d, const uint32
     return writer_close(&w, rc, err, errlen);
 }
 
-int fedc_dataset_save_idx(const fedc_dataset *d, const char *images_path,
-                          const char *labels_path, char *err, size_t errlen)
+int fedc_dataset_save_idx(const fedc_dataset *d, const char *images_path, const char *labels_path, char *err,
+                          size_t errlen)
 {
-    int rc = fedc__idx_write_images(images_path, d, NULL, 0, fedc__dataset_is_u8(d), err,
-                                    errlen);
+    int rc = fedc__idx_write_images(images_path, d, NULL, 0, fedc__dataset_is_u8(d), err, errlen);
     if (rc != FEDC_OK) return rc;
     return fedc__idx_write_labels(labels_path, d, NULL, 0, err, errlen);
 }

@@ -17,7 +17,7 @@
  * "test"), so that for example changing the test fraction does not change
  * which examples a client gets. */
 #define TAG_ASSIGN 0x70617274u
-#define TAG_TEST 0x74657374u
+#define TAG_TEST   0x74657374u
 
 /* A dirichlet draw that leaves a client short is redrawn up to this many
  * times (NIID-Bench redraws without limit) before the shortfall is
@@ -76,8 +76,8 @@ static int cmp_u32(const void *a, const void *b)
 
 /* Groups `order` (n example indices) by label into `sorted`, keeping the
  * order within a class; class_off gets num_classes + 1 offsets. */
-static void group_by_label(const fedc_dataset *d, const uint32_t *order, size_t n,
-                           uint32_t *sorted, size_t *class_off)
+static void group_by_label(const fedc_dataset *d, const uint32_t *order, size_t n, uint32_t *sorted,
+                           size_t *class_off)
 {
     size_t k = (size_t)d->num_classes;
     memset(class_off, 0, (k + 1) * sizeof *class_off);
@@ -110,8 +110,8 @@ static void assign_iid(fedc_rng *rng, size_t n, size_t clients, uint32_t *perm, 
  * Returns the number of draws made.
  */
 static int assign_dirichlet(fedc_rng *rng, const fedc_dataset *d, size_t clients, double alpha,
-                            size_t min_samples, uint32_t *sorted, const size_t *class_off,
-                            double *prop, size_t *sizes, uint32_t *owner)
+                            size_t min_samples, uint32_t *sorted, const size_t *class_off, double *prop,
+                            size_t *sizes, uint32_t *owner)
 {
     size_t n = d->n;
     double fair = (double)n / (double)clients;
@@ -170,8 +170,8 @@ static int assign_dirichlet(fedc_rng *rng, const fedc_dataset *d, size_t clients
  * shards drawn at random. With shard boundaries inside a class, a client
  * sees K classes, or fewer when two of its shards share one.
  */
-static int assign_shards(fedc_rng *rng, const fedc_dataset *d, size_t clients, size_t k,
-                         uint32_t *perm, uint32_t *sorted, size_t *class_off, uint32_t *owner)
+static int assign_shards(fedc_rng *rng, const fedc_dataset *d, size_t clients, size_t k, uint32_t *perm,
+                         uint32_t *sorted, size_t *class_off, uint32_t *owner)
 {
     size_t n = d->n, shards = clients * k;
     for (size_t i = 0; i < n; i++) perm[i] = (uint32_t)i;
@@ -197,8 +197,8 @@ static int assign_shards(fedc_rng *rng, const fedc_dataset *d, size_t clients, s
  * holds more than the minimum while another is short, so donors never fall
  * below it themselves.
  */
-static int repair_minimum(fedc_rng *rng, size_t n, size_t clients, size_t min_samples,
-                          uint32_t *owner, size_t *sizes, size_t *moved)
+static int repair_minimum(fedc_rng *rng, size_t n, size_t clients, size_t min_samples, uint32_t *owner,
+                          size_t *sizes, size_t *moved)
 {
     size_t short_total = 0;
     *moved = 0;
@@ -239,8 +239,8 @@ done:
     return rc;
 }
 
-int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *opt,
-                           fedc_partition_map **out, char *err, size_t errlen)
+int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *opt, fedc_partition_map **out,
+                           char *err, size_t errlen)
 {
     fedc_partition_map *p = NULL;
     uint32_t *owner = NULL, *perm = NULL, *sorted = NULL;
@@ -252,24 +252,23 @@ int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *
     *out = NULL;
     if (!d || !opt) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "no dataset or options");
     if (!scheme)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "unknown partition scheme %d",
-                              (int)opt->scheme);
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "unknown partition scheme %d", (int)opt->scheme);
     size_t n = d->n, clients = opt->clients;
     if (clients < 1)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "partition into %zu clients: need at least 1", clients);
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "partition into %zu clients: need at least 1",
+                              clients);
     if (opt->min_samples < 1)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
                               "minimum examples per client must be at least 1");
     if (opt->scheme == FEDC_PARTITION_DIRICHLET && !(opt->alpha > 0.0 && isfinite(opt->alpha)))
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "dirichlet alpha %g must be a positive number", opt->alpha);
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "dirichlet alpha %g must be a positive number",
+                              opt->alpha);
     if (opt->scheme == FEDC_PARTITION_SHARDS && opt->labels_per_client < 1)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "labels per client %d must be at least 1", opt->labels_per_client);
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "labels per client %d must be at least 1",
+                              opt->labels_per_client);
     if (!(opt->test_fraction >= 0.0 && opt->test_fraction < 1.0))
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "test fraction %g must be in [0, 1)", opt->test_fraction);
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "test fraction %g must be in [0, 1)",
+                              opt->test_fraction);
     if (n > UINT32_MAX)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
                               "cannot partition %zu examples: at most 2^32 - 1 are supported", n);
@@ -281,8 +280,7 @@ int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *
     size_t k = (size_t)opt->labels_per_client;
     if (opt->scheme == FEDC_PARTITION_SHARDS && k > n / clients)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "cannot cut %zu examples into %zu clients x %zu shards", n,
-                              clients, k);
+                              "cannot cut %zu examples into %zu clients x %zu shards", n, clients, k);
 
     fedc_rng rng;
     fedc_rng_seed(&rng, fedc_seed_derive(opt->seed, TAG_ASSIGN, (uint64_t)opt->scheme));
@@ -305,46 +303,38 @@ int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *
 
     for (size_t i = 0; i < n; i++) {
         if (d->y[i] < 0 || d->y[i] >= d->num_classes) {
-            rc = fedc_set_error(err, errlen, FEDC_ERR_RANGE,
-                                "example %zu has label %d, outside [0, %d)", i, (int)d->y[i],
-                                d->num_classes);
+            rc = fedc_set_error(err, errlen, FEDC_ERR_RANGE, "example %zu has label %d, outside [0, %d)", i,
+                                (int)d->y[i], d->num_classes);
             goto fail;
         }
     }
 
     switch (opt->scheme) {
-    case FEDC_PARTITION_IID:
-        assign_iid(&rng, n, clients, perm, owner);
-        break;
+    case FEDC_PARTITION_IID: assign_iid(&rng, n, clients, perm, owner); break;
     case FEDC_PARTITION_DIRICHLET: {
         for (size_t i = 0; i < n; i++) perm[i] = (uint32_t)i;
         group_by_label(d, perm, n, sorted, class_off);
-        int tries = assign_dirichlet(&rng, d, clients, opt->alpha, opt->min_samples, sorted,
-                                     class_off, prop, sizes, owner);
-        fedc_log(FEDC_LOG_DEBUG, "data", "dirichlet partition: %d draw%s", tries,
-                 tries == 1 ? "" : "s");
+        int tries = assign_dirichlet(&rng, d, clients, opt->alpha, opt->min_samples, sorted, class_off, prop,
+                                     sizes, owner);
+        fedc_log(FEDC_LOG_DEBUG, "data", "dirichlet partition: %d draw%s", tries, tries == 1 ? "" : "s");
         break;
     }
     case FEDC_PARTITION_SHARDS:
-        if (assign_shards(&rng, d, clients, k, perm, sorted, class_off, owner) != FEDC_OK)
-            goto nomem;
+        if (assign_shards(&rng, d, clients, k, perm, sorted, class_off, owner) != FEDC_OK) goto nomem;
         break;
     }
 
     size_t moved = 0;
-    if (repair_minimum(&rng, n, clients, opt->min_samples, owner, sizes, &moved) != FEDC_OK)
-        goto nomem;
+    if (repair_minimum(&rng, n, clients, opt->min_samples, owner, sizes, &moved) != FEDC_OK) goto nomem;
     if (moved)
-        fedc_log(FEDC_LOG_INFO, "data",
-                 "%s partition: moved %zu examples to clients below %zu examples", scheme,
-                 moved, opt->min_samples);
+        fedc_log(FEDC_LOG_INFO, "data", "%s partition: moved %zu examples to clients below %zu examples",
+                 scheme, moved, opt->min_samples);
 
     /* Group by client, ascending source index within each client. */
     for (size_t i = 0; i < n; i++) p->offset[owner[i] + 1]++;
     for (size_t c = 0; c < clients; c++) p->offset[c + 1] += p->offset[c];
     memset(sizes, 0, clients * sizeof *sizes);
-    for (size_t i = 0; i < n; i++)
-        p->index[p->offset[owner[i]] + sizes[owner[i]]++] = (uint32_t)i;
+    for (size_t i = 0; i < n; i++) p->index[p->offset[owner[i]] + sizes[owner[i]]++] = (uint32_t)i;
 
     /* Each client's local test split is a random subset of its own share,
      * from a stream of its own, moved to the end of its range. */
@@ -368,8 +358,7 @@ int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *
     goto done;
 
 nomem:
-    rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory partitioning %zu examples",
-                        n);
+    rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory partitioning %zu examples", n);
 fail:
 done:
     fedc_partition_map_destroy(p);
@@ -391,12 +380,11 @@ int fedc_partition_client(const fedc_dataset *d, const fedc_partition_map *p, si
     if (test) *test = NULL;
     if (p->n != d->n)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "partition of %zu examples does not match a dataset of %zu", p->n,
-                              d->n);
+                              "partition of %zu examples does not match a dataset of %zu", p->n, d->n);
     if (client >= p->clients)
         return fedc_set_error(err, errlen, FEDC_ERR_RANGE,
-                              "client %zu does not exist in a partition into %zu clients",
-                              client, p->clients);
+                              "client %zu does not exist in a partition into %zu clients", client,
+                              p->clients);
     const uint32_t *mine = p->index + p->offset[client];
     size_t size = p->offset[client + 1] - p->offset[client], t = p->test_count[client];
     if (train) {

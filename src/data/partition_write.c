@@ -65,8 +65,8 @@ static void json_counts(FILE *f, const size_t *counts, int k)
 }
 
 static int write_json(const char *path, const fedc_dataset *d, const fedc_partition_map *p,
-                      const fedc_partition_options *opt, const char *source, int as_u8,
-                      int width, char *err, size_t errlen)
+                      const fedc_partition_options *opt, const char *source, int as_u8, int width, char *err,
+                      size_t errlen)
 {
     size_t k = (size_t)d->num_classes;
     size_t *train_counts = calloc(k, sizeof *train_counts);
@@ -84,8 +84,7 @@ static int write_json(const char *path, const fedc_dataset *d, const fedc_partit
     strcat(tmp, ".tmp");
     f = fopen(tmp, "w");
     if (!f) {
-        rc = fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot create '%s': %s", tmp,
-                            strerror(errno));
+        rc = fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot create '%s': %s", tmp, strerror(errno));
         goto done;
     }
     /* JSON needs a decimal point whatever locale the program chose. */
@@ -97,8 +96,8 @@ static int write_json(const char *path, const fedc_dataset *d, const fedc_partit
         json_string(f, source);
     else
         fputs("null", f);
-    fprintf(f, ",\n  \"scheme\": \"%s\",\n  \"seed\": %llu,\n",
-            fedc_partition_scheme_name(p->scheme), (unsigned long long)opt->seed);
+    fprintf(f, ",\n  \"scheme\": \"%s\",\n  \"seed\": %llu,\n", fedc_partition_scheme_name(p->scheme),
+            (unsigned long long)opt->seed);
     if (p->scheme == FEDC_PARTITION_DIRICHLET) {
         fputs("  \"alpha\": ", f);
         json_double(f, opt->alpha);
@@ -112,8 +111,8 @@ static int write_json(const char *path, const fedc_dataset *d, const fedc_partit
             ",\n  \"min_samples\": %zu,\n  \"examples\": %zu,\n  \"num_classes\": %d,\n"
             "  \"shape\": [%d, %d, %d],\n  \"image_type\": \"%s\",\n  \"num_clients\": %zu,\n"
             "  \"clients\": [\n",
-            opt->min_samples, p->n, d->num_classes, d->channels, d->height, d->width,
-            as_u8 ? "u8" : "f32", p->clients);
+            opt->min_samples, p->n, d->num_classes, d->channels, d->height, d->width, as_u8 ? "u8" : "f32",
+            p->clients);
     for (size_t c = 0; c < p->clients; c++) {
         size_t lo = p->offset[c], hi = p->offset[c + 1], t = p->test_count[c];
         memset(train_counts, 0, k * sizeof *train_counts);
@@ -141,13 +140,12 @@ static int write_json(const char *path, const fedc_dataset *d, const fedc_partit
     if (fclose(f) != 0) bad = 1;
     f = NULL;
     if (bad) {
-        rc = fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot write '%s': %s", tmp,
-                            strerror(errno));
+        rc = fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
         goto done;
     }
     if (rename(tmp, path) != 0)
-        rc = fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot rename '%s' to '%s': %s", tmp,
-                            path, strerror(errno));
+        rc = fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, path,
+                            strerror(errno));
 done:
     if (f) fclose(f);
     if (rc != FEDC_OK && tmp) remove(tmp);
@@ -161,10 +159,8 @@ done:
 static int write_client(const fedc_dataset *d, const fedc_partition_map *p, size_t c, int as_u8,
                         const char *dir, char *err, size_t errlen)
 {
-    static const char *const names[4] = {"train-images-idx3-ubyte.gz",
-                                         "train-labels-idx1-ubyte.gz",
-                                         "t10k-images-idx3-ubyte.gz",
-                                         "t10k-labels-idx1-ubyte.gz"};
+    static const char *const names[4] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"};
     const uint32_t *mine = p->index + p->offset[c];
     size_t size = p->offset[c + 1] - p->offset[c], t = p->test_count[c];
     int rc = fedc__mkdirs(dir, err, errlen);
@@ -190,7 +186,7 @@ typedef struct write_queue {
     int as_u8, width;
     pthread_mutex_t lock;
     size_t next;
-    int rc;                      /* first failure, by client order */
+    int rc; /* first failure, by client order */
     size_t failed_client;
     char err[FEDC_ERRMSG_MAX];
 } write_queue;
@@ -225,8 +221,8 @@ static void *write_worker(void *arg)
     return NULL;
 }
 
-static int write_clients(const fedc_dataset *d, const fedc_partition_map *p, int as_u8,
-                         const char *out_dir, int width, char *err, size_t errlen)
+static int write_clients(const fedc_dataset *d, const fedc_partition_map *p, int as_u8, const char *out_dir,
+                         int width, char *err, size_t errlen)
 {
     write_queue q = {.d = d, .p = p, .out_dir = out_dir, .as_u8 = as_u8, .width = width};
     pthread_t threads[MAX_WRITERS - 1];
@@ -239,8 +235,7 @@ static int write_clients(const fedc_dataset *d, const fedc_partition_map *p, int
         return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "cannot create a mutex");
     /* The calling thread is one of the writers; if a thread cannot be
      * started, fewer threads simply do the same work. */
-    while (started + 1 < want && pthread_create(&threads[started], NULL, write_worker, &q) == 0)
-        started++;
+    while (started + 1 < want && pthread_create(&threads[started], NULL, write_worker, &q) == 0) started++;
     write_worker(&q);
     for (size_t i = 0; i < started; i++) pthread_join(threads[i], NULL);
     pthread_mutex_destroy(&q.lock);
@@ -249,8 +244,8 @@ static int write_clients(const fedc_dataset *d, const fedc_partition_map *p, int
 }
 
 int fedc_partition_write(const fedc_dataset *d, const fedc_partition_map *p,
-                         const fedc_partition_options *opt, const char *source,
-                         const char *out_dir, char *err, size_t errlen)
+                         const fedc_partition_options *opt, const char *source, const char *out_dir,
+                         char *err, size_t errlen)
 {
     char name[64];
     char *path = NULL;

@@ -15,8 +15,8 @@
 #include "fedc/core.h"
 #include "net/conn.h"
 
-int fedc__parse_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen,
-                         char *err, size_t errlen)
+int fedc__parse_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen, char *err,
+                         size_t errlen)
 {
     const char *colon;
     size_t hl;
@@ -30,7 +30,8 @@ int fedc__parse_hostport(const char *s, char *host, size_t hostlen, char *port, 
         s++;
     } else {
         colon = strrchr(s, ':');
-        if (!colon) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "bad address '%s' (want HOST:PORT)", s);
+        if (!colon)
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "bad address '%s' (want HOST:PORT)", s);
         hl = (size_t)(colon - s);
     }
     const char *p = colon + 1;
@@ -65,7 +66,9 @@ int fedc__conn_connect(fedc__conn *c, const char *hostport, double timeout, char
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     int g = getaddrinfo(host, port, &hints, &res);
-    if (g) return fedc_set_error(err, errlen, FEDC_ERR_CONNECT, "cannot resolve '%s': %s", host, gai_strerror(g));
+    if (g)
+        return fedc_set_error(err, errlen, FEDC_ERR_CONNECT, "cannot resolve '%s': %s", host,
+                              gai_strerror(g));
     int fd = -1, last_errno = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
@@ -225,7 +228,8 @@ int fedc__conn_writev(fedc__conn *c, struct iovec *iov, int iovcnt, char *err, s
         ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR) continue;
-            return fedc_set_error(err, errlen, (errno == EPIPE || errno == ECONNRESET) ? FEDC_ERR_CLOSED : FEDC_ERR_IO,
+            return fedc_set_error(err, errlen,
+                                  (errno == EPIPE || errno == ECONNRESET) ? FEDC_ERR_CLOSED : FEDC_ERR_IO,
                                   "%s: write: %s", c->peer, strerror(errno));
         }
         c->bytes_sent += (uint64_t)w;
@@ -270,7 +274,9 @@ int fedc__listen_tcp(const char *hostport, int *fd_out, int *port_out, char *err
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
     int g = getaddrinfo(host, port, &hints, &res);
-    if (g) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "cannot resolve '%s': %s", host, gai_strerror(g));
+    if (g)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "cannot resolve '%s': %s", host,
+                              gai_strerror(g));
     int fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
     if (fd < 0) {
         freeaddrinfo(res);

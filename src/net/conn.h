@@ -23,13 +23,13 @@ typedef struct fedc__bytes {
  */
 typedef struct fedc__conn {
     int fd;
-    char peer[96];           /* "host:port" for messages */
-    double io_timeout;       /* seconds a single read or write may block; 0 = forever */
+    char peer[96];     /* "host:port" for messages */
+    double io_timeout; /* seconds a single read or write may block; 0 = forever */
     uint64_t bytes_sent, bytes_received;
-    const struct iovec *in;  /* in-memory mode: what there is to read */
+    const struct iovec *in; /* in-memory mode: what there is to read */
     int in_count, in_index;
     size_t in_offset;
-    fedc__bytes *out;        /* in-memory mode: where writes go */
+    fedc__bytes *out; /* in-memory mode: where writes go */
 } fedc__conn;
 
 /* Sets up an in-memory connection over `in` (not copied; must outlive the
@@ -41,8 +41,8 @@ int fedc__bytes_append(fedc__bytes *b, const void *data, size_t n);
 void fedc__bytes_free(fedc__bytes *b);
 
 /* Splits "host:port" or "[v6]:port" into host and port. */
-int fedc__parse_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen,
-                         char *err, size_t errlen);
+int fedc__parse_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen, char *err,
+                         size_t errlen);
 
 /* One connection attempt to host:port, giving up after `timeout` seconds.
  * FEDC_ERR_CONNECT with the reason (refused, unreachable, unknown host). */

@@ -14,8 +14,8 @@ void fedc__frame_header_encode(uint8_t out[FEDC_FRAME_HEADER_BYTES], uint8_t typ
     out[4] = type;
 }
 
-int fedc__frame_header_decode(const uint8_t in[FEDC_FRAME_HEADER_BYTES], uint32_t max_frame,
-                              uint8_t *type, uint32_t *len, char *err, size_t errlen)
+int fedc__frame_header_decode(const uint8_t in[FEDC_FRAME_HEADER_BYTES], uint32_t max_frame, uint8_t *type,
+                              uint32_t *len, char *err, size_t errlen)
 {
     uint32_t n = ((uint32_t)in[0] << 24) | ((uint32_t)in[1] << 16) | ((uint32_t)in[2] << 8) | in[3];
     if (in[4] != FEDC_FRAME_MESSAGE && in[4] != FEDC_FRAME_DATA)
@@ -31,8 +31,7 @@ int fedc__frame_header_decode(const uint8_t in[FEDC_FRAME_HEADER_BYTES], uint32_
     return FEDC_OK;
 }
 
-int fedc__frame_pack_message(const fedc__msg *m, uint8_t **out, size_t *outlen, char *err,
-                             size_t errlen)
+int fedc__frame_pack_message(const fedc__msg *m, uint8_t **out, size_t *outlen, char *err, size_t errlen)
 {
     size_t n = fedc__v1__message__get_packed_size(m);
     if (n > UINT32_MAX)
@@ -84,7 +83,10 @@ const char *fedc__msg_name(const fedc__msg *m)
     }
 }
 
-int fedc__dtype_valid(int wire_dtype) { return fedc_dtype_size((fedc_dtype)wire_dtype) != 0; }
+int fedc__dtype_valid(int wire_dtype)
+{
+    return fedc_dtype_size((fedc_dtype)wire_dtype) != 0;
+}
 
 void fedc__tensor_header_init(Fedc__V1__TensorHeader *h, const fedc_tensor *t, uint64_t *shape_buf)
 {
@@ -100,7 +102,8 @@ void fedc__tensor_header_init(Fedc__V1__TensorHeader *h, const fedc_tensor *t, u
 int fedc__tensor_header_check(const Fedc__V1__TensorHeader *h, char *err, size_t errlen)
 {
     if (!h->name || !h->name[0] || strlen(h->name) >= FEDC_MAX_NAME)
-        return fedc_set_error(err, errlen, FEDC_ERR_PROTOCOL, "tensor header with an empty or over-long name");
+        return fedc_set_error(err, errlen, FEDC_ERR_PROTOCOL,
+                              "tensor header with an empty or over-long name");
     if (!fedc__dtype_valid((int)h->dtype))
         return fedc_set_error(err, errlen, FEDC_ERR_PROTOCOL, "tensor '%s': unknown dtype %d", h->name,
                               (int)h->dtype);

@@ -31,10 +31,22 @@ int fedc__kvbuf_init(fedc__kvbuf *b, const fedc_config *c)
         int bo = 0;
         fedc_config_value_at(c, i, &f, &v, &s, &bo);
         switch (fedc_config_kind_at(c, i)) {
-        case FEDC_VALUE_F64: sc->kind_case = FEDC__V1__SCALAR__KIND_F; sc->f = f; break;
-        case FEDC_VALUE_I64: sc->kind_case = FEDC__V1__SCALAR__KIND_I; sc->i = v; break;
-        case FEDC_VALUE_STR: sc->kind_case = FEDC__V1__SCALAR__KIND_S; sc->s = (char *)s; break;
-        case FEDC_VALUE_BOOL: sc->kind_case = FEDC__V1__SCALAR__KIND_B; sc->b = bo; break;
+        case FEDC_VALUE_F64:
+            sc->kind_case = FEDC__V1__SCALAR__KIND_F;
+            sc->f = f;
+            break;
+        case FEDC_VALUE_I64:
+            sc->kind_case = FEDC__V1__SCALAR__KIND_I;
+            sc->i = v;
+            break;
+        case FEDC_VALUE_STR:
+            sc->kind_case = FEDC__V1__SCALAR__KIND_S;
+            sc->s = (char *)s;
+            break;
+        case FEDC_VALUE_BOOL:
+            sc->kind_case = FEDC__V1__SCALAR__KIND_B;
+            sc->b = bo;
+            break;
         }
         b->ptrs[i] = kv;
     }
@@ -87,8 +99,7 @@ int fedc__params_encode_iov(const fedc_params *p, struct iovec **iov_out, int *i
                     chunks * FEDC_FRAME_HEADER_BYTES;
         niov += 1 + 2 * chunks;
     }
-    if (niov > INT32_MAX)
-        return fedc_set_error(err, errlen, FEDC_ERR_TOO_LARGE, "model too large to encode");
+    if (niov > INT32_MAX) return fedc_set_error(err, errlen, FEDC_ERR_TOO_LARGE, "model too large to encode");
     struct iovec *iov = calloc(niov ? niov : 1, sizeof *iov);
     uint8_t *mem = malloc(hdrbytes ? hdrbytes : 1);
     if (!iov || !mem) {
@@ -172,8 +183,8 @@ int fedc__recv_message(fedc__conn *c, uint32_t max_frame, fedc__msg **out, char 
     int rc = recv_header(c, max_frame, &type, &len, err, errlen);
     if (rc) return rc;
     if (type != FEDC_FRAME_MESSAGE)
-        return fedc_set_error(err, errlen, FEDC_ERR_PROTOCOL, "%s: unexpected DATA frame (%u bytes)",
-                              c->peer, len);
+        return fedc_set_error(err, errlen, FEDC_ERR_PROTOCOL, "%s: unexpected DATA frame (%u bytes)", c->peer,
+                              len);
     uint8_t *buf = malloc(len);
     if (!buf) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
     rc = fedc__conn_read(c, buf, len, err, errlen);
@@ -212,8 +223,8 @@ int fedc__recv_params(fedc__conn *c, uint32_t max_frame, uint32_t count, uint64_
         if (rc) goto fail;
         if (m->body_case != FEDC__V1__MESSAGE__BODY_TENSOR) {
             rc = fedc_set_error(err, errlen, FEDC_ERR_PROTOCOL,
-                                "%s: expected tensor %u of %u, got a %s message", c->peer, i + 1,
-                                count, fedc__msg_name(m));
+                                "%s: expected tensor %u of %u, got a %s message", c->peer, i + 1, count,
+                                fedc__msg_name(m));
             fedc__msg_free(m);
             goto fail;
         }
@@ -244,7 +255,8 @@ int fedc__recv_params(fedc__conn *c, uint32_t max_frame, uint32_t count, uint64_
                 }
                 for (uint32_t j = 0; j < i; j++) {
                     const fedc_tensor *o = fedc_params_at(reuse, j);
-                    rc = fedc_params_add(fresh, o->name, o->dtype, o->ndim, o->shape, o->data, NULL, err, errlen);
+                    rc = fedc_params_add(fresh, o->name, o->dtype, o->ndim, o->shape, o->data, NULL, err,
+                                         errlen);
                     if (rc) {
                         fedc__msg_free(m);
                         goto fail;
@@ -262,10 +274,11 @@ int fedc__recv_params(fedc__conn *c, uint32_t max_frame, uint32_t count, uint64_
             }
             int64_t shape[FEDC_MAX_DIMS];
             for (size_t d = 0; d < h->n_shape; d++) shape[d] = (int64_t)h->shape[d];
-            rc = fedc_params_add(dst, h->name, (fedc_dtype)h->dtype, (int)h->n_shape, shape, NULL, &t,
-                                 why, sizeof why);
+            rc = fedc_params_add(dst, h->name, (fedc_dtype)h->dtype, (int)h->n_shape, shape, NULL, &t, why,
+                                 sizeof why);
             if (rc) {
-                fedc_set_error(err, errlen, rc == FEDC_ERR_NOMEM ? rc : FEDC_ERR_PROTOCOL, "%s: %s", c->peer, why);
+                fedc_set_error(err, errlen, rc == FEDC_ERR_NOMEM ? rc : FEDC_ERR_PROTOCOL, "%s: %s", c->peer,
+                               why);
                 rc = rc == FEDC_ERR_NOMEM ? rc : FEDC_ERR_PROTOCOL;
                 fedc__msg_free(m);
                 goto fail;
@@ -280,11 +293,12 @@ int fedc__recv_params(fedc__conn *c, uint32_t max_frame, uint32_t count, uint64_
             rc = recv_header(c, max_frame, &type, &len, err, errlen);
             if (rc) goto fail;
             if (type != FEDC_FRAME_DATA || len == 0 || len > t->nbytes - got) {
-                rc = fedc_set_error(err, errlen, FEDC_ERR_PROTOCOL,
-                                    type != FEDC_FRAME_DATA
-                                        ? "%s: tensor '%s' data cut short by a MESSAGE frame (%zu of %zu bytes)"
-                                        : "%s: tensor '%s': DATA frame overruns the tensor (%zu of %zu bytes)",
-                                    c->peer, t->name, got, t->nbytes);
+                rc = fedc_set_error(
+                    err, errlen, FEDC_ERR_PROTOCOL,
+                    type != FEDC_FRAME_DATA
+                        ? "%s: tensor '%s' data cut short by a MESSAGE frame (%zu of %zu bytes)"
+                        : "%s: tensor '%s': DATA frame overruns the tensor (%zu of %zu bytes)",
+                    c->peer, t->name, got, t->nbytes);
                 goto fail;
             }
             rc = fedc__conn_read(c, (char *)t->data + got, len, err, errlen);

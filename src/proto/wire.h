@@ -29,8 +29,8 @@ int fedc__config_from_kv(fedc_config *c, Fedc__V1__KeyValue *const *kv, size_t n
  * allocation (*hdrmem, freed by the caller with free()), the data iovecs
  * point into the tensors themselves, so nothing large is copied. */
 struct iovec;
-int fedc__params_encode_iov(const fedc_params *p, struct iovec **iov, int *iovcnt, void **hdrmem,
-                            char *err, size_t errlen);
+int fedc__params_encode_iov(const fedc_params *p, struct iovec **iov, int *iovcnt, void **hdrmem, char *err,
+                            size_t errlen);
 
 int fedc__send_message(fedc__conn *c, const fedc__msg *m, char *err, size_t errlen);
 /* Sends message m followed by the frames of p (p may be NULL). */

@@ -28,7 +28,7 @@
 #define LOG_COMPONENT "server"
 /* Most tensors a model may have (docs/protocol.md). */
 #define FEDC_MAX_MODEL_TENSORS 16384u
-#define DISCARD_BYTES (64u << 10)
+#define DISCARD_BYTES          (64u << 10)
 
 typedef enum { NODE_HANDSHAKE, NODE_IDLE, NODE_BUSY } node_state;
 typedef enum { REQ_NONE, REQ_GETPARAMS, REQ_FIT, REQ_EVAL } req_kind;
@@ -40,7 +40,7 @@ typedef enum { PHASE_WAIT, PHASE_INIT, PHASE_FIT, PHASE_EVAL, PHASE_DONE } phase
  * carry it point into its tensors, so it lives until the last write ends. */
 typedef struct model_blob {
     int refs;
-    uint64_t version;  /* unique per model this server held */
+    uint64_t version; /* unique per model this server held */
     fedc_params *params;
     uv_buf_t *bufs;
     unsigned nbufs;
@@ -55,11 +55,11 @@ struct node {
     fedc_server *srv;
     node *next;
     uint64_t serial;
-    int is_virtual;             /* a simulated client: no socket, see fedc__server_feed */
-    int draining;               /* said its last word: reading and dropping until the peer closes */
-    int retired;                /* out of the federation (see retire()): input is dropped */
+    int is_virtual; /* a simulated client: no socket, see fedc__server_feed */
+    int draining;   /* said its last word: reading and dropping until the peer closes */
+    int retired;    /* out of the federation (see retire()): input is dropped */
     uint32_t vindex;
-    uint8_t *pending;           /* virtual: fed bytes held back while waiting for a slot */
+    uint8_t *pending; /* virtual: fed bytes held back while waiting for a slot */
     size_t pending_len, pending_off;
     char peer[INET6_ADDRSTRLEN + 16]; /* "[v6]:port" or "v4:port" */
     char id[129];
@@ -86,16 +86,16 @@ struct node {
     /* Tensor stream that follows FitRes / GetParametersRes. */
     stream_kind sk;
     uint32_t stream_total, stream_index;
-    uint64_t stream_bytes;      /* GetParametersRes: bytes announced so far */
-    int expect_header; /* next frame must be a TensorHeader */
+    uint64_t stream_bytes; /* GetParametersRes: bytes announced so far */
+    int expect_header;     /* next frame must be a TensorHeader */
     fedc_tensor *cur_t;
     size_t cur_nbytes, cur_got, cur_checked;
     fedc_params *stream_params; /* staging buffer or the new initial model */
     int slot;                   /* staging slot held, -1 if none */
     int waiting_slot;           /* paused until a slot frees */
     node *wait_next;
-    int stale;                  /* result of an old round: consume and drop */
-    int folding;                /* this update's chunks are being folded into the aggregate */
+    int stale;   /* result of an old round: consume and drop */
+    int folding; /* this update's chunks are being folded into the aggregate */
     int rejected;
     char reject_reason[FEDC_ERRMSG_MAX];
     uint64_t weight;
@@ -128,8 +128,8 @@ struct fedc_server {
     uv_timer_t stage_timer;
     uv_timer_t wait_timer;
     uv_timer_t progress_timer;
-    uv_timer_t grace_timer;      /* ends connections still open 10 s after shutdown began */
-    int defer_stage;             /* fedc__server_reconnect() is replacing a node */
+    uv_timer_t grace_timer; /* ends connections still open 10 s after shutdown began */
+    int defer_stage;        /* fedc__server_reconnect() is replacing a node */
     uv_async_t stop_async;
     uv_work_t central_work;
     int port;
@@ -137,12 +137,12 @@ struct fedc_server {
     node *nodes;
     uint64_t next_serial;
     uint32_t nconnections;
-    uint32_t nidle;              /* nodes in NODE_IDLE, kept by set_state() */
+    uint32_t nidle; /* nodes in NODE_IDLE, kept by set_state() */
     int running;
     fedc__virtual_transport virt;
-    node **vnodes;               /* simulated clients by index */
+    node **vnodes; /* simulated clients by index */
     uint32_t nvirtual;
-    node *graveyard;             /* closed simulated clients, freed by bury() */
+    node *graveyard; /* closed simulated clients, freed by bury() */
     uint8_t discard[DISCARD_BYTES];
 
     model_blob *model;
@@ -158,7 +158,7 @@ struct fedc_server {
     int finished;
     double round_start;
     uint64_t bytes_sent, bytes_received, round_sent0, round_received0;
-    uint32_t stage_pending;      /* requests whose result is still due */
+    uint32_t stage_pending; /* requests whose result is still due */
     uint32_t sampled, ok, failed;
     fit_result *fits;
     size_t nfits, capfits;
@@ -268,8 +268,10 @@ static void on_write(uv_write_t *req, int status)
 {
     write_req *w = (write_req *)req;
     if (w->n && w->close_after) {
-        if (status == 0) begin_drain(w->n);
-        else node_close(w->n, NULL);
+        if (status == 0)
+            begin_drain(w->n);
+        else
+            node_close(w->n, NULL);
     }
     free(w->frame);
     free(w->bufs);
@@ -417,7 +419,8 @@ static void request_failed(node *n, const char *why)
         if (s->stage_pending) s->stage_pending--;
         if (why)
             fedc_log(n->is_virtual ? FEDC_LOG_DEBUG : FEDC_LOG_WARN, LOG_COMPONENT,
-                     "round %llu: node %s (%s) failed: %s", (unsigned long long)s->round, n->id, n->peer, why);
+                     "round %llu: node %s (%s) failed: %s", (unsigned long long)s->round, n->id, n->peer,
+                     why);
     }
     n->req = REQ_NONE;
     if (!n->closing && !n->retired) set_state(n, NODE_IDLE);
@@ -507,7 +510,8 @@ static void unfold_partial(node *n)
     n->folding = 0;
     for (uint32_t t = 0; t <= n->stream_index && t < s->agg.ntensors; t++) {
         size_t cnt = t < n->stream_index ? s->agg.numel[t] : n->cur_checked;
-        if (cnt) fedc__fedavg_unfold(&s->agg, t, 0, fedc_params_at(n->stream_params, t)->data, cnt, n->weight);
+        if (cnt)
+            fedc__fedavg_unfold(&s->agg, t, 0, fedc_params_at(n->stream_params, t)->data, cnt, n->weight);
     }
 }
 
@@ -591,8 +595,10 @@ static void on_tensor_header(node *n, const Fedc__V1__TensorHeader *h)
         }
     }
     if (n->cur_nbytes == 0) {
-        if (++n->stream_index == n->stream_total) stream_finished(n);
-        else n->expect_header = 1;
+        if (++n->stream_index == n->stream_total)
+            stream_finished(n);
+        else
+            n->expect_header = 1;
     }
 }
 
@@ -618,8 +624,10 @@ static void on_data_done(node *n, uint32_t len)
     }
     if (n->cur_got == n->cur_nbytes) {
         n->cur_checked = 0;
-        if (++n->stream_index == n->stream_total) stream_finished(n);
-        else n->expect_header = 1;
+        if (++n->stream_index == n->stream_total)
+            stream_finished(n);
+        else
+            n->expect_header = 1;
     }
 }
 
@@ -683,8 +691,8 @@ static void stream_finished(node *n)
     }
     /* A fit result. */
     int stale = n->stale;
-    int current = !stale && n->req == REQ_FIT && n->req_round == s->round && s->ph == PHASE_FIT &&
-                  !n->result_recorded;
+    int current =
+        !stale && n->req == REQ_FIT && n->req_round == s->round && s->ph == PHASE_FIT && !n->result_recorded;
     if (current && !n->rejected && !n->folding) {
         /* Nothing was folded (it arrived while stale): impossible for a
          * current result, but never commit what was not added. */
@@ -732,8 +740,8 @@ static int node_id_valid(const char *s)
     if (len == 0 || len > 128) return 0;
     for (; *s; s++) {
         char ch = *s;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == ':' || ch == '-'))
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == ':' || ch == '-'))
             return 0;
     }
     return 1;
@@ -782,8 +790,8 @@ static void on_hello(node *n, const Fedc__V1__Hello *h)
     }
     set_state(n, NODE_IDLE);
     /* A simulation's thousands of virtual clients join silently. */
-    fedc_log(n->is_virtual ? FEDC_LOG_DEBUG : FEDC_LOG_INFO, LOG_COMPONENT, "client %s joined from %s (%s)", n->id,
-             n->peer, h->software ? h->software : "");
+    fedc_log(n->is_virtual ? FEDC_LOG_DEBUG : FEDC_LOG_INFO, LOG_COMPONENT, "client %s joined from %s (%s)",
+             n->id, n->peer, h->software ? h->software : "");
     if (s->ph == PHASE_WAIT) maybe_finish_stage(s);
 }
 
@@ -805,7 +813,6 @@ static int acquire_slot(node *n)
     return 0;
 }
 
-
 static void on_fit_res(node *n, const Fedc__V1__FitRes *r)
 {
     fedc_server *s = n->srv;
@@ -814,7 +821,8 @@ static void on_fit_res(node *n, const Fedc__V1__FitRes *r)
         return;
     }
     if (r->num_tensors > FEDC_MAX_MODEL_TENSORS) {
-        protocol_error(n, "fit_res announces %u tensors (at most %u)", r->num_tensors, FEDC_MAX_MODEL_TENSORS);
+        protocol_error(n, "fit_res announces %u tensors (at most %u)", r->num_tensors,
+                       FEDC_MAX_MODEL_TENSORS);
         return;
     }
     n->sk = S_FIT;
@@ -853,8 +861,10 @@ static void on_fit_res(node *n, const Fedc__V1__FitRes *r)
              * one frees (TCP backpressure holds its data meanwhile). */
             uv_read_stop((uv_stream_t *)&n->tcp);
             n->waiting_slot = 1;
-            if (s->wait_tail) s->wait_tail->wait_next = n;
-            else s->wait_head = n;
+            if (s->wait_tail)
+                s->wait_tail->wait_next = n;
+            else
+                s->wait_head = n;
             s->wait_tail = n;
         }
     }
@@ -873,8 +883,8 @@ static void on_message(node *n, fedc__msg *m)
     }
     if (n->sk != S_NONE && !n->expect_header) {
         /* A tensor's data is still owed: nothing may interrupt it. */
-        protocol_error(n, "%s message in the middle of tensor '%s' (%zu of %zu bytes received)", fedc__msg_name(m),
-                       n->cur_t ? n->cur_t->name : "?", n->cur_got, n->cur_nbytes);
+        protocol_error(n, "%s message in the middle of tensor '%s' (%zu of %zu bytes received)",
+                       fedc__msg_name(m), n->cur_t ? n->cur_t->name : "?", n->cur_got, n->cur_nbytes);
         return;
     }
     if (n->expect_header) {
@@ -887,9 +897,7 @@ static void on_message(node *n, fedc__msg *m)
         return;
     }
     switch (m->body_case) {
-    case FEDC__V1__MESSAGE__BODY_FIT_RES:
-        on_fit_res(n, m->fit_res);
-        break;
+    case FEDC__V1__MESSAGE__BODY_FIT_RES: on_fit_res(n, m->fit_res); break;
     case FEDC__V1__MESSAGE__BODY_GET_PARAMETERS_RES:
         if (n->req != REQ_GETPARAMS) {
             protocol_error(n, "unexpected get_parameters_res");
@@ -909,8 +917,10 @@ static void on_message(node *n, fedc__msg *m)
             node_close(n, "out of memory");
             return;
         }
-        if (n->stream_total == 0) stream_finished(n);
-        else n->expect_header = 1;
+        if (n->stream_total == 0)
+            stream_finished(n);
+        else
+            n->expect_header = 1;
         break;
     case FEDC__V1__MESSAGE__BODY_EVALUATE_RES: {
         const Fedc__V1__EvaluateRes *r = m->evaluate_res;
@@ -956,14 +966,14 @@ static void on_message(node *n, fedc__msg *m)
             protocol_error(n, "failure message with no request pending");
             return;
         }
-        request_failed(n, m->failure->reason && m->failure->reason[0] ? m->failure->reason : "client failure");
+        request_failed(n,
+                       m->failure->reason && m->failure->reason[0] ? m->failure->reason : "client failure");
         break;
     case FEDC__V1__MESSAGE__BODY_ERROR:
-        node_close(n, m->error->reason && m->error->reason[0] ? m->error->reason : "client reported an error");
+        node_close(n,
+                   m->error->reason && m->error->reason[0] ? m->error->reason : "client reported an error");
         break;
-    default:
-        protocol_error(n, "unexpected %s message", fedc__msg_name(m));
-        break;
+    default: protocol_error(n, "unexpected %s message", fedc__msg_name(m)); break;
     }
 }
 
@@ -979,12 +989,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         return;
     }
     switch (n->rs) {
-    case R_HDR:
-        *buf = uv_buf_init((char *)n->hdr + n->hdr_got, FEDC_FRAME_HEADER_BYTES - n->hdr_got);
-        break;
-    case R_MSG:
-        *buf = uv_buf_init((char *)n->msgbuf + n->fgot, n->flen - n->fgot);
-        break;
+    case R_HDR: *buf = uv_buf_init((char *)n->hdr + n->hdr_got, FEDC_FRAME_HEADER_BYTES - n->hdr_got); break;
+    case R_MSG: *buf = uv_buf_init((char *)n->msgbuf + n->fgot, n->flen - n->fgot); break;
     case R_DATA:
         if (n->data_dst) {
             *buf = uv_buf_init((char *)n->data_dst + n->fgot, n->flen - n->fgot);
@@ -1103,7 +1109,10 @@ static void consume(node *n, size_t nread)
     }
 }
 
-static void on_drain_timeout(uv_timer_t *t) { node_close(t->data, NULL); }
+static void on_drain_timeout(uv_timer_t *t)
+{
+    node_close(t->data, NULL);
+}
 
 static void on_shutdown_done(uv_shutdown_t *req, int status)
 {
@@ -1216,8 +1225,10 @@ static void node_resume(node *n)
         node_close(n, "out of memory for an update buffer");
         return;
     }
-    if (n->is_virtual) feed_pending(n);
-    else uv_read_start((uv_stream_t *)&n->tcp, on_alloc, on_read);
+    if (n->is_virtual)
+        feed_pending(n);
+    else
+        uv_read_start((uv_stream_t *)&n->tcp, on_alloc, on_read);
 }
 
 /* Runs fed bytes through the same frame reader as socket reads, copying
@@ -1331,19 +1342,32 @@ void fedc__server_reconnect(fedc_server *s, uint32_t index, const uint8_t *hello
      * one's hello: whether it did would depend on which result came last. */
     s->defer_stage = 1;
     fedc__server_disconnect(s, index, why);
-    if (!s->stopping && fedc__server_add_virtual(s, index) == FEDC_OK) fedc__server_feed(s, index, hello, len);
+    if (!s->stopping && fedc__server_add_virtual(s, index) == FEDC_OK)
+        fedc__server_feed(s, index, hello, len);
     s->defer_stage = 0;
     maybe_finish_stage(s);
     bury(s);
 }
 
-uint64_t fedc__server_round(const fedc_server *s) { return s->round; }
+uint64_t fedc__server_round(const fedc_server *s)
+{
+    return s->round;
+}
 
-uint64_t fedc__server_blob_version(const void *blob) { return ((const model_blob *)blob)->version; }
+uint64_t fedc__server_blob_version(const void *blob)
+{
+    return ((const model_blob *)blob)->version;
+}
 
-void fedc__server_blob_release(void *blob) { blob_unref(blob); }
+void fedc__server_blob_release(void *blob)
+{
+    blob_unref(blob);
+}
 
-uv_loop_t *fedc__server_loop(fedc_server *s) { return &s->loop; }
+uv_loop_t *fedc__server_loop(fedc_server *s)
+{
+    return &s->loop;
+}
 
 /* ---- the round driver ------------------------------------------------- */
 
@@ -1391,7 +1415,8 @@ static void set_model(fedc_server *s, fedc_params *p)
     if (!s->agg_ready) {
         if (fedc__fedavg_init(&s->agg, p, 1, err, sizeof err)) {
             fedc_params_destroy(p);
-            fedc_set_error(s->errmsg, sizeof s->errmsg, FEDC_ERR_UNSUPPORTED, "cannot aggregate this model: %s", err);
+            fedc_set_error(s->errmsg, sizeof s->errmsg, FEDC_ERR_UNSUPPORTED,
+                           "cannot aggregate this model: %s", err);
             begin_shutdown(s, FEDC_ERR_UNSUPPORTED);
             return;
         }
@@ -1420,8 +1445,8 @@ static void send_request(fedc_server *s, node *n, req_kind kind)
     Fedc__V1__GetParametersIns gi = FEDC__V1__GET_PARAMETERS_INS__INIT;
     int rc = cfg ? fedc_config_merge(cfg, s->fit_config) : FEDC_ERR_NOMEM;
     if (!rc && kind != REQ_GETPARAMS)
-        rc = fedc_config_set_i64(cfg, "seed",
-                                 (int64_t)(fedc_seed_derive(s->opt.seed, s->round, fedc_hash_string(n->id)) >> 1));
+        rc = fedc_config_set_i64(
+            cfg, "seed", (int64_t)(fedc_seed_derive(s->opt.seed, s->round, fedc_hash_string(n->id)) >> 1));
     if (!rc) rc = fedc__kvbuf_init(&kv, cfg);
     if (rc) {
         fedc_config_destroy(cfg);
@@ -1488,7 +1513,8 @@ static void on_wait_timeout(uv_timer_t *t)
 static void enter_wait(fedc_server *s, size_t have)
 {
     s->ph = PHASE_WAIT;
-    fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "waiting for clients: %zu of %u connected", have, s->opt.min_clients);
+    fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "waiting for clients: %zu of %u connected", have,
+             s->opt.min_clients);
     if (s->opt.wait_timeout > 0)
         uv_timer_start(&s->wait_timer, on_wait_timeout, (uint64_t)(s->opt.wait_timeout * 1000), 0);
 }
@@ -1560,8 +1586,8 @@ static void start_round(fedc_server *s)
     s->stage_pending = 0;
     fedc__fedavg_reset(&s->agg, k ? k : 1);
     if (k < s->opt.min_clients) {
-        snprintf(s->fail_reason, sizeof s->fail_reason,
-                 "poisson sampling drew %zu clients; a round needs %u", k, s->opt.min_clients);
+        snprintf(s->fail_reason, sizeof s->fail_reason, "poisson sampling drew %zu clients; a round needs %u",
+                 k, s->opt.min_clients);
         free(v);
         maybe_finish_stage(s);
         return;
@@ -1576,8 +1602,14 @@ static void start_round(fedc_server *s)
     maybe_finish_stage(s);
 }
 
-static int cmp_fit(const void *a, const void *b) { return strcmp(((const fit_result *)a)->id, ((const fit_result *)b)->id); }
-static int cmp_eval(const void *a, const void *b) { return strcmp(((const eval_result *)a)->id, ((const eval_result *)b)->id); }
+static int cmp_fit(const void *a, const void *b)
+{
+    return strcmp(((const fit_result *)a)->id, ((const fit_result *)b)->id);
+}
+static int cmp_eval(const void *a, const void *b)
+{
+    return strcmp(((const eval_result *)a)->id, ((const eval_result *)b)->id);
+}
 
 static void start_eval(fedc_server *s);
 static void finish_round(fedc_server *s);
@@ -1631,8 +1663,9 @@ static void central_work_cb(uv_work_t *w)
 {
     fedc_server *s = w->data;
     s->central_err[0] = '\0';
-    s->central_rc = s->opt.central_eval(s->opt.central_eval_user, s->model->params, s->round, &s->central_loss,
-                                        &s->central_acc, s->central_err, sizeof s->central_err);
+    s->central_rc =
+        s->opt.central_eval(s->opt.central_eval_user, s->model->params, s->round, &s->central_loss,
+                            &s->central_acc, s->central_err, sizeof s->central_err);
 }
 
 static void central_after_cb(uv_work_t *w, int status)
@@ -1667,7 +1700,8 @@ static void start_eval(fedc_server *s)
     if (s->opt.central_eval) {
         s->central_running = 1;
         s->central_work.data = s;
-        if (uv_queue_work(&s->loop, &s->central_work, central_work_cb, central_after_cb)) s->central_running = 0;
+        if (uv_queue_work(&s->loop, &s->central_work, central_work_cb, central_after_cb))
+            s->central_running = 0;
     }
     if (k > 0) start_stage_timer(s);
     maybe_finish_stage(s);
@@ -1684,13 +1718,15 @@ static void write_metrics(fedc_server *s, const fedc_round_record *r)
     cJSON_AddNumberToObject(o, "clients_sampled", r->clients_sampled);
     cJSON_AddNumberToObject(o, "clients_ok", r->clients_ok);
     cJSON_AddNumberToObject(o, "clients_failed", r->clients_failed);
-    const char *keys[] = {"train_loss", "fed_eval_loss", "fed_eval_accuracy", "central_eval_loss",
-                          "central_eval_accuracy", "seconds"};
-    double vals[] = {r->train_loss, r->fed_eval_loss, r->fed_eval_accuracy, r->central_eval_loss,
-                     r->central_eval_accuracy, r->seconds};
+    const char *keys[] = {"train_loss",        "fed_eval_loss",         "fed_eval_accuracy",
+                          "central_eval_loss", "central_eval_accuracy", "seconds"};
+    double vals[] = {r->train_loss,        r->fed_eval_loss,         r->fed_eval_accuracy,
+                     r->central_eval_loss, r->central_eval_accuracy, r->seconds};
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
-        if (isfinite(vals[i])) cJSON_AddNumberToObject(o, keys[i], vals[i]);
-        else cJSON_AddNullToObject(o, keys[i]);
+        if (isfinite(vals[i]))
+            cJSON_AddNumberToObject(o, keys[i], vals[i]);
+        else
+            cJSON_AddNullToObject(o, keys[i]);
     }
     cJSON_AddNumberToObject(o, "bytes_sent", (double)r->bytes_sent);
     cJSON_AddNumberToObject(o, "bytes_received", (double)r->bytes_received);
@@ -1767,8 +1803,8 @@ static void on_stage_timeout(uv_timer_t *t)
         n->result_recorded = 1;
         if (n->req == REQ_FIT) s->failed++;
         if (s->stage_pending) s->stage_pending--;
-        fedc_log(n->is_virtual ? FEDC_LOG_DEBUG : FEDC_LOG_WARN, LOG_COMPONENT, "round %llu: node %s (%s) failed: %s",
-                 (unsigned long long)s->round, n->id, n->peer, why);
+        fedc_log(n->is_virtual ? FEDC_LOG_DEBUG : FEDC_LOG_WARN, LOG_COMPONENT,
+                 "round %llu: node %s (%s) failed: %s", (unsigned long long)s->round, n->id, n->peer, why);
     }
     s->stage_pending = 0;
     maybe_finish_stage(s);
@@ -1781,16 +1817,20 @@ static void maybe_finish_stage(fedc_server *s)
     case PHASE_WAIT: {
         if (s->nidle >= s->opt.min_clients) {
             uv_timer_stop(&s->wait_timer);
-            if (!s->model) ask_initial_parameters(s);
-            else start_round(s);
+            if (!s->model)
+                ask_initial_parameters(s);
+            else
+                start_round(s);
         }
         break;
     }
     case PHASE_INIT:
         if (s->stage_pending) break;
         uv_timer_stop(&s->stage_timer);
-        if (s->model) start_round(s);
-        else ask_initial_parameters(s);
+        if (s->model)
+            start_round(s);
+        else
+            ask_initial_parameters(s);
         break;
     case PHASE_FIT:
         if (s->stage_pending == 0) finish_fit(s);
@@ -1798,8 +1838,7 @@ static void maybe_finish_stage(fedc_server *s)
     case PHASE_EVAL:
         if (s->stage_pending == 0 && !s->central_running) finish_round(s);
         break;
-    case PHASE_DONE:
-        break;
+    case PHASE_DONE: break;
     }
 }
 
@@ -1857,8 +1896,10 @@ static void begin_shutdown(fedc_server *s, int rc)
     node *next;
     for (node *n = s->nodes; n; n = next) {
         next = n->next;
-        if (n->state == NODE_HANDSHAKE) node_close(n, NULL);
-        else if (node_send(n, &m, NULL, 1)) node_close(n, NULL);
+        if (n->state == NODE_HANDSHAKE)
+            node_close(n, NULL);
+        else if (node_send(n, &m, NULL, 1))
+            node_close(n, NULL);
     }
     uv_timer_stop(&s->stage_timer);
     uv_timer_stop(&s->wait_timer);
@@ -1903,29 +1944,36 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
         if (*p != '/') continue;
         *p = '\0';
         if (mkdir(buf, 0755) && errno != EEXIST)
-            return fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot create directory '%s': %s", buf, strerror(errno));
+            return fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot create directory '%s': %s", buf,
+                                  strerror(errno));
         *p = '/';
     }
     if (mkdir(buf, 0755) && errno != EEXIST)
-        return fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot create directory '%s': %s", buf, strerror(errno));
+        return fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot create directory '%s': %s", buf,
+                              strerror(errno));
     return FEDC_OK;
 }
 
 fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_t errlen)
 {
     char host[256], port[16];
-    if (!opt || fedc__parse_hostport(opt->listen, host, sizeof host, port, sizeof port, err, errlen)) return NULL;
-    if (opt->rounds == 0) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "rounds must be at least 1"), NULL;
-    if (opt->min_clients == 0) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "min-clients must be at least 1"), NULL;
+    if (!opt || fedc__parse_hostport(opt->listen, host, sizeof host, port, sizeof port, err, errlen))
+        return NULL;
+    if (opt->rounds == 0)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "rounds must be at least 1"), NULL;
+    if (opt->min_clients == 0)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "min-clients must be at least 1"), NULL;
     if (!(opt->fraction_fit > 0 && opt->fraction_fit <= 1))
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "fraction-fit must be in (0, 1]"), NULL;
     if (!(opt->fraction_evaluate >= 0 && opt->fraction_evaluate <= 1))
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "fraction-evaluate must be in [0, 1]"), NULL;
-    if (!(opt->round_timeout > 0)) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "round-timeout must be positive"), NULL;
+    if (!(opt->round_timeout > 0))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "round-timeout must be positive"), NULL;
     if (opt->max_frame_bytes < FEDC_CHUNK_BYTES + 64)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "max frame size must be above 1 MiB"), NULL;
     if (opt->max_inflight_updates == 0)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "max in-flight updates must be at least 1"), NULL;
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "max in-flight updates must be at least 1"),
+               NULL;
     if (opt->target_accuracy > 1)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "target-accuracy must be at most 1"), NULL;
 
@@ -1984,7 +2032,8 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     int g = getaddrinfo(host, port, &hints, &res);
     if (g) {
-        fedc_set_error(err, errlen, FEDC_ERR_INVALID, "cannot resolve listen address '%s': %s", host, gai_strerror(g));
+        fedc_set_error(err, errlen, FEDC_ERR_INVALID, "cannot resolve listen address '%s': %s", host,
+                       gai_strerror(g));
         goto fail;
     }
     int r = uv_tcp_bind(&s->listener, res->ai_addr, 0);
@@ -2028,9 +2077,18 @@ fail_nouv:
     return NULL;
 }
 
-int fedc_server_port(const fedc_server *s) { return s->port; }
-const fedc_params *fedc_server_model(const fedc_server *s) { return s->model ? s->model->params : NULL; }
-const char *fedc_server_errmsg(const fedc_server *s) { return s->errmsg; }
+int fedc_server_port(const fedc_server *s)
+{
+    return s->port;
+}
+const fedc_params *fedc_server_model(const fedc_server *s)
+{
+    return s->model ? s->model->params : NULL;
+}
+const char *fedc_server_errmsg(const fedc_server *s)
+{
+    return s->errmsg;
+}
 
 void fedc_server_stop(fedc_server *s)
 {
@@ -2039,7 +2097,8 @@ void fedc_server_stop(fedc_server *s)
 
 int fedc_server_run(fedc_server *s)
 {
-    if (s->finished) return fedc_set_error(s->errmsg, sizeof s->errmsg, FEDC_ERR_INVALID, "server already ran");
+    if (s->finished)
+        return fedc_set_error(s->errmsg, sizeof s->errmsg, FEDC_ERR_INVALID, "server already ran");
     fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "listening on %s (port %d); waiting for %u clients", s->opt.listen,
              s->port, s->opt.min_clients);
     s->ph = PHASE_WAIT;

@@ -33,7 +33,8 @@ void fedc__server_disconnect(fedc_server *s, uint32_t index, const char *why);
 /* Simulated client `index` drops its connection (logged with `why`) and
  * connects again at once with the Hello in `hello`; the round's stage is
  * settled only after both, so the outcome does not depend on timing. */
-void fedc__server_reconnect(fedc_server *s, uint32_t index, const uint8_t *hello, size_t len, const char *why);
+void fedc__server_reconnect(fedc_server *s, uint32_t index, const uint8_t *hello, size_t len,
+                            const char *why);
 /* A number that identifies the model a blob carries, unique in the process. */
 uint64_t fedc__server_blob_version(const void *blob);
 /* The round in progress (0 before the first). */

@@ -26,18 +26,20 @@ static int open_current(worker *w, char *err, size_t errlen)
     return rc;
 }
 
-static int shim_get_parameters(void *user, const fedc_config *cfg, fedc_params **out, char *err, size_t errlen)
+static int shim_get_parameters(void *user, const fedc_config *cfg, fedc_params **out, char *err,
+                               size_t errlen)
 {
     worker *w = user;
     int rc = open_current(w, err, errlen);
     if (rc) return rc;
     if (!w->s->opt->callbacks.get_parameters)
-        return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED, "this client does not define initial parameters");
+        return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED,
+                              "this client does not define initial parameters");
     return w->s->opt->callbacks.get_parameters(w->client_user, cfg, out, err, errlen);
 }
 
-static int shim_fit(void *user, fedc_params *params, const fedc_config *cfg, uint64_t *n, fedc_config *metrics,
-                    char *err, size_t errlen)
+static int shim_fit(void *user, fedc_params *params, const fedc_config *cfg, uint64_t *n,
+                    fedc_config *metrics, char *err, size_t errlen)
 {
     worker *w = user;
     int rc = open_current(w, err, errlen);
@@ -81,17 +83,20 @@ static void deliver(void *ctx, uint32_t index, uint8_t *frame, size_t frame_len,
          * that the two requests of a round get independent faults. */
         int kind = 0;
         fedc__msg *m = NULL;
-        if (fedc__msg_unpack(frame + FEDC_FRAME_HEADER_BYTES, frame_len - FEDC_FRAME_HEADER_BYTES, &m, NULL, 0) ==
-            FEDC_OK) {
+        if (fedc__msg_unpack(frame + FEDC_FRAME_HEADER_BYTES, frame_len - FEDC_FRAME_HEADER_BYTES, &m, NULL,
+                             0) == FEDC_OK) {
             kind = (int)m->body_case;
             fedc__msg_free(m);
         }
         fedc_rng rng;
         fedc_rng_seed(&rng, fedc_seed_derive(o->fault_seed ^ 0x6661756c74ULL /* "fault" */,
-                                             fedc__server_round(s->server), ((uint64_t)index << 8) | (uint64_t)kind));
+                                             fedc__server_round(s->server),
+                                             ((uint64_t)index << 8) | (uint64_t)kind));
         double u = fedc_rng_uniform(&rng), v = fedc_rng_uniform(&rng);
-        if (u < o->dropout_rate) j->vanish = v < 0.5 ? VANISH_BEFORE : VANISH_HALFWAY;
-        else if (u < o->dropout_rate + (1 - o->dropout_rate) * o->straggler_rate) j->delay = o->straggler_delay;
+        if (u < o->dropout_rate)
+            j->vanish = v < 0.5 ? VANISH_BEFORE : VANISH_HALFWAY;
+        else if (u < o->dropout_rate + (1 - o->dropout_rate) * o->straggler_rate)
+            j->delay = o->straggler_delay;
     }
 #ifdef FEDC_HAVE_MPI
     if (s->mpi && index % (uint32_t)s->nranks != 0) {
@@ -105,8 +110,10 @@ static void deliver(void *ctx, uint32_t index, uint8_t *frame, size_t frame_len,
 void fedc__sim_enqueue(sim *s, job *j)
 {
     pthread_mutex_lock(&s->mu);
-    if (s->tail) s->tail->next = j;
-    else s->head = j;
+    if (s->tail)
+        s->tail->next = j;
+    else
+        s->head = j;
     s->tail = j;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -125,8 +132,10 @@ void fedc__sim_complete(sim *s, done_msg *d)
      * rather than pile them up, so memory stays bounded by the concurrency. */
     while (s->ndone >= 2 * s->nworkers && !s->stop) pthread_cond_wait(&s->cv, &s->mu);
     s->ndone++;
-    if (s->done_tail) s->done_tail->next = d;
-    else s->done_head = d;
+    if (s->done_tail)
+        s->done_tail->next = d;
+    else
+        s->done_head = d;
     s->done_tail = d;
     pthread_mutex_unlock(&s->mu);
     uv_async_send(&s->async);
@@ -146,7 +155,8 @@ static void hand_over(sim *s, done_msg *d)
         snprintf(id, sizeof id, s->id_format, d->index);
         fedc__conn_memory(&conn, NULL, 0, &hello, "sim");
         if (fedc__client_send_hello(s->hello, &conn, id) == FEDC_OK)
-            fedc__server_reconnect(s->server, d->index, hello.data, hello.len, "vanished (simulated dropout)");
+            fedc__server_reconnect(s->server, d->index, hello.data, hello.len,
+                                   "vanished (simulated dropout)");
         else
             fedc__server_disconnect(s->server, d->index, "vanished (simulated dropout)");
         fedc__bytes_free(&hello);
@@ -155,7 +165,10 @@ static void hand_over(sim *s, done_msg *d)
     free(d);
 }
 
-static void on_delayed_closed(uv_handle_t *h) { free(h->data); }
+static void on_delayed_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
 
 static void on_delay_over(uv_timer_t *t)
 {
@@ -213,8 +226,10 @@ static job *take_job(sim *s)
     job *prev = NULL;
     for (job *j = s->head; j; prev = j, j = j->next) {
         if (s->busy[j->index]) continue;
-        if (prev) prev->next = j->next;
-        else s->head = j->next;
+        if (prev)
+            prev->next = j->next;
+        else
+            s->head = j->next;
         if (s->tail == j) s->tail = prev;
         s->busy[j->index] = 1;
         return j;
@@ -345,7 +360,9 @@ int fedc_sim_mpi_init(int *argc, char ***argv, int *rank, int *size, char *err, 
                           "this fedc was built without MPI (install libopenmpi-dev and rebuild)");
 }
 
-void fedc_sim_mpi_finalize(void) {}
+void fedc_sim_mpi_finalize(void)
+{
+}
 #endif
 
 void fedc_sim_options_init(fedc_sim_options *opt)
@@ -397,8 +414,10 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
     if (s.mpi && s.rank != 0) {
         /* This rank only answers for its share of the clients. */
         rc = fedc__sim_start_workers(&s, &started);
-        if (!rc) rc = fedc__sim_mpi_serve(&s, &started);
-        else fedc_set_error(err, errlen, rc, "cannot start the workers");
+        if (!rc)
+            rc = fedc__sim_mpi_serve(&s, &started);
+        else
+            fedc_set_error(err, errlen, rc, "cannot start the workers");
         if (started) fedc__sim_stop_workers(&s, started);
         for (job *j = s.head, *next; j; j = next) {
             next = j->next;
@@ -432,7 +451,8 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
     fedc_client_options_init(&co);
     co.server = "sim";
     co.node_id = "sim";
-    s.hello = fedc_client_create(&co, &(fedc_client_callbacks){shim_get_parameters, shim_fit, shim_evaluate}, NULL);
+    s.hello =
+        fedc_client_create(&co, &(fedc_client_callbacks){shim_get_parameters, shim_fit, shim_evaluate}, NULL);
     if (!s.hello) rc = FEDC_ERR_NOMEM;
 #ifdef FEDC_HAVE_MPI
     if (!rc && s.mpi) rc = fedc__sim_mpi_start(&s);
@@ -450,7 +470,8 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
     }
     if (!rc) rc = fedc__sim_start_workers(&s, &started);
     if (rc) {
-        fedc_set_error(err, errlen, rc, "cannot set up %u virtual clients: %s", opt->clients, fedc_strerror(rc));
+        fedc_set_error(err, errlen, rc, "cannot set up %u virtual clients: %s", opt->clients,
+                       fedc_strerror(rc));
     } else {
         fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "%u virtual clients, %u answering at once%s", opt->clients,
                  s.nworkers * (uint32_t)s.nranks, s.mpi ? " over MPI" : "");

@@ -18,9 +18,9 @@ typedef struct job {
     void *blob;
     const uv_buf_t *bufs;
     unsigned nbufs;
-    int vanish;          /* fault: 0 none, VANISH_BEFORE or VANISH_HALFWAY */
-    double delay;        /* fault: seconds the answer is held back */
-    int remote_model;    /* blob is an MPI rank's copy of the model (sim_mpi.c) */
+    int vanish;       /* fault: 0 none, VANISH_BEFORE or VANISH_HALFWAY */
+    double delay;     /* fault: seconds the answer is held back */
+    int remote_model; /* blob is an MPI rank's copy of the model (sim_mpi.c) */
 } job;
 
 enum { VANISH_BEFORE = 1, VANISH_HALFWAY = 2 };
@@ -30,10 +30,10 @@ typedef struct done_msg {
     struct done_msg *next;
     uint32_t index;
     fedc__bytes out;
-    void *blob;          /* the model reference to give back, on the loop thread */
-    int failed;          /* the client broke the protocol: disconnect it */
-    int vanish;          /* fault: disconnect, then connect again */
-    int had_model;       /* the request carried a model (its reference is due back) */
+    void *blob;    /* the model reference to give back, on the loop thread */
+    int failed;    /* the client broke the protocol: disconnect it */
+    int vanish;    /* fault: disconnect, then connect again */
+    int had_model; /* the request carried a model (its reference is due back) */
     double delay;
     char why[FEDC_ERRMSG_MAX];
 } done_msg;
@@ -65,14 +65,14 @@ struct sim {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     job *head, *tail;
-    uint8_t *busy;       /* per virtual client: a worker is answering it */
+    uint8_t *busy; /* per virtual client: a worker is answering it */
     int stop;
     done_msg *done_head, *done_tail;
-    uint32_t ndone;      /* answers waiting for the loop: bounded, see worker_main */
+    uint32_t ndone; /* answers waiting for the loop: bounded, see worker_main */
     uv_async_t async;
     worker *workers;
     uint32_t nworkers;
-    fedc_client *hello;  /* writes the Hello of a client that connects again */
+    fedc_client *hello; /* writes the Hello of a client that connects again */
     const char *id_format;
     delayed *delayed;
     /* MPI: clients with index % nranks == rank are answered here; rank 0

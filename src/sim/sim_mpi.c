@@ -62,12 +62,12 @@ typedef struct sim_mpi {
     done_msg *ans_head, *ans_tail; /* other ranks: answers for rank 0 */
     outgoing *sends;
     size_t nsends, capsends;
-    uint64_t *sent_version;        /* rank 0: the model each rank has */
-    void **pend_blob;              /* rank 0: the model reference of each client's open request */
+    uint64_t *sent_version; /* rank 0: the model each rank has */
+    void **pend_blob;       /* rank 0: the model reference of each client's open request */
     double *pend_delay;
-    model_copy *current;           /* other ranks: the latest model */
-    pthread_cond_t room;           /* other ranks: answers pending fell below the bound */
-    uint32_t answers_pending;      /* other ranks: queued or being sent */
+    model_copy *current;      /* other ranks: the latest model */
+    pthread_cond_t room;      /* other ranks: answers pending fell below the bound */
+    uint32_t answers_pending; /* other ranks: queued or being sent */
 } sim_mpi;
 
 static int g_we_initialised;
@@ -82,8 +82,9 @@ int fedc_sim_mpi_init(int *argc, char ***argv, int *rank, int *size, char *err, 
             return fedc_set_error(err, errlen, FEDC_ERR_IO, "MPI_Init_thread failed");
         g_we_initialised = 1;
         if (provided < MPI_THREAD_SERIALIZED)
-            return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED,
-                                  "the MPI library does not support calls from a helper thread (MPI_THREAD_SERIALIZED)");
+            return fedc_set_error(
+                err, errlen, FEDC_ERR_UNSUPPORTED,
+                "the MPI library does not support calls from a helper thread (MPI_THREAD_SERIALIZED)");
     }
     MPI_Comm_rank(MPI_COMM_WORLD, rank);
     MPI_Comm_size(MPI_COMM_WORLD, size);
@@ -101,7 +102,8 @@ int fedc__sim_mpi_rank(int *rank, int *nranks, char *err, size_t errlen)
     int inited = 0;
     MPI_Initialized(&inited);
     if (!inited)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "MPI is not initialised: call fedc_sim_mpi_init() first");
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "MPI is not initialised: call fedc_sim_mpi_init() first");
     MPI_Comm_rank(MPI_COMM_WORLD, rank);
     MPI_Comm_size(MPI_COMM_WORLD, nranks);
     return FEDC_OK;
@@ -206,8 +208,10 @@ void fedc__sim_mpi_submit(sim *s, job *j)
 {
     sim_mpi *m = s->mpi_state;
     pthread_mutex_lock(&m->mu);
-    if (m->out_tail) m->out_tail->next = j;
-    else m->out_head = j;
+    if (m->out_tail)
+        m->out_tail->next = j;
+    else
+        m->out_head = j;
     m->out_tail = j;
     pthread_mutex_unlock(&m->mu);
 }
@@ -312,8 +316,10 @@ static void *pump0(void *arg)
             busy = 1;
         }
         reap_sends(m);
-        if (busy) idle = 0;
-        else nap_idle(&idle);
+        if (busy)
+            idle = 0;
+        else
+            nap_idle(&idle);
     }
     return NULL;
 }
@@ -388,10 +394,13 @@ void fedc__sim_mpi_answer(sim *s, done_msg *d)
     pthread_mutex_lock(&m->mu);
     /* An answer can hold a whole model: a worker waits rather than let
      * them pile up faster than rank 0 takes them. */
-    while (m->answers_pending >= 2 * s->nworkers && !atomic_load(&m->stop)) pthread_cond_wait(&m->room, &m->mu);
+    while (m->answers_pending >= 2 * s->nworkers && !atomic_load(&m->stop))
+        pthread_cond_wait(&m->room, &m->mu);
     m->answers_pending++;
-    if (m->ans_tail) m->ans_tail->next = d;
-    else m->ans_head = d;
+    if (m->ans_tail)
+        m->ans_tail->next = d;
+    else
+        m->ans_head = d;
     m->ans_tail = d;
     pthread_mutex_unlock(&m->mu);
 }
@@ -503,8 +512,10 @@ int fedc__sim_mpi_serve(sim *s, uint32_t *started)
         }
         send_answers(m, &busy);
         reap_sends(m);
-        if (busy) idle = 0;
-        else nap_idle(&idle);
+        if (busy)
+            idle = 0;
+        else
+            nap_idle(&idle);
     }
     /* Finish what was queued, send the last answers, then say so. No
      * worker may wait for room any more. */

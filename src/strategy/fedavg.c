@@ -9,8 +9,8 @@
  * rounded to the nearest integer, in the low mantissa bits: subtracting the
  * constant's bit pattern yields that integer. Unlike llrint this compiles
  * to vector code on AVX2, which has no packed double-to-int64 conversion. */
-#define MAGIC 6755399441055744.0
-#define MAGIC_BITS 0x4338000000000000LL
+#define MAGIC       6755399441055744.0
+#define MAGIC_BITS  0x4338000000000000LL
 #define FIXED_SCALE ((double)(1ull << FEDC_FEDAVG_FRACTION_BITS))
 
 static double bound_for(uint64_t max_updates)
@@ -79,9 +79,8 @@ void fedc__fedavg_reset(fedc__fedavg *a, uint64_t max_updates)
 int fedc__fedavg_check_weight(const fedc__fedavg *a, uint64_t weight, char *err, size_t errlen)
 {
     if (weight == 0 || weight > FEDC_FEDAVG_MAX_WEIGHT)
-        return fedc_set_error(err, errlen, FEDC_ERR_RANGE,
-                              "num_examples %llu is outside 1..%llu", (unsigned long long)weight,
-                              (unsigned long long)FEDC_FEDAVG_MAX_WEIGHT);
+        return fedc_set_error(err, errlen, FEDC_ERR_RANGE, "num_examples %llu is outside 1..%llu",
+                              (unsigned long long)weight, (unsigned long long)FEDC_FEDAVG_MAX_WEIGHT);
     if (a->updates >= a->max_updates)
         return fedc_set_error(err, errlen, FEDC_ERR_RANGE, "more updates than the %llu expected this round",
                               (unsigned long long)a->max_updates);
@@ -121,10 +120,10 @@ int fedc__fedavg_check(const fedc__fedavg *a, size_t ti, size_t offset, const fl
             return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE, "tensor '%s' element %zu is %s",
                                   a->names[ti], offset + i, isnan(x[i]) ? "NaN" : "Inf");
         if (!(fabsf(x[i]) <= lim))
-            return fedc_set_error(err, errlen, FEDC_ERR_RANGE,
-                                  "tensor '%s' element %zu = %g is too large to aggregate with weight %llu (limit %g)",
-                                  a->names[ti], offset + i, (double)x[i], (unsigned long long)weight,
-                                  (double)lim);
+            return fedc_set_error(
+                err, errlen, FEDC_ERR_RANGE,
+                "tensor '%s' element %zu = %g is too large to aggregate with weight %llu (limit %g)",
+                a->names[ti], offset + i, (double)x[i], (unsigned long long)weight, (double)lim);
     }
     return FEDC_OK;
 }
@@ -146,8 +145,8 @@ static void fold_f32(uint64_t *restrict acc, const float *restrict x, size_t n, 
  * hint, a large update streaming in from memory evicts the accumulator
  * (which is read and written for every update) from the caches. Measured by
  * bench/bench_agg: about 0.63 of memcpy's speed without, 0.75 with. */
-#define FOLD_BLOCK 64                 /* floats per block: four cache lines */
-#define FOLD_PREFETCH_BYTES 4096      /* how far ahead of the block */
+#define FOLD_BLOCK          64   /* floats per block: four cache lines */
+#define FOLD_PREFETCH_BYTES 4096 /* how far ahead of the block */
 
 FEDC_MULTIVERSION
 static int check_fold_f32(uint64_t *restrict acc, const float *restrict x, size_t n, double s, float lim)
@@ -200,14 +199,12 @@ int fedc__fedavg_check_fold(fedc__fedavg *a, size_t ti, size_t offset, const flo
     return fedc__fedavg_check(a, ti, offset, x, n, weight, err, errlen);
 }
 
-void fedc__fedavg_unfold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
-                         uint64_t weight)
+void fedc__fedavg_unfold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n, uint64_t weight)
 {
     unfold_f32((uint64_t *)(a->acc[ti] + offset), x, n, (double)weight * FIXED_SCALE);
 }
 
-void fedc__fedavg_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
-                       uint64_t weight)
+void fedc__fedavg_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n, uint64_t weight)
 {
     fold_f32((uint64_t *)(a->acc[ti] + offset), x, n, (double)weight * FIXED_SCALE);
 }

@@ -18,10 +18,10 @@
 
 typedef struct fedc__fedavg {
     size_t ntensors;
-    int64_t **acc;          /* per tensor, numel elements */
+    int64_t **acc; /* per tensor, numel elements */
     size_t *numel;
     char **names;
-    double bound;           /* largest |x * weight * 2^24| one update may add */
+    double bound; /* largest |x * weight * 2^24| one update may add */
     uint64_t max_updates;
     uint64_t updates;
     uint64_t weight_sum;
@@ -56,8 +56,7 @@ void fedc__fedavg_unfold(fedc__fedavg *a, size_t ti, size_t offset, const float 
                          uint64_t weight);
 
 /* Adds weight * x (checked values) to tensor ti at `offset`. */
-void fedc__fedavg_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
-                       uint64_t weight);
+void fedc__fedavg_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n, uint64_t weight);
 /* Adds a whole checked update (same layout as the accumulator). */
 void fedc__fedavg_fold_params(fedc__fedavg *a, const fedc_params *p, uint64_t weight);
 /* Records that one complete update of this weight has been folded. */

@@ -12,8 +12,8 @@
 
 static int g_huge;
 
-static int fit(void *user, fedc_params *p, const fedc_config *cfg, uint64_t *n, fedc_config *metrics, char *err,
-               size_t errlen)
+static int fit(void *user, fedc_params *p, const fedc_config *cfg, uint64_t *n, fedc_config *metrics,
+               char *err, size_t errlen)
 {
     (void)user;
     (void)cfg;

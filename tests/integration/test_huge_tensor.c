@@ -74,8 +74,8 @@ static int fit(void *user, fedc_params *params, const fedc_config *cfg, uint64_t
     unsigned char got[32];
     hash_params(params, got);
     g_fit_verified = fedc_params_nbytes(params) == g_bytes && sodium_memcmp(got, g_want, 32) == 0;
-    fprintf(stderr, "test_huge_tensor: received the model back: %zu bytes, hash %s\n", fedc_params_nbytes(params),
-            g_fit_verified ? "matches" : "DIFFERS");
+    fprintf(stderr, "test_huge_tensor: received the model back: %zu bytes, hash %s\n",
+            fedc_params_nbytes(params), g_fit_verified ? "matches" : "DIFFERS");
     return fedc_set_error(err, errlen, FEDC_ERR_CANCELLED, "transport test: not training");
 }
 

@@ -175,7 +175,8 @@ static void on_round(void *u, const fedc_round_record *r)
     g_last_failed = r->failed;
 }
 
-static int run(int mode, int evils, uint32_t min_clients, uint64_t rounds, fedc_round_record *last, int *error_seen)
+static int run(int mode, int evils, uint32_t min_clients, uint64_t rounds, fedc_round_record *last,
+               int *error_seen)
 {
     fedc_server_options o;
     fedc_server_options_init(&o);
@@ -227,7 +228,8 @@ int main(void)
      * given up and the buffer freed, so the honest client's update gets
      * through in round 2 and the federation ends normally. */
     int rc = run(2, 1, 1, 2, NULL, NULL);
-    CHECK(rc == FEDC_OK, "stalled uploads: the federation still completes (rc %d: %s)", rc, fedc_strerror(rc));
+    CHECK(rc == FEDC_OK, "stalled uploads: the federation still completes (rc %d: %s)", rc,
+          fedc_strerror(rc));
     CHECK(!g_last_failed, "stalled uploads: round 2 aggregates the honest update");
     return test_summary();
 }

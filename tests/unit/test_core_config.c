@@ -40,8 +40,7 @@ static void test_set_get(void)
     CHECK_STATUS(fedc_config_get_f64(c, "nope", &f), FEDC_ERR_NOTFOUND, "get_f64 of a missing key");
     CHECK_STATUS(fedc_config_get_i64(c, "nope", &i), FEDC_ERR_NOTFOUND, "get_i64 of a missing key");
     CHECK_STATUS(fedc_config_get_str(c, "nope", &s), FEDC_ERR_NOTFOUND, "get_str of a missing key");
-    CHECK_STATUS(fedc_config_get_bool(c, "nope", &b), FEDC_ERR_NOTFOUND,
-                 "get_bool of a missing key");
+    CHECK_STATUS(fedc_config_get_bool(c, "nope", &b), FEDC_ERR_NOTFOUND, "get_bool of a missing key");
     CHECK_STATUS(fedc_config_get_f64(c, "LR", &f), FEDC_ERR_NOTFOUND, "keys are case-sensitive");
 
     /* Empty and NULL keys are refused and add nothing. */
@@ -57,8 +56,7 @@ static void test_set_get(void)
     CHECK_STATUS(fedc_config_set_str(c, key, val), FEDC_OK, "set_str from a local buffer");
     strcpy(key, "zzzz");
     strcpy(val, "xyz");
-    CHECK(fedc_config_get_str(c, "name", &s) == FEDC_OK && !strcmp(s, "abc"),
-          "key and value were copied");
+    CHECK(fedc_config_get_str(c, "name", &s) == FEDC_OK && !strcmp(s, "abc"), "key and value were copied");
     CHECK_STATUS(fedc_config_set_str(c, "empty", NULL), FEDC_OK, "set_str(NULL)");
     CHECK(fedc_config_get_str(c, "empty", &s) == FEDC_OK && s && s[0] == '\0',
           "a NULL string is stored as \"\"");
@@ -89,8 +87,7 @@ static void test_replace(void)
     CHECK(!strcmp(fedc_config_key_at(c, 0), "a") && !strcmp(fedc_config_key_at(c, 1), "b") &&
               !strcmp(fedc_config_key_at(c, 2), "c"),
           "replacing keeps insertion order");
-    CHECK(fedc_config_kind_at(c, 0) == FEDC_VALUE_STR &&
-              fedc_config_kind_at(c, 2) == FEDC_VALUE_BOOL,
+    CHECK(fedc_config_kind_at(c, 0) == FEDC_VALUE_STR && fedc_config_kind_at(c, 2) == FEDC_VALUE_BOOL,
           "kind_at follows the replacement");
 
     /* A string replaced by a number releases the old string (ASan checks
@@ -123,31 +120,21 @@ static void test_conversions(void)
         int ok;
         int64_t want;
     } cases[] = {
-        {3.0, 1, 3},
-        {-7.0, 1, -7},
-        {0.0, 1, 0},
-        {-0.0, 1, 0},
-        {1e15, 1, 1000000000000000LL},
-        {2.5, 0, 0},
-        {-0.5, 0, 0},
-        {1e-300, 0, 0},
-        {1e19, 0, 0},
-        {-1e19, 0, 0},
-        {NAN, 0, 0},
-        {INFINITY, 0, 0},
-        {-INFINITY, 0, 0},
+        {3.0, 1, 3}, {-7.0, 1, -7},    {0.0, 1, 0},       {-0.0, 1, 0}, {1e15, 1, 1000000000000000LL},
+        {2.5, 0, 0}, {-0.5, 0, 0},     {1e-300, 0, 0},    {1e19, 0, 0}, {-1e19, 0, 0},
+        {NAN, 0, 0}, {INFINITY, 0, 0}, {-INFINITY, 0, 0},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         fedc_config_set_f64(c, "x", cases[k].v);
         i = 12345;
         int rc = fedc_config_get_i64(c, "x", &i);
         if (cases[k].ok)
-            CHECK(rc == FEDC_OK && i == cases[k].want, "i64 of f64 %g: rc %d value %lld",
-                  cases[k].v, rc, (long long)i);
+            CHECK(rc == FEDC_OK && i == cases[k].want, "i64 of f64 %g: rc %d value %lld", cases[k].v, rc,
+                  (long long)i);
         else
             CHECK(rc == FEDC_ERR_INVALID && i == 12345,
-                  "i64 of f64 %g is refused and leaves the output alone (rc %d, value %lld)",
-                  cases[k].v, rc, (long long)i);
+                  "i64 of f64 %g is refused and leaves the output alone (rc %d, value %lld)", cases[k].v, rc,
+                  (long long)i);
     }
 
     /* Strings and bools convert to nothing, and nothing converts to them. */
@@ -226,8 +213,7 @@ static void test_iteration_merge_clear(void)
         fedc_config_value_at(a, 23, &f, &n, &s, &bo);
         CHECK(fedc_config_key_at(a, 23) == NULL && (int)fedc_config_kind_at(a, 23) == 0 && f == 7,
               "index 23 is out of range");
-        CHECK(fedc_config_key_at(NULL, 0) == NULL && fedc_config_count(NULL) == 0,
-              "a NULL map is empty");
+        CHECK(fedc_config_key_at(NULL, 0) == NULL && fedc_config_count(NULL) == 0, "a NULL map is empty");
     }
 
     /* Merge: equal keys take src's value and kind in place, new keys are

@@ -78,8 +78,7 @@ static void test_layout(void)
         *nl = '\0';
         const char *rest = after_timestamp(line);
         CHECK(rest != NULL, "line %d starts with HH:MM:SS.mmm: '%s'", i + 1, line);
-        CHECK(rest && !strcmp(rest, want[i]), "line %d is '%s', want '<time> %s'", i + 1, line,
-              want[i]);
+        CHECK(rest && !strcmp(rest, want[i]), "line %d is '%s', want '<time> %s'", i + 1, line, want[i]);
         line = nl + 1;
     }
     CHECK(line && *line == '\0', "exactly four lines");
@@ -97,8 +96,7 @@ static void test_filter(void)
     fedc_log(FEDC_LOG_ERROR, "t", "yes2");
     fedc_log(FEDC_LOG_OFF, "t", "never a level of its own");
     char *out = capture_end(saved);
-    CHECK(out && strstr(out, "yes1") && strstr(out, "yes2") && !strstr(out, "no\n") &&
-              !strstr(out, "never"),
+    CHECK(out && strstr(out, "yes1") && strstr(out, "yes2") && !strstr(out, "no\n") && !strstr(out, "never"),
           "WARN passes WARN and ERROR only: '%s'", out ? out : "(null)");
     free(out);
 
@@ -193,10 +191,8 @@ static void test_long_component(void)
         char *out = NULL;
         int rc = run_child(long_component, (void *)&lens[i], &out);
         size_t len = out ? strlen(out) : 0;
-        CHECK(rc == 0, "fedc_log with a %zu-byte component returns normally (child status %d)",
-              lens[i], rc);
-        CHECK(rc == 0 && len > 0 && len <= 2047 && out[len - 1] == '\n' &&
-                  !memchr(out, '\n', len - 1),
+        CHECK(rc == 0, "fedc_log with a %zu-byte component returns normally (child status %d)", lens[i], rc);
+        CHECK(rc == 0 && len > 0 && len <= 2047 && out[len - 1] == '\n' && !memchr(out, '\n', len - 1),
               "a %zu-byte component gives one line of at most 2047 bytes (%zu)", lens[i], len);
         if (rc != 0 && out) {
             const char *rep = strstr(out, "ERROR: AddressSanitizer");

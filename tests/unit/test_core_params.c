@@ -16,9 +16,8 @@ static void test_dtypes(void)
         fedc_dtype d;
         size_t size;
         const char *name;
-    } t[] = {{FEDC_F32, 4, "F32"}, {FEDC_F64, 8, "F64"},  {FEDC_I32, 4, "I32"},
-             {FEDC_I64, 8, "I64"}, {FEDC_U8, 1, "U8"},    {FEDC_I8, 1, "I8"},
-             {FEDC_F16, 2, "F16"}, {FEDC_BF16, 2, "BF16"}};
+    } t[] = {{FEDC_F32, 4, "F32"}, {FEDC_F64, 8, "F64"}, {FEDC_I32, 4, "I32"}, {FEDC_I64, 8, "I64"},
+             {FEDC_U8, 1, "U8"},   {FEDC_I8, 1, "I8"},   {FEDC_F16, 2, "F16"}, {FEDC_BF16, 2, "BF16"}};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         CHECK(fedc_dtype_size(t[i].d) == t[i].size, "size of %s", t[i].name);
         const char *n = fedc_dtype_name(t[i].d);
@@ -59,8 +58,7 @@ static void test_add_find(void)
     const float w[6] = {1, 2, 3, 4, 5, 6};
     const int64_t s23[2] = {2, 3};
     fedc_tensor *t = NULL;
-    CHECK_STATUS(fedc_params_add(p, "w", FEDC_F32, 2, s23, w, &t, err, sizeof err), FEDC_OK,
-                 "add w");
+    CHECK_STATUS(fedc_params_add(p, "w", FEDC_F32, 2, s23, w, &t, err, sizeof err), FEDC_OK, "add w");
     CHECK(t && !strcmp(t->name, "w") && t->dtype == FEDC_F32 && t->ndim == 2 && t->shape[0] == 2 &&
               t->shape[1] == 3 && t->nbytes == 24 && fedc_tensor_numel(t) == 6,
           "w has the given layout");
@@ -70,8 +68,7 @@ static void test_add_find(void)
     /* NULL data zero-fills; a scalar has one element; a zero dimension
      * gives an empty tensor. */
     const int64_t s5[1] = {5}, s302[3] = {3, 0, 2};
-    CHECK_STATUS(fedc_params_add(p, "z", FEDC_I64, 1, s5, NULL, &t, err, sizeof err), FEDC_OK,
-                 "add z");
+    CHECK_STATUS(fedc_params_add(p, "z", FEDC_I64, 1, s5, NULL, &t, err, sizeof err), FEDC_OK, "add z");
     int zero = 1;
     for (int i = 0; t && i < 5; i++)
         if (((int64_t *)t->data)[i] != 0) zero = 0;
@@ -79,8 +76,7 @@ static void test_add_find(void)
     const double pi = 3.25;
     CHECK_STATUS(fedc_params_add(p, "scalar", FEDC_F64, 0, NULL, &pi, &t, err, sizeof err), FEDC_OK,
                  "add a scalar");
-    CHECK(t && t->ndim == 0 && t->nbytes == 8 && fedc_tensor_numel(t) == 1 &&
-              *(double *)t->data == 3.25,
+    CHECK(t && t->ndim == 0 && t->nbytes == 8 && fedc_tensor_numel(t) == 1 && *(double *)t->data == 3.25,
           "a scalar holds one element");
     CHECK_STATUS(fedc_params_add(p, "empty", FEDC_U8, 3, s302, NULL, &t, err, sizeof err), FEDC_OK,
                  "add a zero-size tensor");
@@ -92,39 +88,38 @@ static void test_add_find(void)
     /* Refused: duplicate, empty or over-long name, bad dtype, bad ndim,
      * negative dimension, overflowing size. Nothing is added. */
     err[0] = '\0';
-    CHECK_STATUS(fedc_params_add(p, "w", FEDC_F32, 1, s5, NULL, NULL, err, sizeof err),
-                 FEDC_ERR_INVALID, "duplicate name");
+    CHECK_STATUS(fedc_params_add(p, "w", FEDC_F32, 1, s5, NULL, NULL, err, sizeof err), FEDC_ERR_INVALID,
+                 "duplicate name");
     CHECK_CONTAINS(err, "'w'", "duplicate name message");
-    CHECK_STATUS(fedc_params_add(p, "", FEDC_F32, 1, s5, NULL, NULL, err, sizeof err),
-                 FEDC_ERR_INVALID, "empty name");
-    CHECK_STATUS(fedc_params_add(p, NULL, FEDC_F32, 1, s5, NULL, NULL, err, sizeof err),
-                 FEDC_ERR_INVALID, "NULL name");
+    CHECK_STATUS(fedc_params_add(p, "", FEDC_F32, 1, s5, NULL, NULL, err, sizeof err), FEDC_ERR_INVALID,
+                 "empty name");
+    CHECK_STATUS(fedc_params_add(p, NULL, FEDC_F32, 1, s5, NULL, NULL, err, sizeof err), FEDC_ERR_INVALID,
+                 "NULL name");
     char longname[FEDC_MAX_NAME + 1];
     memset(longname, 'n', FEDC_MAX_NAME);
     longname[FEDC_MAX_NAME] = '\0';
-    CHECK_STATUS(fedc_params_add(p, longname, FEDC_F32, 1, s5, NULL, NULL, err, sizeof err),
-                 FEDC_ERR_INVALID, "a 256-byte name");
+    CHECK_STATUS(fedc_params_add(p, longname, FEDC_F32, 1, s5, NULL, NULL, err, sizeof err), FEDC_ERR_INVALID,
+                 "a 256-byte name");
     longname[FEDC_MAX_NAME - 1] = '\0';
-    CHECK_STATUS(fedc_params_add(p, longname, FEDC_F32, 1, s5, NULL, NULL, err, sizeof err),
-                 FEDC_OK, "a 255-byte name is the longest allowed");
+    CHECK_STATUS(fedc_params_add(p, longname, FEDC_F32, 1, s5, NULL, NULL, err, sizeof err), FEDC_OK,
+                 "a 255-byte name is the longest allowed");
     const int bad_dtypes[] = {0, 9, -1, 100};
     for (size_t i = 0; i < sizeof bad_dtypes / sizeof bad_dtypes[0]; i++) {
         err[0] = '\0';
-        CHECK_STATUS(fedc_params_add(p, "bad", (fedc_dtype)bad_dtypes[i], 1, s5, NULL, NULL, err,
-                                     sizeof err),
+        CHECK_STATUS(fedc_params_add(p, "bad", (fedc_dtype)bad_dtypes[i], 1, s5, NULL, NULL, err, sizeof err),
                      FEDC_ERR_INVALID, "bad dtype");
         CHECK_CONTAINS(err, "'bad'", "bad dtype message names the tensor");
     }
     int64_t s9[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
-    CHECK_STATUS(fedc_params_add(p, "bad", FEDC_F32, 9, s9, NULL, NULL, err, sizeof err),
-                 FEDC_ERR_INVALID, "9 dimensions");
-    CHECK_STATUS(fedc_params_add(p, "bad", FEDC_F32, -1, s9, NULL, NULL, err, sizeof err),
-                 FEDC_ERR_INVALID, "-1 dimensions");
+    CHECK_STATUS(fedc_params_add(p, "bad", FEDC_F32, 9, s9, NULL, NULL, err, sizeof err), FEDC_ERR_INVALID,
+                 "9 dimensions");
+    CHECK_STATUS(fedc_params_add(p, "bad", FEDC_F32, -1, s9, NULL, NULL, err, sizeof err), FEDC_ERR_INVALID,
+                 "-1 dimensions");
     CHECK_STATUS(fedc_params_add(p, "ok8", FEDC_F32, 8, s9, NULL, NULL, err, sizeof err), FEDC_OK,
                  "8 dimensions are allowed");
     const int64_t neg[2] = {3, -2};
-    CHECK_STATUS(fedc_params_add(p, "bad", FEDC_F32, 2, neg, NULL, NULL, err, sizeof err),
-                 FEDC_ERR_INVALID, "negative dimension");
+    CHECK_STATUS(fedc_params_add(p, "bad", FEDC_F32, 2, neg, NULL, NULL, err, sizeof err), FEDC_ERR_INVALID,
+                 "negative dimension");
     CHECK_CONTAINS(err, "-2", "negative dimension message");
     const int64_t huge[3] = {INT64_MAX, INT64_MAX, 2};
     CHECK_STATUS(fedc_params_add(p, "bad", FEDC_F32, 3, huge, NULL, NULL, err, sizeof err),
@@ -192,13 +187,11 @@ static void test_clone_layout_copy(void)
     int deep = 1;
     for (size_t i = 0; i < 3; i++) {
         const fedc_tensor *x = fedc_params_at(a, i), *y = fedc_params_at(c, i);
-        if (x->data == y->data || x->name == y->name || memcmp(x->data, y->data, x->nbytes))
-            deep = 0;
+        if (x->data == y->data || x->name == y->name || memcmp(x->data, y->data, x->nbytes)) deep = 0;
     }
     CHECK(deep, "clone copies names and data");
     ((float *)fedc_params_at(c, 0)->data)[7] = -99.0f;
-    CHECK(((float *)fedc_params_at(a, 0)->data)[7] == 4.5f,
-          "changing the clone leaves the original");
+    CHECK(((float *)fedc_params_at(a, 0)->data)[7] == 4.5f, "changing the clone leaves the original");
     fedc_params *empty = fedc_params_create(), *ec = fedc_params_clone(empty);
     CHECK(ec && fedc_params_count(ec) == 0, "clone of an empty set");
     fedc_params_destroy(ec);
@@ -215,13 +208,11 @@ static void test_clone_layout_copy(void)
     fedc_params_add(d, "fc1.bias", FEDC_F32, 1, b, NULL, NULL, NULL, 0);
     fedc_params_add(d, "step", FEDC_I64, 0, NULL, NULL, NULL, NULL, 0);
     err[0] = '\0';
-    CHECK_STATUS(fedc_params_check_same_layout(a, d, err, sizeof err), FEDC_ERR_SHAPE,
-                 "shape mismatch");
+    CHECK_STATUS(fedc_params_check_same_layout(a, d, err, sizeof err), FEDC_ERR_SHAPE, "shape mismatch");
     CHECK(!strcmp(err, "tensor 'fc1.weight': expected F32 [200, 784], got F32 [100, 784]"),
           "shape mismatch message: '%s'", err);
     err[0] = '\0';
-    CHECK_STATUS(fedc_params_copy_data(d, a, err, sizeof err), FEDC_ERR_SHAPE,
-                 "copy_data between layouts");
+    CHECK_STATUS(fedc_params_copy_data(d, a, err, sizeof err), FEDC_ERR_SHAPE, "copy_data between layouts");
     CHECK_CONTAINS(err, "fc1.weight", "copy_data mismatch message");
 
     fedc_params *e = fedc_params_create();
@@ -229,8 +220,7 @@ static void test_clone_layout_copy(void)
     fedc_params_add(e, "fc1.weight", FEDC_F32, 2, a2, NULL, NULL, NULL, 0);
     fedc_params_add(e, "fc1.bias", FEDC_F64, 1, b, NULL, NULL, NULL, 0);
     fedc_params_add(e, "step", FEDC_I64, 0, NULL, NULL, NULL, NULL, 0);
-    CHECK_STATUS(fedc_params_check_same_layout(a, e, err, sizeof err), FEDC_ERR_SHAPE,
-                 "dtype mismatch");
+    CHECK_STATUS(fedc_params_check_same_layout(a, e, err, sizeof err), FEDC_ERR_SHAPE, "dtype mismatch");
     CHECK(!strcmp(err, "tensor 'fc1.bias': expected F32 [200], got F64 [200]"),
           "dtype mismatch message: '%s'", err);
 
@@ -238,19 +228,16 @@ static void test_clone_layout_copy(void)
     fedc_params_add(f, "fc1.weight", FEDC_F32, 2, a2, NULL, NULL, NULL, 0);
     fedc_params_add(f, "fc2.bias", FEDC_F32, 1, b, NULL, NULL, NULL, 0);
     fedc_params_add(f, "step", FEDC_I64, 0, NULL, NULL, NULL, NULL, 0);
-    CHECK_STATUS(fedc_params_check_same_layout(a, f, err, sizeof err), FEDC_ERR_SHAPE,
-                 "name mismatch");
+    CHECK_STATUS(fedc_params_check_same_layout(a, f, err, sizeof err), FEDC_ERR_SHAPE, "name mismatch");
     CHECK_CONTAINS(err, "'fc1.bias'", "name mismatch names the expected tensor");
     CHECK_CONTAINS(err, "'fc2.bias'", "name mismatch names the received tensor");
     CHECK_CONTAINS(err, "[200]", "name mismatch gives the shapes");
 
     fedc_params *g = fedc_params_create();
     fedc_params_add(g, "fc1.weight", FEDC_F32, 2, a2, NULL, NULL, NULL, 0);
-    CHECK_STATUS(fedc_params_check_same_layout(a, g, err, sizeof err), FEDC_ERR_SHAPE,
-                 "fewer tensors");
+    CHECK_STATUS(fedc_params_check_same_layout(a, g, err, sizeof err), FEDC_ERR_SHAPE, "fewer tensors");
     CHECK(!strcmp(err, "expected 3 tensors, got 1"), "count mismatch message: '%s'", err);
-    CHECK_STATUS(fedc_params_check_same_layout(g, a, err, sizeof err), FEDC_ERR_SHAPE,
-                 "more tensors");
+    CHECK_STATUS(fedc_params_check_same_layout(g, a, err, sizeof err), FEDC_ERR_SHAPE, "more tensors");
     CHECK(!strcmp(err, "expected 1 tensors, got 3"), "count mismatch message: '%s'", err);
 
     /* A different rank is a mismatch even when the element count agrees. */
@@ -259,12 +246,10 @@ static void test_clone_layout_copy(void)
     fedc_params_add(h, "fc1.weight", FEDC_F32, 1, flat, NULL, NULL, NULL, 0);
     fedc_params_add(h, "fc1.bias", FEDC_F32, 1, b, NULL, NULL, NULL, 0);
     fedc_params_add(h, "step", FEDC_I64, 0, NULL, NULL, NULL, NULL, 0);
-    CHECK_STATUS(fedc_params_check_same_layout(a, h, err, sizeof err), FEDC_ERR_SHAPE,
-                 "rank mismatch");
+    CHECK_STATUS(fedc_params_check_same_layout(a, h, err, sizeof err), FEDC_ERR_SHAPE, "rank mismatch");
     CHECK(!strcmp(err, "tensor 'fc1.weight': expected F32 [200, 784], got F32 [156800]"),
           "rank mismatch message: '%s'", err);
-    CHECK_STATUS(fedc_params_check_same_layout(empty, empty, err, sizeof err), FEDC_OK,
-                 "empty sets");
+    CHECK_STATUS(fedc_params_check_same_layout(empty, empty, err, sizeof err), FEDC_OK, "empty sets");
 
     fedc_params_destroy(a);
     fedc_params_destroy(c);

@@ -17,15 +17,14 @@
  * outputs of the seed, computed with an independent implementation. */
 static void test_known_answers(void)
 {
-    static const uint64_t want0[4] = {0x99ec5f36cb75f2b4ULL, 0xbf6e1f784956452aULL,
-                                      0x1a5f849d4933e6e0ULL, 0x6aa594f1262d2d2cULL};
-    static const uint64_t want42[4] = {0x15780b2e0c2ec716ULL, 0x6104d9866d113a7eULL,
-                                       0xae17533239e499a1ULL, 0xecb8ad4703b360a1ULL};
+    static const uint64_t want0[4] = {0x99ec5f36cb75f2b4ULL, 0xbf6e1f784956452aULL, 0x1a5f849d4933e6e0ULL,
+                                      0x6aa594f1262d2d2cULL};
+    static const uint64_t want42[4] = {0x15780b2e0c2ec716ULL, 0x6104d9866d113a7eULL, 0xae17533239e499a1ULL,
+                                       0xecb8ad4703b360a1ULL};
     fedc_rng r;
     fedc_rng_seed(&r, 0);
     /* splitmix64(0) is the published 0xe220a8397b1dcdaf. */
-    CHECK(r.s[0] == 0xe220a8397b1dcdafULL, "seed 0: first state word %016llx",
-          (unsigned long long)r.s[0]);
+    CHECK(r.s[0] == 0xe220a8397b1dcdafULL, "seed 0: first state word %016llx", (unsigned long long)r.s[0]);
     for (int i = 0; i < 4; i++) {
         uint64_t v = fedc_rng_u64(&r);
         CHECK(v == want0[i], "seed 0 output %d: got %016llx want %016llx", i, (unsigned long long)v,
@@ -34,8 +33,8 @@ static void test_known_answers(void)
     fedc_rng_seed(&r, 42);
     for (int i = 0; i < 4; i++) {
         uint64_t v = fedc_rng_u64(&r);
-        CHECK(v == want42[i], "seed 42 output %d: got %016llx want %016llx", i,
-              (unsigned long long)v, (unsigned long long)want42[i]);
+        CHECK(v == want42[i], "seed 42 output %d: got %016llx want %016llx", i, (unsigned long long)v,
+              (unsigned long long)want42[i]);
     }
 }
 
@@ -52,8 +51,7 @@ static void test_determinism(void)
         if (x != z) differ++;
     }
     CHECK(same, "two generators with the same seed give the same stream");
-    CHECK(differ > 9990, "seeds 12345 and 12346 give different streams (%d of 10000 differ)",
-          differ);
+    CHECK(differ > 9990, "seeds 12345 and 12346 give different streams (%d of 10000 differ)", differ);
 
     /* Every kind of draw is reproducible, including the Box-Muller spare:
      * re-seeding must drop a spare left over from the old stream. */
@@ -65,8 +63,8 @@ static void test_determinism(void)
         double na = fedc_rng_normal(&a), nb = fedc_rng_normal(&b);
         double ga = fedc_rng_gamma(&a, 0.7), gb = fedc_rng_gamma(&b, 0.7);
         uint64_t ka = fedc_rng_below(&a, 1000), kb = fedc_rng_below(&b, 1000);
-        if (memcmp(&ua, &ub, sizeof ua) || memcmp(&na, &nb, sizeof na) ||
-            memcmp(&ga, &gb, sizeof ga) || ka != kb)
+        if (memcmp(&ua, &ub, sizeof ua) || memcmp(&na, &nb, sizeof na) || memcmp(&ga, &gb, sizeof ga) ||
+            ka != kb)
             mixed_same = 0;
     }
     CHECK(mixed_same, "uniform/normal/gamma/below draws are reproducible");
@@ -100,8 +98,7 @@ static void test_uniform(void)
     /* Standard error of the mean: sqrt(1/12/n) = 6.5e-4. */
     CHECK(fabs(sum / n - 0.5) < 0.004, "uniform mean %g is about 0.5", sum / n);
     for (int b = 0; b < 10; b++)
-        CHECK(abs(bins[b] - n / 10) < 1000, "uniform decile %d holds %d of %d draws", b, bins[b],
-              n);
+        CHECK(abs(bins[b] - n / 10) < 1000, "uniform decile %d holds %d of %d draws", b, bins[b], n);
 }
 
 static void test_below(void)
@@ -117,12 +114,10 @@ static void test_below(void)
             if (v >= ns[k]) ok = 0;
             if (v > maxv) maxv = v;
         }
-        CHECK(ok, "below(%llu) < %llu for 20000 draws", (unsigned long long)ns[k],
-              (unsigned long long)ns[k]);
+        CHECK(ok, "below(%llu) < %llu for 20000 draws", (unsigned long long)ns[k], (unsigned long long)ns[k]);
         if (ns[k] <= 10)
-            CHECK(maxv == ns[k] - 1, "below(%llu) reaches %llu (max seen %llu)",
-                  (unsigned long long)ns[k], (unsigned long long)(ns[k] - 1),
-                  (unsigned long long)maxv);
+            CHECK(maxv == ns[k] - 1, "below(%llu) reaches %llu (max seen %llu)", (unsigned long long)ns[k],
+                  (unsigned long long)(ns[k] - 1), (unsigned long long)maxv);
     }
 
     /* Counts of below(7): each value has expectation n/7 and standard

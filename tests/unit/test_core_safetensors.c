@@ -62,8 +62,7 @@ static int has_bytes(const unsigned char *hay, size_t n, const char *needle)
 
 /* Writes a file made of an 8-byte little-endian header size `hsize`, the
  * JSON text, and `data`. */
-static int write_st(const char *path, uint64_t hsize, const char *json, const void *data,
-                    size_t dlen)
+static int write_st(const char *path, uint64_t hsize, const char *json, const void *data, size_t dlen)
 {
     size_t jlen = strlen(json);
     unsigned char *buf = malloc(8 + jlen + dlen + 1);
@@ -84,8 +83,8 @@ static fedc_params *make_model(void)
     if (!p) return NULL;
     fedc_tensor *t;
     int rc = 0;
-    const int64_t s34[2] = {3, 4}, s4[1] = {4}, s22[2] = {2, 2}, s7[1] = {7}, s5[1] = {5},
-                  s23[2] = {2, 3}, s3[1] = {3}, s2[1] = {2}, s03[2] = {0, 3};
+    const int64_t s34[2] = {3, 4}, s4[1] = {4}, s22[2] = {2, 2}, s7[1] = {7}, s5[1] = {5}, s23[2] = {2, 3},
+                  s3[1] = {3}, s2[1] = {2}, s03[2] = {0, 3};
     rc |= fedc_params_add(p, "weights", FEDC_F32, 2, s34, NULL, &t, NULL, 0);
     for (int i = 0; !rc && i < 12; i++) ((float *)t->data)[i] = (float)i * 0.25f - 1.0f;
     rc |= fedc_params_add(p, "bias", FEDC_F64, 1, s4, NULL, &t, NULL, 0);
@@ -115,18 +114,17 @@ static fedc_params *make_model(void)
  * same bytes. */
 static void check_same_params(const fedc_params *want, const fedc_params *got, const char *what)
 {
-    CHECK(got && fedc_params_count(got) == fedc_params_count(want), "%s: %zu tensors, want %zu",
-          what, fedc_params_count(got), fedc_params_count(want));
+    CHECK(got && fedc_params_count(got) == fedc_params_count(want), "%s: %zu tensors, want %zu", what,
+          fedc_params_count(got), fedc_params_count(want));
     if (!got) return;
     for (size_t i = 0; i < fedc_params_count(want) && i < fedc_params_count(got); i++) {
         const fedc_tensor *a = fedc_params_at(want, i), *b = fedc_params_at(got, i);
-        int same = !strcmp(a->name, b->name) && a->dtype == b->dtype && a->ndim == b->ndim &&
-                   a->nbytes == b->nbytes;
+        int same =
+            !strcmp(a->name, b->name) && a->dtype == b->dtype && a->ndim == b->ndim && a->nbytes == b->nbytes;
         for (int d = 0; same && d < a->ndim; d++) same = a->shape[d] == b->shape[d];
-        CHECK(same, "%s: tensor %zu is '%s' %s, want '%s' %s", what, i, b->name,
-              fedc_dtype_name(b->dtype), a->name, fedc_dtype_name(a->dtype));
-        CHECK(same && !memcmp(a->data, b->data, a->nbytes), "%s: tensor '%s' bytes differ", what,
-              a->name);
+        CHECK(same, "%s: tensor %zu is '%s' %s, want '%s' %s", what, i, b->name, fedc_dtype_name(b->dtype),
+              a->name, fedc_dtype_name(a->dtype));
+        CHECK(same && !memcmp(a->data, b->data, a->nbytes), "%s: tensor '%s' bytes differ", what, a->name);
     }
 }
 
@@ -171,8 +169,7 @@ static void test_round_trip(void)
     if (raw && flen >= 8) {
         uint64_t n = 0;
         for (int i = 0; i < 8; i++) n |= (uint64_t)raw[i] << (8 * i);
-        CHECK(n % 8 == 0 && n <= flen - 8, "header size %llu is padded to 8",
-              (unsigned long long)n);
+        CHECK(n % 8 == 0 && n <= flen - 8, "header size %llu is padded to 8", (unsigned long long)n);
         CHECK(flen - 8 - n == fedc_params_nbytes(p), "data section holds %zu bytes, want %zu",
               (size_t)(flen - 8 - n), fedc_params_nbytes(p));
         cJSON *root = n <= flen - 8 ? cJSON_ParseWithLength((const char *)raw + 8, n) : NULL;
@@ -186,8 +183,8 @@ static void test_round_trip(void)
         cJSON *bias = cJSON_GetObjectItemCaseSensitive(root, "bias");
         cJSON *dt = cJSON_GetObjectItemCaseSensitive(bias, "dtype");
         cJSON *off = cJSON_GetObjectItemCaseSensitive(bias, "data_offsets");
-        CHECK(cJSON_IsString(dt) && !strcmp(dt->valuestring, "F64") &&
-                  cJSON_GetArraySize(off) == 2 && cJSON_GetArrayItem(off, 0)->valuedouble == 48 &&
+        CHECK(cJSON_IsString(dt) && !strcmp(dt->valuestring, "F64") && cJSON_GetArraySize(off) == 2 &&
+                  cJSON_GetArrayItem(off, 0)->valuedouble == 48 &&
                   cJSON_GetArrayItem(off, 1)->valuedouble == 80,
               "bias is F64 at data_offsets [48, 80]");
         cJSON *scal = cJSON_GetObjectItemCaseSensitive(root, "scalar");
@@ -263,8 +260,7 @@ static void test_offset_order(void)
     CHECK(q && fedc_params_count(q) == 2 && !strcmp(fedc_params_at(q, 0)->name, "a") &&
               !strcmp(fedc_params_at(q, 1)->name, "b"),
           "tensors in data-offset order");
-    CHECK(q && *(int32_t *)fedc_params_at(q, 0)->data == -7 &&
-              *(float *)fedc_params_at(q, 1)->data == 1.0f,
+    CHECK(q && *(int32_t *)fedc_params_at(q, 0)->data == -7 && *(float *)fedc_params_at(q, 1)->data == 1.0f,
           "values follow their offsets");
     fedc_params_destroy(q);
     unlink(path);
@@ -356,8 +352,8 @@ static void expect_load_fails(const char *path, int want, const char *what)
     fedc_params *q = (fedc_params *)&err; /* must be reset to NULL */
     err[0] = '\0';
     int rc = fedc_params_load(path, &q, err, sizeof err);
-    CHECK(rc == want, "%s: got %d (%s), want %d (%s); message '%s'", what, rc, fedc_strerror(rc),
-          want, fedc_strerror(want), err);
+    CHECK(rc == want, "%s: got %d (%s), want %d (%s); message '%s'", what, rc, fedc_strerror(rc), want,
+          fedc_strerror(want), err);
     CHECK(q == NULL, "%s: *out is NULL on failure", what);
     CHECK(err[0] != '\0', "%s: there is a message", what);
     /* tensor.h: "a message naming the file and the problem". */
@@ -422,27 +418,21 @@ static void test_corrupt(void)
         const char *what;
     } cases[] = {
         {"{\"a\": {\"dtype\": \"F32\", ", 8, "bad JSON (cut short)"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},}", 8,
-         "bad JSON (trailing comma)"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},}", 8, "bad JSON (trailing comma)"},
         {"not json at all", 8, "bad JSON (text)"},
         {"[1, 2, 3]", 8, "JSON array instead of an object"},
         {"\"a string\"", 8, "JSON string instead of an object"},
-        {"{\"a\":{\"dtype\":\"F128\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
-         "unknown dtype F128"},
+        {"{\"a\":{\"dtype\":\"F128\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "unknown dtype F128"},
         {"{\"a\":{\"dtype\":\"f32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "lower-case dtype"},
-        {"{\"a\":{\"dtype\":\"BOOL\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2,
-         "unsupported dtype BOOL"},
+        {"{\"a\":{\"dtype\":\"BOOL\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, "unsupported dtype BOOL"},
         {"{\"a\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "missing dtype"},
         {"{\"a\":{\"dtype\":1,\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "numeric dtype"},
         {"{\"a\":5}", 8, "entry that is not an object"},
         {"{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,8]}}", 8, "missing shape"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":2,\"data_offsets\":[0,8]}}", 8, "shape not an array"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8,
-         "negative dimension"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2.5],\"data_offsets\":[0,10]}}", 10,
-         "fractional dimension"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[\"2\"],\"data_offsets\":[0,8]}}", 8,
-         "string dimension"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, "negative dimension"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2.5],\"data_offsets\":[0,10]}}", 10, "fractional dimension"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[\"2\"],\"data_offsets\":[0,8]}}", 8, "string dimension"},
         {"{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1,
          "9 dimensions"},
         {"{\"a\":{\"dtype\":\"U8\",\"shape\":[9007199254740992,9007199254740992],\"data_offsets\":["
@@ -452,14 +442,10 @@ static void test_corrupt(void)
          "dimensions whose product is 2^64"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, "missing data_offsets"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 8, "one data offset"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4,8]}}", 8,
-         "three data offsets"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":\"0,8\"}}", 8,
-         "data_offsets a string"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8,
-         "reversed data_offsets"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-8,0]}}", 8,
-         "negative data offset"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4,8]}}", 8, "three data offsets"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":\"0,8\"}}", 8, "data_offsets a string"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, "reversed data_offsets"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-8,0]}}", 8, "negative data offset"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
          "offsets shorter than the shape"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,12]}}", 12,
@@ -509,8 +495,7 @@ static void test_corrupt_names(void)
     char json[600], name[301];
     memset(name, 'x', 300);
     name[300] = '\0';
-    snprintf(json, sizeof json, "{\"%s\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
-             name);
+    snprintf(json, sizeof json, "{\"%s\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", name);
     write_case(path, json, 4);
     expect_load_fails(path, FEDC_ERR_FORMAT, "300-byte tensor name");
     unlink(path);
@@ -568,8 +553,7 @@ static void test_mutations(void)
             if (q != NULL || err[0] == '\0') consistent = 0;
         }
     }
-    CHECK(consistent, "mutated files: %d loaded, %d refused, each failure with a message", ok,
-          refused);
+    CHECK(consistent, "mutated files: %d loaded, %d refused, each failure with a message", ok, refused);
     CHECK(refused > 0, "some mutated files are refused (%d)", refused);
     free(orig);
     free(buf);

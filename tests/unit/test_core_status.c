@@ -23,8 +23,7 @@ static void test_strerror(void)
               d ? d : "(null)");
         seen[s] = d ? d : "";
         for (int t = 0; t < s; t++)
-            CHECK(strcmp(seen[t], seen[s]) != 0, "codes %d and %d share the description '%s'", t, s,
-                  seen[s]);
+            CHECK(strcmp(seen[t], seen[s]) != 0, "codes %d and %d share the description '%s'", t, s, seen[s]);
     }
     CHECK(!strcmp(fedc_strerror(FEDC_OK), "success"), "FEDC_OK reads 'success', got '%s'",
           fedc_strerror(FEDC_OK));
@@ -34,8 +33,8 @@ static void test_strerror(void)
     const int unknown[] = {-1, FEDC_ERR_NOTREACHED + 1, 1000, -2147483647 - 1, 2147483647};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *d = fedc_strerror(unknown[i]);
-        CHECK(d && !strcmp(d, "unknown error"), "fedc_strerror(%d) = '%s', want 'unknown error'",
-              unknown[i], d ? d : "(null)");
+        CHECK(d && !strcmp(d, "unknown error"), "fedc_strerror(%d) = '%s', want 'unknown error'", unknown[i],
+              d ? d : "(null)");
     }
 }
 
@@ -47,8 +46,7 @@ static void test_set_error(void)
     CHECK_STATUS(rc, FEDC_ERR_IO, "fedc_set_error returns its status");
     CHECK(!strcmp(buf, "cannot open 'model.st': 2"), "formatted message, got '%s'", buf);
 
-    CHECK_STATUS(fedc_set_error(NULL, 0, FEDC_ERR_FORMAT, "ignored %d", 1), FEDC_ERR_FORMAT,
-                 "NULL buffer");
+    CHECK_STATUS(fedc_set_error(NULL, 0, FEDC_ERR_FORMAT, "ignored %d", 1), FEDC_ERR_FORMAT, "NULL buffer");
     CHECK_STATUS(fedc_set_error(NULL, 100, FEDC_ERR_RANGE, "ignored"), FEDC_ERR_RANGE,
                  "NULL buffer with a length");
 
@@ -60,8 +58,7 @@ static void test_set_error(void)
     char small[8];
     memset(small, 'x', sizeof small);
     fedc_set_error(small, sizeof small, FEDC_ERR_IO, "a much longer message than fits");
-    CHECK(small[7] == '\0' && !strcmp(small, "a much "), "truncated to 7 chars + NUL, got '%.8s'",
-          small);
+    CHECK(small[7] == '\0' && !strcmp(small, "a much "), "truncated to 7 chars + NUL, got '%.8s'", small);
 }
 
 int main(void)

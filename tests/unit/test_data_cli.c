@@ -17,7 +17,6 @@
 static char tmpdir[256];
 static char data_dir[512];
 
-
 /* Runs `fedc partition` with the given arguments (NULL-terminated). */
 static int run(const char *first, ...)
 {
@@ -26,8 +25,7 @@ static int run(const char *first, ...)
     argv[argc++] = "partition";
     va_list ap;
     va_start(ap, first);
-    for (const char *a = first; a && argc < 31; a = va_arg(ap, const char *))
-        argv[argc++] = (char *)a;
+    for (const char *a = first; a && argc < 31; a = va_arg(ap, const char *)) argv[argc++] = (char *)a;
     va_end(ap);
     argv[argc] = NULL;
     fflush(stdout);
@@ -77,25 +75,20 @@ int main(void)
     fedc_log_set_level(FEDC_LOG_WARN);
 
     CHECK(run("--help", NULL) == 0, "--help exits 0");
-    CHECK(run("--clients", "abc", "--out", out_path("x"), NULL) == 2,
-          "non-numeric --clients exits 2");
+    CHECK(run("--clients", "abc", "--out", out_path("x"), NULL) == 2, "non-numeric --clients exits 2");
     CHECK(run("--clients", "-3", "--out", out_path("x"), NULL) == 2, "negative --clients exits 2");
     CHECK(run("--clients", "0", "--out", out_path("x"), NULL) == 2, "--clients 0 exits 2");
-    CHECK(run("--clients", "4", "--scheme", "dirichlet", "--alpha", "0", "--out", out_path("x"),
-              NULL) == 2,
+    CHECK(run("--clients", "4", "--scheme", "dirichlet", "--alpha", "0", "--out", out_path("x"), NULL) == 2,
           "--alpha 0 exits 2");
-    CHECK(run("--clients", "4", "--scheme", "dirichlet", "--alpha", "-1", "--out",
-              out_path("x"), NULL) == 2,
+    CHECK(run("--clients", "4", "--scheme", "dirichlet", "--alpha", "-1", "--out", out_path("x"), NULL) == 2,
           "--alpha -1 exits 2");
-    CHECK(run("--clients", "4", "--scheme", "dirichlet", "--alpha", "x", "--out", out_path("x"),
-              NULL) == 2,
+    CHECK(run("--clients", "4", "--scheme", "dirichlet", "--alpha", "x", "--out", out_path("x"), NULL) == 2,
           "--alpha x exits 2");
     CHECK(run("--clients", "4", "--data", data_dir, NULL) == 2, "missing --out exits 2");
     CHECK(run("--out", out_path("x"), NULL) == 2, "missing --clients exits 2");
     CHECK(run("--clients", "4", "--scheme", "random", "--out", out_path("x"), NULL) == 2,
           "unknown --scheme exits 2");
-    CHECK(run("--clients", "4", "--bogus", "--out", out_path("x"), NULL) == 2,
-          "unknown flag exits 2");
+    CHECK(run("--clients", "4", "--bogus", "--out", out_path("x"), NULL) == 2, "unknown flag exits 2");
     CHECK(run("--clients", "4", "--out", NULL) == 2, "flag without its value exits 2");
     CHECK(run("--clients", "4", "--test-fraction", "1.5", "--out", out_path("x"), NULL) == 2,
           "--test-fraction 1.5 exits 2");
@@ -103,31 +96,28 @@ int main(void)
           "malformed --seed exits 2");
     CHECK(run("--clients", "4", "--alpha", "0.5", "--out", out_path("x"), NULL) == 2,
           "--alpha without --scheme dirichlet exits 2");
-    CHECK(run("--clients", "4", "--out", out_path("x"), "stray", NULL) == 2,
-          "a stray argument exits 2");
+    CHECK(run("--clients", "4", "--out", out_path("x"), "stray", NULL) == 2, "a stray argument exits 2");
     CHECK(access(out_path("x"), F_OK) != 0, "no usage error created the output directory");
 
-    CHECK(run("--data", data_dir, "--clients", "4", "--scheme", "shards", "--labels-per-client",
-              "1", "--seed", "3", "--out", out_path("shards"), NULL) == 0,
+    CHECK(run("--data", data_dir, "--clients", "4", "--scheme", "shards", "--labels-per-client", "1",
+              "--seed", "3", "--out", out_path("shards"), NULL) == 0,
           "shards into 4 clients exits 0");
     fedc_dataset *c0 = NULL;
     char cdir[700];
     snprintf(cdir, sizeof cdir, "%s/client-003", out_path("shards"));
     int rc = fedc_dataset_load_dir(cdir, "train", &c0, err, sizeof err);
-    CHECK(rc == FEDC_OK && c0->n == 45, "client-003 holds 45 training examples (%s)",
-          rc ? err : "ok");
+    CHECK(rc == FEDC_OK && c0->n == 45, "client-003 holds 45 training examples (%s)", rc ? err : "ok");
     fedc_dataset_destroy(c0);
     snprintf(cdir, sizeof cdir, "%s/partition.json", out_path("shards"));
     CHECK(access(cdir, F_OK) == 0, "partition.json is written");
 
     CHECK(run("--data", data_dir, "--clients", "21", "--out", out_path("too-many"), NULL) == 1,
           "21 clients x 10 > 200 examples exits 1");
-    CHECK(run("--data", out_path("no-such-data"), "--clients", "2", "--out", out_path("y"),
-              NULL) == 1,
+    CHECK(run("--data", out_path("no-such-data"), "--clients", "2", "--out", out_path("y"), NULL) == 1,
           "a missing data dir exits 1");
     CHECK(run("--data", data_dir, "--clients", "2", "--scheme", "dirichlet", "--alpha", "0.1",
-              "--test-fraction", "0", "--min-samples", "50", "--seed", "18446744073709551615",
-              "--out", out_path("dir"), NULL) == 0,
+              "--test-fraction", "0", "--min-samples", "50", "--seed", "18446744073709551615", "--out",
+              out_path("dir"), NULL) == 0,
           "dirichlet with every option and the largest seed exits 0");
 
     nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -13,7 +13,6 @@
 static char tmpdir[256];
 static char err[FEDC_ERRMSG_MAX];
 
-
 static const char *path_of(const char *name)
 {
     static char buf[4][512];
@@ -48,8 +47,8 @@ static fedc_dataset *load(const char *name, const char *text, const fedc_csv_opt
     return d;
 }
 
-static void expect_fail(const char *what, const char *name, const char *text,
-                        const fedc_csv_options *opt, int want, const char *needle)
+static void expect_fail(const char *what, const char *name, const char *text, const fedc_csv_options *opt,
+                        int want, const char *needle)
 {
     fedc_dataset *d = (fedc_dataset *)0x1;
     err[0] = '\0';
@@ -65,13 +64,11 @@ static void test_good(void)
     fedc_csv_options opt;
     fedc_dataset *d = load("plain.csv", "1,0.5,-2.25\n0,3,4e2\n2,0,0\n", NULL);
     if (d) {
-        CHECK(d->n == 3 && d->features == 2 && d->channels == 1 && d->height == 1 &&
-                  d->width == 2,
+        CHECK(d->n == 3 && d->features == 2 && d->channels == 1 && d->height == 1 && d->width == 2,
               "no header: 3 rows of 2 features, shape 1x1x2");
         CHECK(d->y[0] == 1 && d->y[1] == 0 && d->y[2] == 2 && d->num_classes == 3,
               "labels from the first column, num_classes 3");
-        CHECK(d->x[0] == 0.5f && d->x[1] == -2.25f && d->x[3] == 400.0f,
-              "features taken as is by default");
+        CHECK(d->x[0] == 0.5f && d->x[1] == -2.25f && d->x[3] == 400.0f, "features taken as is by default");
         fedc_dataset_destroy(d);
     }
     d = load("header.csv", "label,pixel1,pixel2\n1,10,20\n0,30,40\n", NULL);
@@ -85,8 +82,8 @@ static void test_good(void)
     fedc_dataset_destroy(d);
 
     opt.header = FEDC_CSV_HEADER_NO;
-    expect_fail("header=NO makes a text first line a bad row", "no-header.csv",
-                "label,a\n1,2\n", &opt, FEDC_ERR_FORMAT, "no-header.csv:1:");
+    expect_fail("header=NO makes a text first line a bad row", "no-header.csv", "label,a\n1,2\n", &opt,
+                FEDC_ERR_FORMAT, "no-header.csv:1:");
 
     fedc_csv_options_init(&opt);
     opt.scale = 1;
@@ -117,8 +114,8 @@ static void test_good(void)
     CHECK(d && d->channels == 1 && d->height == 2 && d->width == 2, "height/width options");
     fedc_dataset_destroy(d);
     opt.width = 3;
-    expect_fail("shape that does not match the columns", "shaped.csv", "1,1,2,3,4\n", &opt,
-                FEDC_ERR_INVALID, "4 features");
+    expect_fail("shape that does not match the columns", "shaped.csv", "1,1,2,3,4\n", &opt, FEDC_ERR_INVALID,
+                "4 features");
 
     fedc_csv_options_init(&opt);
     opt.num_classes = 10;
@@ -149,8 +146,8 @@ static void test_good(void)
     for (size_t i = 0; i < wide; i++) p += sprintf(p, ",%zu", i % 256);
     strcpy(p, "\n");
     d = load("wide.csv", text, NULL);
-    CHECK(d && d->features == wide && d->x[wide - 1] == (float)((wide - 1) % 256),
-          "a row of %zu features", wide);
+    CHECK(d && d->features == wide && d->x[wide - 1] == (float)((wide - 1) % 256), "a row of %zu features",
+          wide);
     fedc_dataset_destroy(d);
     free(text);
 }
@@ -160,22 +157,19 @@ static void test_bad(void)
     fedc_csv_options opt;
     expect_fail("missing file", "no-such.csv", NULL, NULL, FEDC_ERR_NOTFOUND, "No such file");
     expect_fail("empty file", "empty.csv", "", NULL, FEDC_ERR_FORMAT, "no data rows");
-    expect_fail("only blank lines", "blank.csv", "\n\n  \n", NULL, FEDC_ERR_FORMAT,
-                "no data rows");
-    expect_fail("header only", "header-only.csv", "label,a,b\n", NULL, FEDC_ERR_FORMAT,
-                "only a header");
-    expect_fail("non-numeric feature", "bad-feature.csv", "1,2,3\n0,4,5\n1,x7,6\n", NULL,
-                FEDC_ERR_FORMAT, "bad-feature.csv:3: field 2 'x7' is not a finite number");
+    expect_fail("only blank lines", "blank.csv", "\n\n  \n", NULL, FEDC_ERR_FORMAT, "no data rows");
+    expect_fail("header only", "header-only.csv", "label,a,b\n", NULL, FEDC_ERR_FORMAT, "only a header");
+    expect_fail("non-numeric feature", "bad-feature.csv", "1,2,3\n0,4,5\n1,x7,6\n", NULL, FEDC_ERR_FORMAT,
+                "bad-feature.csv:3: field 2 'x7' is not a finite number");
     expect_fail("too few fields", "short-row.csv", "1,2,3\n0,4\n", NULL, FEDC_ERR_FORMAT,
                 "short-row.csv:2: expected 3 fields, found 2");
-    expect_fail("too many fields", "long-row.csv", "l,a,b\n1,2,3\n0,4,5,6\n", NULL,
-                FEDC_ERR_FORMAT, "long-row.csv:3: expected 3 fields, found 4");
-    expect_fail("header and rows of different widths", "header-width.csv", "l,a,b,c\n1,2,3\n",
-                NULL, FEDC_ERR_FORMAT, "header-width.csv:2: the header has 4 fields");
+    expect_fail("too many fields", "long-row.csv", "l,a,b\n1,2,3\n0,4,5,6\n", NULL, FEDC_ERR_FORMAT,
+                "long-row.csv:3: expected 3 fields, found 4");
+    expect_fail("header and rows of different widths", "header-width.csv", "l,a,b,c\n1,2,3\n", NULL,
+                FEDC_ERR_FORMAT, "header-width.csv:2: the header has 4 fields");
     expect_fail("empty field", "empty-field.csv", "1,,3\n", NULL, FEDC_ERR_FORMAT,
                 "empty-field.csv:1: field 2");
-    expect_fail("NaN feature", "nan.csv", "1,nan,3\n", NULL, FEDC_ERR_FORMAT,
-                "nan.csv:1: field 2 'nan'");
+    expect_fail("NaN feature", "nan.csv", "1,nan,3\n", NULL, FEDC_ERR_FORMAT, "nan.csv:1: field 2 'nan'");
     expect_fail("feature beyond float range", "huge.csv", "1,1e300\n", NULL, FEDC_ERR_FORMAT,
                 "huge.csv:1: field 2 '1e300' does not fit a float");
     expect_fail("fractional label", "frac-label.csv", "1,2\n2.5,3\n", NULL, FEDC_ERR_FORMAT,
@@ -186,8 +180,8 @@ static void test_bad(void)
                 FEDC_ERR_FORMAT, "text-label.csv:2: label 'cat'");
     fedc_csv_options_init(&opt);
     opt.num_classes = 10;
-    expect_fail("label beyond num_classes", "label-range.csv", "1,2\n10,3\n", &opt,
-                FEDC_ERR_RANGE, "label-range.csv:2: label 10 is outside [0, 10)");
+    expect_fail("label beyond num_classes", "label-range.csv", "1,2\n10,3\n", &opt, FEDC_ERR_RANGE,
+                "label-range.csv:2: label 10 is outside [0, 10)");
     expect_fail("huge label", "huge-label.csv", "1,2\n99999999,3\n", NULL, FEDC_ERR_RANGE,
                 "huge-label.csv:2:");
     expect_fail("a single column", "one-column.csv", "1\n2\n", NULL, FEDC_ERR_FORMAT,
@@ -198,12 +192,11 @@ static void test_bad(void)
                 "label column 5 does not exist");
     fedc_csv_options_init(&opt);
     opt.delimiter = '.';
-    expect_fail("a delimiter that cannot separate numbers", "delim.csv", "1.2\n", &opt,
-                FEDC_ERR_INVALID, "delimiter");
+    expect_fail("a delimiter that cannot separate numbers", "delim.csv", "1.2\n", &opt, FEDC_ERR_INVALID,
+                "delimiter");
     fedc_csv_options_init(&opt);
     opt.num_classes = 1;
-    expect_fail("num_classes option of 1", "nc.csv", "1,2\n", &opt, FEDC_ERR_INVALID,
-                "num_classes");
+    expect_fail("num_classes option of 1", "nc.csv", "1,2\n", &opt, FEDC_ERR_INVALID, "num_classes");
     expect_fail("binary garbage", "garbage.csv", "\x01\x02\xff\xfe,\x80\n\x7f\x03,\x90\n", NULL,
                 FEDC_ERR_FORMAT, "garbage.csv:2:");
 }

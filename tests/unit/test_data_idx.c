@@ -17,7 +17,6 @@
 static char tmpdir[256];
 static char err[FEDC_ERRMSG_MAX];
 
-
 static const char *path_of(const char *name)
 {
     static char buf[8][512];
@@ -59,8 +58,8 @@ static unsigned char *read_all(const char *path, size_t *len)
 }
 
 /* Builds an IDX file in memory: header then `len` bytes of data. */
-static size_t make_idx(unsigned char *buf, int type, int ndim, const uint32_t *dims,
-                       const void *data, size_t len)
+static size_t make_idx(unsigned char *buf, int type, int ndim, const uint32_t *dims, const void *data,
+                       size_t len)
 {
     unsigned char *p = buf;
     *p++ = 0;
@@ -96,8 +95,8 @@ static void make_good_files(void)
 
 /* Loads images/labels and checks the status and that the message contains
  * `needle` (and the offending file's name, when `file` is given). */
-static void expect(const char *what, const char *images, const char *labels, int want,
-                   const char *needle, const char *file)
+static void expect(const char *what, const char *images, const char *labels, int want, const char *needle,
+                   const char *file)
 {
     fedc_dataset *d = (fedc_dataset *)0x1;
     err[0] = '\0';
@@ -105,8 +104,7 @@ static void expect(const char *what, const char *images, const char *labels, int
     int ok = want == FEDC_OK ? rc == FEDC_OK && d != NULL
                              : rc == want && d == NULL && strstr(err, needle) != NULL &&
                                    (!file || strstr(err, file) != NULL);
-    CHECK(ok, "%s: status %d (%s), expected %d; message: %s", what, rc, fedc_strerror(rc), want,
-          err);
+    CHECK(ok, "%s: status %d (%s), expected %d; message: %s", what, rc, fedc_strerror(rc), want, err);
     if (rc == FEDC_OK) fedc_dataset_destroy(d);
 }
 
@@ -121,8 +119,7 @@ static int same_dataset(const fedc_dataset *a, const fedc_dataset *b)
 static void test_good(void)
 {
     fedc_dataset *d = NULL;
-    int rc = fedc_dataset_load_idx(path_of("good-images"), path_of("good-labels"), &d, err,
-                                   sizeof err);
+    int rc = fedc_dataset_load_idx(path_of("good-images"), path_of("good-labels"), &d, err, sizeof err);
     CHECK(rc == FEDC_OK, "plain IDX pair loads (%s)", rc ? err : "ok");
     if (rc) return;
     CHECK(d->n == 5 && d->features == 6 && d->channels == 1 && d->height == 2 && d->width == 3,
@@ -131,8 +128,7 @@ static void test_good(void)
     CHECK(d->x[0] == 0.0f && d->x[29] == (float)(29 * 8) / 255.0f && d->y[2] == 2,
           "pixels are scaled by 1/255 and labels kept");
     fedc_dataset *g = NULL;
-    rc = fedc_dataset_load_idx(path_of("good-images.gz"), path_of("good-labels.gz"), &g, err,
-                               sizeof err);
+    rc = fedc_dataset_load_idx(path_of("good-images.gz"), path_of("good-labels.gz"), &g, err, sizeof err);
     CHECK(rc == FEDC_OK && same_dataset(d, g), "gzipped IDX pair loads the same data");
     fedc_dataset_destroy(g);
 
@@ -143,8 +139,7 @@ static void test_good(void)
     uint32_t pick[3] = {4, 0, 4};
     fedc_dataset *s = NULL;
     rc = fedc_dataset_subset(d, pick, 3, &s, err, sizeof err);
-    CHECK(rc == FEDC_OK && s->n == 3 && s->y[0] == 0 && s->x[6] == d->x[0] &&
-              s->num_classes == 3,
+    CHECK(rc == FEDC_OK && s->n == 3 && s->y[0] == 0 && s->x[6] == d->x[0] && s->num_classes == 3,
           "subset copies the chosen rows in order");
     fedc_dataset_destroy(s);
     pick[1] = 5;
@@ -202,8 +197,7 @@ static void test_round_trip(void)
     CHECK(rc == FEDC_OK && a && a[2] == 0x0D && len1 == 16 + 7 * 12 * 4,
           "non-u8 features are written as float32");
     free(a);
-    rc = fedc_dataset_load_idx(path_of("rt-f32-img"), path_of("rt-f32-lbl"), &r, err,
-                               sizeof err);
+    rc = fedc_dataset_load_idx(path_of("rt-f32-img"), path_of("rt-f32-lbl"), &r, err, sizeof err);
     CHECK(rc == FEDC_OK && same_dataset(d, r), "float32 round trip is exact");
     fedc_dataset_destroy(r);
     fedc_dataset_destroy(d);
@@ -213,11 +207,9 @@ static void test_round_trip(void)
     for (size_t i = 0; i < d->n * d->features; i++) d->x[i] = (float)(i % 256) / 255.0f;
     d->y[0] = 299;
     d->y[1] = 7;
-    rc = fedc_dataset_save_idx(d, path_of("rt-c3-img.gz"), path_of("rt-c3-lbl.gz"), err,
-                               sizeof err);
+    rc = fedc_dataset_save_idx(d, path_of("rt-c3-img.gz"), path_of("rt-c3-lbl.gz"), err, sizeof err);
     CHECK(rc == FEDC_OK, "save a 3-channel, 300-class dataset");
-    rc = fedc_dataset_load_idx(path_of("rt-c3-img.gz"), path_of("rt-c3-lbl.gz"), &r, err,
-                               sizeof err);
+    rc = fedc_dataset_load_idx(path_of("rt-c3-img.gz"), path_of("rt-c3-lbl.gz"), &r, err, sizeof err);
     CHECK(rc == FEDC_OK && same_dataset(d, r), "3-channel, int32-label round trip is exact (%s)",
           rc ? err : "ok");
     fedc_dataset_destroy(r);
@@ -225,10 +217,8 @@ static void test_round_trip(void)
 
     /* An empty dataset is a valid file. */
     rc = fedc_dataset_create(0, 1, 28, 28, 10, &d, err, sizeof err);
-    rc = rc ? rc : fedc_dataset_save_idx(d, path_of("rt-0-img.gz"), path_of("rt-0-lbl.gz"), err,
-                                         sizeof err);
-    rc = rc ? rc : fedc_dataset_load_idx(path_of("rt-0-img.gz"), path_of("rt-0-lbl.gz"), &r, err,
-                                         sizeof err);
+    rc = rc ? rc : fedc_dataset_save_idx(d, path_of("rt-0-img.gz"), path_of("rt-0-lbl.gz"), err, sizeof err);
+    rc = rc ? rc : fedc_dataset_load_idx(path_of("rt-0-img.gz"), path_of("rt-0-lbl.gz"), &r, err, sizeof err);
     CHECK(rc == FEDC_OK && r->n == 0 && r->height == 28, "empty dataset round trip");
     fedc_dataset_destroy(r);
     fedc_dataset_destroy(d);
@@ -248,22 +238,21 @@ static void test_corrupt(void)
     uint32_t dims[4];
     memset(data, 7, sizeof data);
 
-    expect("missing image file", "no-such-images", "good-labels", FEDC_ERR_NOTFOUND,
-           "No such file", "no-such-images");
-    expect("missing label file", "good-images", "no-such-labels", FEDC_ERR_NOTFOUND,
-           "No such file", "no-such-labels");
+    expect("missing image file", "no-such-images", "good-labels", FEDC_ERR_NOTFOUND, "No such file",
+           "no-such-images");
+    expect("missing label file", "good-images", "no-such-labels", FEDC_ERR_NOTFOUND, "No such file",
+           "no-such-labels");
     write_plain("empty", "", 0);
     expect("empty image file", "empty", "good-labels", FEDC_ERR_FORMAT, "empty", "empty");
     write_gz("empty.gz", "", 0);
-    expect("gzipped empty file", "empty.gz", "good-labels", FEDC_ERR_FORMAT, "truncated",
-           "empty.gz");
+    expect("gzipped empty file", "empty.gz", "good-labels", FEDC_ERR_FORMAT, "truncated", "empty.gz");
     mkdir(path_of("a-directory"), 0777);
-    expect("a directory instead of a file", "a-directory", "good-labels", FEDC_ERR_IO,
-           "not a regular file", "a-directory");
+    expect("a directory instead of a file", "a-directory", "good-labels", FEDC_ERR_IO, "not a regular file",
+           "a-directory");
 
     write_plain("bad-magic", "\x12\x34\x56\x78\0\0\0\1\0\0\0\1\0\0\0\1\0", 17);
-    expect("bad magic number", "bad-magic", "good-labels", FEDC_ERR_FORMAT,
-           "magic number 0x12345678", "bad-magic");
+    expect("bad magic number", "bad-magic", "good-labels", FEDC_ERR_FORMAT, "magic number 0x12345678",
+           "bad-magic");
     write_plain("text-file", "hello, this is not an IDX file\n", 31);
     expect("a text file", "text-file", "good-labels", FEDC_ERR_FORMAT, "magic", "text-file");
     expect("labels given as images", "good-labels", "good-labels", FEDC_ERR_FORMAT,
@@ -273,29 +262,28 @@ static void test_corrupt(void)
     dims[0] = 5, dims[1] = 2, dims[2] = 3;
     len = make_idx(buf, 0x0B, 3, dims, data, 60);
     write_plain("type-i16", buf, len);
-    expect("unsupported element type", "type-i16", "good-labels", FEDC_ERR_UNSUPPORTED,
-           "element type 0x0b", "type-i16");
+    expect("unsupported element type", "type-i16", "good-labels", FEDC_ERR_UNSUPPORTED, "element type 0x0b",
+           "type-i16");
 
     write_plain("trunc-magic", "\0\0\x08", 3);
-    expect("truncated inside the magic number", "trunc-magic", "good-labels", FEDC_ERR_FORMAT,
-           "truncated", "trunc-magic");
+    expect("truncated inside the magic number", "trunc-magic", "good-labels", FEDC_ERR_FORMAT, "truncated",
+           "trunc-magic");
     write_plain("trunc-dims", "\0\0\x08\x03\0\0\0\5\0\0", 10);
     expect("truncated inside the dimensions", "trunc-dims", "good-labels", FEDC_ERR_FORMAT,
            "inside the header", "trunc-dims");
     write_plain("trunc-data", good_img, good_img_len - 4);
-    expect("truncated data (plain)", "trunc-data", "good-labels", FEDC_ERR_FORMAT,
-           "truncated", "trunc-data");
+    expect("truncated data (plain)", "trunc-data", "good-labels", FEDC_ERR_FORMAT, "truncated", "trunc-data");
     write_gz("trunc-data.gz", good_img, good_img_len - 4);
-    expect("truncated data (gzipped)", "trunc-data.gz", "good-labels", FEDC_ERR_FORMAT,
-           "ends after 26 bytes", "trunc-data.gz");
+    expect("truncated data (gzipped)", "trunc-data.gz", "good-labels", FEDC_ERR_FORMAT, "ends after 26 bytes",
+           "trunc-data.gz");
     memcpy(buf, good_img, good_img_len);
     buf[good_img_len] = 1;
     write_plain("extra-data", buf, good_img_len + 1);
     expect("extra bytes after the data (plain)", "extra-data", "good-labels", FEDC_ERR_FORMAT,
            "1 bytes after", "extra-data");
     write_gz("extra-data.gz", buf, good_img_len + 1);
-    expect("extra bytes after the data (gzipped)", "extra-data.gz", "good-labels",
-           FEDC_ERR_FORMAT, "bytes after", "extra-data.gz");
+    expect("extra bytes after the data (gzipped)", "extra-data.gz", "good-labels", FEDC_ERR_FORMAT,
+           "bytes after", "extra-data.gz");
 
     /* A gzip file cut short, and one with damaged compressed bytes. */
     dims[0] = 40, dims[1] = 10, dims[2] = 10;
@@ -310,30 +298,28 @@ static void test_corrupt(void)
     size_t gzlen;
     unsigned char *gz = read_all(path_of("big.gz"), &gzlen);
     write_plain("cut.gz", gz, gzlen / 2);
-    expect("gzip stream cut in half", "cut.gz", "labels40", FEDC_ERR_FORMAT, "truncated",
-           "cut.gz");
+    expect("gzip stream cut in half", "cut.gz", "labels40", FEDC_ERR_FORMAT, "truncated", "cut.gz");
     write_plain("cut-trailer.gz", gz, gzlen - 4);
-    expect("gzip stream without its length trailer", "cut-trailer.gz", "labels40",
-           FEDC_ERR_FORMAT, "truncated", "cut-trailer.gz");
+    expect("gzip stream without its length trailer", "cut-trailer.gz", "labels40", FEDC_ERR_FORMAT,
+           "truncated", "cut-trailer.gz");
     for (size_t i = 40; i < 60; i++) gz[i] ^= 0x5a;
     write_plain("corrupt.gz", gz, gzlen);
-    expect("corrupt gzip data", "corrupt.gz", "labels40", FEDC_ERR_FORMAT, "gzip",
-           "corrupt.gz");
+    expect("corrupt gzip data", "corrupt.gz", "labels40", FEDC_ERR_FORMAT, "gzip", "corrupt.gz");
     free(gz);
 
-    expect("image and label counts differ", "good-images", "labels40", FEDC_ERR_FORMAT,
-           "holds 5 images but", "labels40");
+    expect("image and label counts differ", "good-images", "labels40", FEDC_ERR_FORMAT, "holds 5 images but",
+           "labels40");
 
     /* Headers that lie about their size. None of these may allocate what
      * they claim; the plain ones are checked against the file size. */
     dims[0] = 0xFFFFFFFFu, dims[1] = 28, dims[2] = 28;
     len = make_idx(buf, 0x08, 3, dims, data, 100);
     write_plain("huge-plain", buf, len);
-    expect("huge claimed size (plain)", "huge-plain", "good-labels", FEDC_ERR_FORMAT,
-           "truncated", "huge-plain");
+    expect("huge claimed size (plain)", "huge-plain", "good-labels", FEDC_ERR_FORMAT, "truncated",
+           "huge-plain");
     write_gz("huge.gz", buf, len);
-    expect("huge claimed size (gzipped)", "huge.gz", "good-labels", FEDC_ERR_FORMAT,
-           "more than a gzip file", "huge.gz");
+    expect("huge claimed size (gzipped)", "huge.gz", "good-labels", FEDC_ERR_FORMAT, "more than a gzip file",
+           "huge.gz");
     dims[0] = 200000, dims[1] = 28, dims[2] = 28; /* 157 MB: possible for a 4 KB gzip? no */
     len = make_idx(buf, 0x08, 3, dims, data, 3000);
     write_gz("lying.gz", buf, len);
@@ -350,8 +336,8 @@ static void test_corrupt(void)
     unsigned char *zbuf = malloc(sizeof mostly_zeros + 32);
     len = make_idx(zbuf, 0x08, 3, dims, mostly_zeros, sizeof mostly_zeros);
     write_gz("zeros.gz", zbuf, len);
-    expect("claimed size within the ratio bound but data missing", "zeros.gz", "good-labels",
-           FEDC_ERR_FORMAT, "ends after 1056768 bytes", "zeros.gz");
+    expect("claimed size within the ratio bound but data missing", "zeros.gz", "good-labels", FEDC_ERR_FORMAT,
+           "ends after 1056768 bytes", "zeros.gz");
     free(zbuf);
     /* A real file larger than the first read buffer (4 MiB) grows it. */
     dims[0] = 6000, dims[1] = 28, dims[2] = 28;
@@ -366,10 +352,9 @@ static void test_corrupt(void)
     lz[lzlen - 1] = 9;
     write_gz("large-labels.gz", lz, lzlen);
     fedc_dataset *large = NULL;
-    int lrc = fedc_dataset_load_idx(path_of("large.gz"), path_of("large-labels.gz"), &large, err,
-                                    sizeof err);
-    CHECK(lrc == FEDC_OK && large->n == 6000 && large->x[big_len - 1] == 1.0f &&
-              large->y[5999] == 9 && large->num_classes == 10,
+    int lrc = fedc_dataset_load_idx(path_of("large.gz"), path_of("large-labels.gz"), &large, err, sizeof err);
+    CHECK(lrc == FEDC_OK && large->n == 6000 && large->x[big_len - 1] == 1.0f && large->y[5999] == 9 &&
+              large->num_classes == 10,
           "a 4.7 MB gzipped file is read through the growing buffer (%s)", lrc ? err : "ok");
     fedc_dataset_destroy(large);
     free(zbuf);
@@ -382,21 +367,20 @@ static void test_corrupt(void)
     dims[0] = 0xFFFFFFFFu, dims[1] = 0x7FFFFFFFu, dims[2] = 0x7FFFFFFFu, dims[3] = 0x7FFFFFFFu;
     len = make_idx(buf, 0x08, 4, dims, data, 10);
     write_plain("overflow4", buf, len);
-    expect("4-d dimensions whose product overflows", "overflow4", "good-labels",
-           FEDC_ERR_FORMAT, "no file can hold", "overflow4");
+    expect("4-d dimensions whose product overflows", "overflow4", "good-labels", FEDC_ERR_FORMAT,
+           "no file can hold", "overflow4");
     dims[0] = 5, dims[1] = 0, dims[2] = 3;
     len = make_idx(buf, 0x08, 3, dims, data, 0);
     write_plain("zero-rows", buf, len);
-    expect("a zero image dimension", "zero-rows", "good-labels", FEDC_ERR_FORMAT,
-           "invalid dimension size 0", "zero-rows");
+    expect("a zero image dimension", "zero-rows", "good-labels", FEDC_ERR_FORMAT, "invalid dimension size 0",
+           "zero-rows");
 
     /* Labels out of range: int32 labels may be negative or huge. */
-    unsigned char l32[20] = {0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0,
-                             0, 2, 0, 0, 0,    0,    0,    0,    0, 1};
+    unsigned char l32[20] = {0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1};
     dims[0] = 5;
     write_plain("neg-labels", buf, make_idx(buf, 0x0C, 1, dims, l32, 20));
-    expect("negative int32 label", "good-images", "neg-labels", FEDC_ERR_FORMAT,
-           "example 1 has label -1", "neg-labels");
+    expect("negative int32 label", "good-images", "neg-labels", FEDC_ERR_FORMAT, "example 1 has label -1",
+           "neg-labels");
     l32[4] = 0x00, l32[5] = 0x10, l32[6] = 0x00, l32[7] = 0x00;
     write_plain("big-labels", buf, make_idx(buf, 0x0C, 1, dims, l32, 20));
     expect("int32 label beyond the class limit", "good-images", "big-labels", FEDC_ERR_FORMAT,
@@ -407,8 +391,8 @@ static void test_corrupt(void)
     f32[8] = 0x7F, f32[9] = 0xC0; /* NaN as the third float */
     dims[0] = 5, dims[1] = 2, dims[2] = 3;
     write_plain("nan-images", buf, make_idx(buf, 0x0D, 3, dims, f32, sizeof f32));
-    expect("NaN in float32 images", "nan-images", "good-labels", FEDC_ERR_FORMAT,
-           "not a finite number", "nan-images");
+    expect("NaN in float32 images", "nan-images", "good-labels", FEDC_ERR_FORMAT, "not a finite number",
+           "nan-images");
 }
 
 static void test_load_dir(void)
@@ -439,16 +423,14 @@ static void test_load_dir(void)
     rc = fedc_dataset_load_dir(path_of("no-such-dir"), "train", &d, err, sizeof err);
     CHECK(rc == FEDC_ERR_NOTFOUND && strstr(err, "no-such-dir"), "missing data dir: %s", err);
     rc = fedc_dataset_load_dir(path_of("good-images"), "train", &d, err, sizeof err);
-    CHECK(rc == FEDC_ERR_NOTFOUND && strstr(err, "not a directory"), "a file as data dir: %s",
-          err);
+    CHECK(rc == FEDC_ERR_NOTFOUND && strstr(err, "not a directory"), "a file as data dir: %s", err);
 
     snprintf(dir, sizeof dir, "%s/csvdir", tmpdir);
     mkdir(dir, 0777);
     write_plain("csvdir/train.csv", "label,a,b\n1,0.5,2\n0,3,4\n", 24);
     write_gz("csvdir/test.csv.gz", "1,0.5,2\n", 8);
     rc = fedc_dataset_load_dir(dir, "train", &d, err, sizeof err);
-    CHECK(rc == FEDC_OK && d->n == 2 && d->features == 2 && d->x[0] == 0.5f,
-          "CSV data dir, train.csv loads");
+    CHECK(rc == FEDC_OK && d->n == 2 && d->features == 2 && d->x[0] == 0.5f, "CSV data dir, train.csv loads");
     fedc_dataset_destroy(d);
     rc = fedc_dataset_load_dir(dir, "test", &d, err, sizeof err);
     CHECK(rc == FEDC_OK && d->n == 1, "CSV data dir, test.csv.gz loads");

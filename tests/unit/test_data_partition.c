@@ -18,9 +18,8 @@
 static char tmpdir[256];
 static char err[FEDC_ERRMSG_MAX];
 
-
 #define N_EXAMPLES 1000
-#define N_CLASSES 10
+#define N_CLASSES  10
 
 static const char *path_of(const char *name)
 {
@@ -61,14 +60,15 @@ static size_t client_size(const fedc_partition_map *p, size_t c)
 
 /* Disjoint, complete, at least min per client, ascending within each
  * split, and the expected local test share. */
-static void check_map(const char *what, const fedc_partition_map *p, size_t min,
-                      double test_fraction)
+static void check_map(const char *what, const fedc_partition_map *p, size_t min, double test_fraction)
 {
     char *seen = calloc(p->n, 1);
     int complete = 1, ascending = 1, big_enough = 1, test_ok = 1;
     for (size_t i = 0; i < p->n; i++) {
-        if (p->index[i] >= p->n || seen[p->index[i]]) complete = 0;
-        else seen[p->index[i]] = 1;
+        if (p->index[i] >= p->n || seen[p->index[i]])
+            complete = 0;
+        else
+            seen[p->index[i]] = 1;
     }
     for (size_t c = 0; c < p->clients; c++) {
         size_t lo = p->offset[c], hi = p->offset[c + 1], t = p->test_count[c];
@@ -79,8 +79,7 @@ static void check_map(const char *what, const fedc_partition_map *p, size_t min,
         for (size_t i = lo + 1; i < hi; i++)
             if (i != hi - t && p->index[i] <= p->index[i - 1]) ascending = 0;
     }
-    CHECK(p->offset[p->clients] == p->n && complete,
-          "%s: every example goes to exactly one client", what);
+    CHECK(p->offset[p->clients] == p->n && complete, "%s: every example goes to exactly one client", what);
     CHECK(big_enough, "%s: every client has at least %zu examples", what, min);
     CHECK(test_ok, "%s: each local test split is round(%.2f * share)", what, test_fraction);
     CHECK(ascending, "%s: indices ascend within each split", what);
@@ -109,8 +108,8 @@ static int distinct_labels(const fedc_dataset *d, const fedc_partition_map *p, s
     return n;
 }
 
-static fedc_partition_map *compute(const fedc_dataset *d, fedc_partition_scheme scheme,
-                                   size_t clients, double alpha, int k, uint64_t seed)
+static fedc_partition_map *compute(const fedc_dataset *d, fedc_partition_scheme scheme, size_t clients,
+                                   double alpha, int k, uint64_t seed)
 {
     fedc_partition_options opt;
     fedc_partition_options_init(&opt);
@@ -186,8 +185,7 @@ static void test_schemes(const fedc_dataset *d)
             within &= labels >= 1 && labels <= k;
             equal_sizes &= client_size(p, c) == 100;
         }
-        CHECK(p && within && equal_sizes,
-              "shards K=%d: every client has 1..%d labels, 100 examples", k, k);
+        CHECK(p && within && equal_sizes, "shards K=%d: every client has 1..%d labels, 100 examples", k, k);
         fedc_partition_map_destroy(p);
     }
     /* 3 shards of 33 or 34 per client: rounding may leave a client short of
@@ -267,10 +265,8 @@ static int same_file(const char *a, const char *b)
     return same;
 }
 
-static const char *const client_files[4] = {"train-images-idx3-ubyte.gz",
-                                            "train-labels-idx1-ubyte.gz",
-                                            "t10k-images-idx3-ubyte.gz",
-                                            "t10k-labels-idx1-ubyte.gz"};
+static const char *const client_files[4] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                            "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"};
 
 static int same_output(const char *a, const char *b, size_t clients)
 {
@@ -397,10 +393,12 @@ static void test_write(const fedc_dataset *d)
             double test = cJSON_GetNumberValue(cJSON_GetObjectItem(cl, "test"));
             double sum_train = 0, sum_test = 0;
             cJSON *h;
-            cJSON_ArrayForEach(h, cJSON_GetObjectItem(cl, "train_labels")) {
+            cJSON_ArrayForEach(h, cJSON_GetObjectItem(cl, "train_labels"))
+            {
                 sum_train += h->valuedouble;
             }
-            cJSON_ArrayForEach(h, cJSON_GetObjectItem(cl, "test_labels")) {
+            cJSON_ArrayForEach(h, cJSON_GetObjectItem(cl, "test_labels"))
+            {
                 sum_test += h->valuedouble;
             }
             hist_ok &= sum_train == train && sum_test == test &&
@@ -484,8 +482,7 @@ static int remove_entry(const char *p, const struct stat *st, int flag, struct F
 int main(void)
 {
     const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/fedc-test-partition-XXXXXX",
-             base && *base ? base : "/tmp");
+    snprintf(tmpdir, sizeof tmpdir, "%s/fedc-test-partition-XXXXXX", base && *base ? base : "/tmp");
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
         return 1;

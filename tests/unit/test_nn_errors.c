@@ -11,8 +11,6 @@
 #include "fedc/nn.h"
 #include "test_util.h"
 
-
-
 #define N   40
 #define PIX 784
 

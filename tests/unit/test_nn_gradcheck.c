@@ -21,8 +21,6 @@
 #include "nn/model.h"
 #include "test_util.h"
 
-
-
 /* The backend the checks run on: the CPU backend, and the same backend with
  * its direct convolution kernels removed, so that both conv paths (direct
  * and im2col + GEMM) are checked on machines that have the kernels. */

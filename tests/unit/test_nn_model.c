@@ -12,8 +12,6 @@
 #include "fedc/tensor.h"
 #include "test_util.h"
 
-
-
 typedef struct expected_tensor {
     const char *name;
     int ndim;

@@ -14,8 +14,6 @@
 #include "nn/model.h"
 #include "test_util.h"
 
-
-
 /* w = 1, constant gradient 0.5, lr 0.1, momentum 0.9, weight decay 0.1:
  *   step 1: g' = 0.5 + 0.1*1      = 0.6       v = 0.6
  *           w = 1 - 0.1*0.6                  = 0.94

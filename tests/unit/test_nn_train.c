@@ -12,8 +12,6 @@
 #include "fedc/nn.h"
 #include "test_util.h"
 
-
-
 #define SIDE 28
 #define PIX  (SIDE * SIDE)
 

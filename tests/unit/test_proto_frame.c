@@ -17,8 +17,7 @@ static void test_header(void)
     uint8_t h[FEDC_FRAME_HEADER_BYTES];
     fedc__frame_header_encode(h, FEDC_FRAME_MESSAGE, 0x01020304u);
     CHECK(h[0] == 1 && h[1] == 2 && h[2] == 3 && h[3] == 4 && h[4] == 1,
-          "length is big-endian, type last: %02x %02x %02x %02x %02x", h[0], h[1], h[2], h[3],
-          h[4]);
+          "length is big-endian, type last: %02x %02x %02x %02x %02x", h[0], h[1], h[2], h[3], h[4]);
 
     uint8_t type = 0;
     uint32_t len = 0;
@@ -28,8 +27,7 @@ static void test_header(void)
             fedc__frame_header_encode(h, t, lens[i]);
             type = 0;
             len = 0;
-            int rc =
-                fedc__frame_header_decode(h, FEDC_DEFAULT_MAX_FRAME, &type, &len, err, sizeof err);
+            int rc = fedc__frame_header_decode(h, FEDC_DEFAULT_MAX_FRAME, &type, &len, err, sizeof err);
             CHECK(rc == FEDC_OK && type == t && len == lens[i],
                   "decode(type %u, len %u): rc %d type %u len %u", t, lens[i], rc, type, len);
         }
@@ -41,8 +39,8 @@ static void test_header(void)
                  "length equal to max_frame");
     fedc__frame_header_encode(h, FEDC_FRAME_DATA, 1001);
     err[0] = '\0';
-    CHECK_STATUS(fedc__frame_header_decode(h, 1000, &type, &len, err, sizeof err),
-                 FEDC_ERR_TOO_LARGE, "length one above max_frame");
+    CHECK_STATUS(fedc__frame_header_decode(h, 1000, &type, &len, err, sizeof err), FEDC_ERR_TOO_LARGE,
+                 "length one above max_frame");
     CHECK_CONTAINS(err, "1001", "too-large message gives the length");
     CHECK_CONTAINS(err, "1000", "too-large message gives the limit");
     fedc__frame_header_encode(h, FEDC_FRAME_MESSAGE, UINT32_MAX);
@@ -56,11 +54,10 @@ static void test_header(void)
         type = 0x55;
         len = 0x5555;
         err[0] = '\0';
-        CHECK_STATUS(
-            fedc__frame_header_decode(h, FEDC_DEFAULT_MAX_FRAME, &type, &len, err, sizeof err),
-            FEDC_ERR_PROTOCOL, "unknown frame type");
-        CHECK(err[0] != '\0' && type == 0x55 && len == 0x5555,
-              "type %u: a message, outputs untouched ('%s')", bad_types[i], err);
+        CHECK_STATUS(fedc__frame_header_decode(h, FEDC_DEFAULT_MAX_FRAME, &type, &len, err, sizeof err),
+                     FEDC_ERR_PROTOCOL, "unknown frame type");
+        CHECK(err[0] != '\0' && type == 0x55 && len == 0x5555, "type %u: a message, outputs untouched ('%s')",
+              bad_types[i], err);
     }
     fedc__frame_header_encode(h, 9, UINT32_MAX);
     CHECK_STATUS(fedc__frame_header_decode(h, 100, &type, &len, err, sizeof err), FEDC_ERR_PROTOCOL,
@@ -92,8 +89,7 @@ static fedc__msg *round_trip(const fedc__msg *m, const char *what)
           "%s: frame header type %u length %u of %zu bytes", what, type, len, n);
     CHECK(len == fedc__v1__message__get_packed_size(m), "%s: length is the packed size", what);
     fedc__msg *out = NULL;
-    rc = fedc__msg_unpack(buf + FEDC_FRAME_HEADER_BYTES, n - FEDC_FRAME_HEADER_BYTES, &out, err,
-                          sizeof err);
+    rc = fedc__msg_unpack(buf + FEDC_FRAME_HEADER_BYTES, n - FEDC_FRAME_HEADER_BYTES, &out, err, sizeof err);
     CHECK(rc == FEDC_OK && out, "%s: unpack (rc %d: %s)", what, rc, rc ? err : "");
     CHECK(out && out->body_case == m->body_case, "%s: body case %d, want %d", what,
           out ? (int)out->body_case : -1, (int)m->body_case);
@@ -175,8 +171,7 @@ static void test_bodies(void)
     m.hello = &hello;
     if ((o = round_trip(&m, "hello"))) {
         CHECK(o->hello->protocol_version == 1 && !strcmp(o->hello->node_id, "node-7") &&
-                  !strcmp(o->hello->software, "fedc 0.1.0") &&
-                  o->hello->max_frame_bytes == 16u << 20,
+                  !strcmp(o->hello->software, "fedc 0.1.0") && o->hello->max_frame_bytes == 16u << 20,
               "hello fields");
         CHECK(!strcmp(fedc__msg_name(o), "hello"), "name hello");
         fedc__msg_free(o);
@@ -275,8 +270,7 @@ static void test_bodies(void)
     m.body_case = FEDC__V1__MESSAGE__BODY_FIT_RES;
     m.fit_res = &fr;
     if ((o = round_trip(&m, "fit_res"))) {
-        CHECK(o->fit_res->round == 9 && o->fit_res->num_examples == 600 &&
-                  o->fit_res->num_tensors == 2 &&
+        CHECK(o->fit_res->round == 9 && o->fit_res->num_examples == 600 && o->fit_res->num_tensors == 2 &&
                   kv_equal(o->fit_res->n_metrics, o->fit_res->metrics),
               "fit_res fields");
         CHECK(!strcmp(fedc__msg_name(o), "fit_res"), "name fit_res");
@@ -321,8 +315,7 @@ static void test_bodies(void)
     m.body_case = FEDC__V1__MESSAGE__BODY_FAILURE;
     m.failure = &fa;
     if ((o = round_trip(&m, "failure"))) {
-        CHECK(o->failure->round == 3 && !strcmp(o->failure->reason, "out of memory"),
-              "failure fields");
+        CHECK(o->failure->round == 3 && !strcmp(o->failure->reason, "out of memory"), "failure fields");
         CHECK(!strcmp(fedc__msg_name(o), "failure"), "name failure");
         fedc__msg_free(o);
     }
@@ -373,8 +366,8 @@ static void test_unpack_errors(void)
     CHECK_CONTAINS(err, "no body", "0 bytes message");
     /* Field 13 (unknown to v1) only: decodes, but sets no body. */
     const uint8_t unknown_only[] = {0x68, 0x01};
-    CHECK_STATUS(fedc__msg_unpack(unknown_only, sizeof unknown_only, &o, err, sizeof err),
-                 FEDC_ERR_PROTOCOL, "unknown field only");
+    CHECK_STATUS(fedc__msg_unpack(unknown_only, sizeof unknown_only, &o, err, sizeof err), FEDC_ERR_PROTOCOL,
+                 "unknown field only");
     /* hello submessage whose length runs past the buffer. */
     const uint8_t cut[] = {0x0a, 0x10, 0x08, 0x01};
     err[0] = '\0';
@@ -382,29 +375,24 @@ static void test_unpack_errors(void)
                  "truncated submessage");
     CHECK_CONTAINS(err, "4 bytes", "malformed message gives the length");
     /* A varint that never ends. */
-    const uint8_t varint[] = {0x08, 0xff, 0xff, 0xff, 0xff, 0xff,
-                              0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    const uint8_t varint[] = {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     CHECK_STATUS(fedc__msg_unpack(varint, sizeof varint, &o, err, sizeof err), FEDC_ERR_PROTOCOL,
                  "over-long varint");
     /* Wire type 7 does not exist. */
     const uint8_t wt7[] = {0x0f, 0x00};
-    CHECK_STATUS(fedc__msg_unpack(wt7, sizeof wt7, &o, err, sizeof err), FEDC_ERR_PROTOCOL,
-                 "wire type 7");
+    CHECK_STATUS(fedc__msg_unpack(wt7, sizeof wt7, &o, err, sizeof err), FEDC_ERR_PROTOCOL, "wire type 7");
     /* Unknown field before a valid body: ignored, the body decodes. */
     const uint8_t extra[] = {0x68, 0x05, 0x62, 0x00};
     o = NULL;
     CHECK_STATUS(fedc__msg_unpack(extra, sizeof extra, &o, err, sizeof err), FEDC_OK,
                  "unknown field then shutdown{}");
-    CHECK(o && o->body_case == FEDC__V1__MESSAGE__BODY_SHUTDOWN,
-          "shutdown body after an unknown field");
+    CHECK(o && o->body_case == FEDC__V1__MESSAGE__BODY_SHUTDOWN, "shutdown body after an unknown field");
     fedc__msg_free(o);
     /* Two bodies: the last one wins (protobuf oneof rule), no leak. */
     const uint8_t two[] = {0x5a, 0x03, 0x0a, 0x01, 'x', 0x62, 0x03, 0x0a, 0x01, 'y'};
     o = NULL;
-    CHECK_STATUS(fedc__msg_unpack(two, sizeof two, &o, err, sizeof err), FEDC_OK,
-                 "error then shutdown");
-    CHECK(o && o->body_case == FEDC__V1__MESSAGE__BODY_SHUTDOWN &&
-              !strcmp(o->shutdown->reason, "y"),
+    CHECK_STATUS(fedc__msg_unpack(two, sizeof two, &o, err, sizeof err), FEDC_OK, "error then shutdown");
+    CHECK(o && o->body_case == FEDC__V1__MESSAGE__BODY_SHUTDOWN && !strcmp(o->shutdown->reason, "y"),
           "the last oneof member wins");
     fedc__msg_free(o);
 }
@@ -412,8 +400,7 @@ static void test_unpack_errors(void)
 static void test_tensor_header(void)
 {
     char err[FEDC_ERRMSG_MAX];
-    for (int d = -1; d <= 10; d++)
-        CHECK(fedc__dtype_valid(d) == (d >= 1 && d <= 8), "dtype_valid(%d)", d);
+    for (int d = -1; d <= 10; d++) CHECK(fedc__dtype_valid(d) == (d >= 1 && d <= 8), "dtype_valid(%d)", d);
 
     fedc_params *p = fedc_params_create();
     const int64_t s[3] = {5, 0, 7}, s2[2] = {3, 4};
@@ -429,14 +416,13 @@ static void test_tensor_header(void)
     Fedc__V1__TensorHeader h;
     uint64_t shape[FEDC_MAX_DIMS];
     fedc__tensor_header_init(&h, t, shape);
-    CHECK(h.name == t->name && h.dtype == FEDC__V1__DTYPE__I32 && h.n_shape == 2 &&
-              h.shape == shape && shape[0] == 3 && shape[1] == 4 && h.nbytes == 48,
+    CHECK(h.name == t->name && h.dtype == FEDC__V1__DTYPE__I32 && h.n_shape == 2 && h.shape == shape &&
+              shape[0] == 3 && shape[1] == 4 && h.nbytes == 48,
           "header_init copies the layout of 'conv.w'");
     CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_OK, "check of conv.w");
     fedc__tensor_header_init(&h, z, shape);
     CHECK(h.n_shape == 3 && h.nbytes == 0, "zero-size header");
-    CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_OK,
-                 "check of a zero-size tensor");
+    CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_OK, "check of a zero-size tensor");
     fedc__tensor_header_init(&h, sc, shape);
     CHECK(h.n_shape == 0 && h.nbytes == 8, "scalar header");
     CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_OK, "check of a scalar");
@@ -450,22 +436,19 @@ static void test_tensor_header(void)
     CHECK_CONTAINS(err, "conv.w", "nbytes mismatch names the tensor");
     CHECK_CONTAINS(err, "48", "nbytes mismatch gives the expected size");
     h.nbytes = 48 + (1ull << 32);
-    CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_ERR_PROTOCOL,
-                 "nbytes off by 2^32");
+    CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_ERR_PROTOCOL, "nbytes off by 2^32");
     h.nbytes = 48;
     const int bad_dtypes[] = {0, 9, 100, -1};
     for (size_t i = 0; i < sizeof bad_dtypes / sizeof bad_dtypes[0]; i++) {
         h.dtype = (Fedc__V1__DType)bad_dtypes[i];
-        CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_ERR_PROTOCOL,
-                     "unknown dtype");
+        CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_ERR_PROTOCOL, "unknown dtype");
     }
     h.dtype = FEDC__V1__DTYPE__I32;
     char name[FEDC_MAX_NAME + 1];
     memset(name, 'a', FEDC_MAX_NAME);
     name[FEDC_MAX_NAME] = '\0';
     h.name = name;
-    CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_ERR_PROTOCOL,
-                 "256-byte name");
+    CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_ERR_PROTOCOL, "256-byte name");
     name[FEDC_MAX_NAME - 1] = '\0';
     CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_OK, "255-byte name");
     h.name = "";
@@ -488,8 +471,7 @@ static void test_tensor_header(void)
     h.shape = big;
     h.n_shape = 2;
     h.nbytes = 0;
-    CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_ERR_PROTOCOL,
-                 "2^32 x 2^32 bytes");
+    CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_ERR_PROTOCOL, "2^32 x 2^32 bytes");
     h.n_shape = 3;
     CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_ERR_PROTOCOL,
                  "2^32 x 2^32 x 0 (the overflow comes before the zero)");
@@ -497,14 +479,12 @@ static void test_tensor_header(void)
     h.shape = neg;
     h.n_shape = 1;
     h.nbytes = UINT64_MAX;
-    CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_ERR_PROTOCOL,
-                 "dimension 2^64-1");
+    CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_ERR_PROTOCOL, "dimension 2^64-1");
     uint64_t zfirst[3] = {0, 1ull << 62, 1ull << 62};
     h.shape = zfirst;
     h.n_shape = 3;
     h.nbytes = 0;
-    CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_OK,
-                 "0 x 2^62 x 2^62 is empty");
+    CHECK_STATUS(fedc__tensor_header_check(&h, err, sizeof err), FEDC_OK, "0 x 2^62 x 2^62 is empty");
     fedc_params_destroy(p);
 }
 

@@ -28,8 +28,7 @@ static void feed(const uint8_t *buf, size_t len)
         g_refused++;
         if (rc != FEDC_ERR_PROTOCOL || m != NULL || err[0] == '\0') {
             if (g_bad_answers++ < 5)
-                printf("unexpected answer to %zu bytes: rc %d, out %p, '%s'\n", len, rc, (void *)m,
-                       err);
+                printf("unexpected answer to %zu bytes: rc %d, out %p, '%s'\n", len, rc, (void *)m, err);
         }
         return;
     }
@@ -43,9 +42,7 @@ static void feed(const uint8_t *buf, size_t len)
     /* Use the decoded fields the way the receivers do. */
     fedc_config *c = fedc_config_create();
     switch (m->body_case) {
-    case FEDC__V1__MESSAGE__BODY_TENSOR:
-        (void)fedc__tensor_header_check(m->tensor, err, sizeof err);
-        break;
+    case FEDC__V1__MESSAGE__BODY_TENSOR: (void)fedc__tensor_header_check(m->tensor, err, sizeof err); break;
     case FEDC__V1__MESSAGE__BODY_FIT_INS:
         (void)fedc__config_from_kv(c, m->fit_ins->config, m->fit_ins->n_config);
         break;
@@ -59,8 +56,7 @@ static void feed(const uint8_t *buf, size_t len)
         (void)fedc__config_from_kv(c, m->evaluate_res->metrics, m->evaluate_res->n_metrics);
         break;
     case FEDC__V1__MESSAGE__BODY_GET_PARAMETERS_INS:
-        (void)fedc__config_from_kv(c, m->get_parameters_ins->config,
-                                   m->get_parameters_ins->n_config);
+        (void)fedc__config_from_kv(c, m->get_parameters_ins->config, m->get_parameters_ins->n_config);
         break;
     default: break;
     }
@@ -70,8 +66,8 @@ static void feed(const uint8_t *buf, size_t len)
     size_t flen = 0;
     if (fedc__frame_pack_message(m, &frame, &flen, err, sizeof err) == FEDC_OK) {
         fedc__msg *again = NULL;
-        if (fedc__msg_unpack(frame + FEDC_FRAME_HEADER_BYTES, flen - FEDC_FRAME_HEADER_BYTES,
-                             &again, err, sizeof err) != FEDC_OK ||
+        if (fedc__msg_unpack(frame + FEDC_FRAME_HEADER_BYTES, flen - FEDC_FRAME_HEADER_BYTES, &again, err,
+                             sizeof err) != FEDC_OK ||
             again->body_case != m->body_case)
             g_bad_answers++;
         fedc__msg_free(again);
@@ -223,8 +219,7 @@ static void test_random_buffers(fedc_rng *r)
         for (size_t i = 0; i < len; i++) buf[i] = (uint8_t)fedc_rng_u64(r);
         feed(buf, len);
     }
-    CHECK(g_refused - before > 40000, "most random buffers are refused (%d of 50000)",
-          g_refused - before);
+    CHECK(g_refused - before > 40000, "most random buffers are refused (%d of 50000)", g_refused - before);
 }
 
 /* Streams of well-formed-looking fields (right tags, random wire types and
@@ -247,8 +242,7 @@ static size_t random_fields(fedc_rng *r, uint8_t *p, size_t cap, int depth)
     int fields = 1 + (int)fedc_rng_below(r, 5);
     for (int f = 0; f < fields && n + 24 < cap; f++) {
         uint64_t field = 1 + fedc_rng_below(r, depth == 0 ? 13 : 5);
-        uint64_t wt =
-            fedc_rng_below(r, 8) < 6 ? (fedc_rng_below(r, 2) ? 2 : 0) : fedc_rng_below(r, 8);
+        uint64_t wt = fedc_rng_below(r, 8) < 6 ? (fedc_rng_below(r, 2) ? 2 : 0) : fedc_rng_below(r, 8);
         n += put_varint(p + n, field << 3 | wt);
         switch (wt) {
         case 0: n += put_varint(p + n, fedc_rng_u64(r) >> fedc_rng_below(r, 64)); break;
@@ -289,8 +283,7 @@ static void test_structured(fedc_rng *r)
         size_t len = random_fields(r, buf, sizeof buf, 0);
         feed(buf, len);
     }
-    CHECK(g_ok - ok_before > 100, "some structured random buffers decode (%d of 50000)",
-          g_ok - ok_before);
+    CHECK(g_ok - ok_before > 100, "some structured random buffers decode (%d of 50000)", g_ok - ok_before);
 }
 
 static void test_mutations(fedc_rng *r)
@@ -340,8 +333,8 @@ int main(void)
     test_structured(&r);
     test_mutations(&r);
     TEST_NOTE("%d inputs decoded, %d refused", g_ok, g_refused);
-    CHECK(g_bad_answers == 0, "%d decoded, %d refused, %d answers broke the contract", g_ok,
-          g_refused, g_bad_answers);
+    CHECK(g_bad_answers == 0, "%d decoded, %d refused, %d answers broke the contract", g_ok, g_refused,
+          g_bad_answers);
     for (int i = 0; i < NSEEDS; i++) free(g_seed[i]);
     return test_summary();
 }

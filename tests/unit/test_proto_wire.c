@@ -25,7 +25,7 @@
 /* Generous: a correct test finishes in milliseconds; a wrong one fails
  * with FEDC_ERR_TIMEOUT instead of hanging. */
 #define IO_TIMEOUT 20.0
-#define BIG_LIMIT (1ull << 32)
+#define BIG_LIMIT  (1ull << 32)
 
 /* ---- growable byte strings for hand-made streams ---- */
 
@@ -65,8 +65,8 @@ static void put_frame(bytes *b, uint8_t type, const void *payload, uint32_t len)
     put(b, payload, len);
 }
 
-static void put_tensor_header(bytes *b, const char *name, int dtype, int ndim,
-                              const uint64_t *shape, uint64_t nbytes)
+static void put_tensor_header(bytes *b, const char *name, int dtype, int ndim, const uint64_t *shape,
+                              uint64_t nbytes)
 {
     Fedc__V1__TensorHeader h = FEDC__V1__TENSOR_HEADER__INIT;
     h.name = (char *)name;
@@ -187,26 +187,22 @@ static fedc_params *make_model(uint64_t seed)
 {
     fedc_params *p = fedc_params_create();
     if (!p) return NULL;
-    const int64_t s34[2] = {3, 4}, big[1] = {300000}, chunk[1] = {1 << 20},
-                  two[1] = {(2 << 20) + 1}, z[3] = {4, 0, 2}, z1[1] = {0},
-                  s8[8] = {1, 2, 1, 2, 1, 2, 1, 2}, s5[1] = {5}, s3[1] = {3};
+    const int64_t s34[2] = {3, 4}, big[1] = {300000}, chunk[1] = {1 << 20}, two[1] = {(2 << 20) + 1},
+                  z[3] = {4, 0, 2}, z1[1] = {0}, s8[8] = {1, 2, 1, 2, 1, 2, 1, 2}, s5[1] = {5}, s3[1] = {3};
     struct {
         const char *name;
         fedc_dtype dt;
         int ndim;
         const int64_t *shape;
     } spec[] = {
-        {"fc1.weight", FEDC_F32, 2, s34}, {"big", FEDC_F32, 1, big},
-        {"empty", FEDC_F32, 3, z},        {"step", FEDC_I64, 0, NULL},
-        {"chunk", FEDC_U8, 1, chunk},     {"two_chunks", FEDC_I8, 1, two},
-        {"none", FEDC_F64, 1, z1},        {"eight", FEDC_I32, 8, s8},
-        {"half", FEDC_F16, 1, s5},        {"bhalf", FEDC_BF16, 1, s3},
-        {"scale", FEDC_F64, 0, NULL},
+        {"fc1.weight", FEDC_F32, 2, s34}, {"big", FEDC_F32, 1, big},    {"empty", FEDC_F32, 3, z},
+        {"step", FEDC_I64, 0, NULL},      {"chunk", FEDC_U8, 1, chunk}, {"two_chunks", FEDC_I8, 1, two},
+        {"none", FEDC_F64, 1, z1},        {"eight", FEDC_I32, 8, s8},   {"half", FEDC_F16, 1, s5},
+        {"bhalf", FEDC_BF16, 1, s3},      {"scale", FEDC_F64, 0, NULL},
     };
     for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
         fedc_tensor *t;
-        if (fedc_params_add(p, spec[i].name, spec[i].dt, spec[i].ndim, spec[i].shape, NULL, &t,
-                            NULL, 0)) {
+        if (fedc_params_add(p, spec[i].name, spec[i].dt, spec[i].ndim, spec[i].shape, NULL, &t, NULL, 0)) {
             fedc_params_destroy(p);
             return NULL;
         }
@@ -277,8 +273,7 @@ static void test_encode_layout(void)
         off += 5 + len;
         size_t got = 0;
         while (ok && got < t->nbytes) {
-            if (fedc__frame_header_decode(b.p + off, FEDC_DEFAULT_MAX_FRAME, &type, &len, NULL,
-                                          0) ||
+            if (fedc__frame_header_decode(b.p + off, FEDC_DEFAULT_MAX_FRAME, &type, &len, NULL, 0) ||
                 type != FEDC_FRAME_DATA)
                 ok = 0;
             size_t want = t->nbytes - got < FEDC_CHUNK_BYTES ? t->nbytes - got : FEDC_CHUNK_BYTES;
@@ -297,8 +292,7 @@ static void test_encode_layout(void)
     free(mem);
 
     fedc_params *e = fedc_params_create();
-    CHECK_STATUS(fedc__params_encode_iov(e, &iov, &n, &mem, NULL, 0), FEDC_OK,
-                 "encode an empty set");
+    CHECK_STATUS(fedc__params_encode_iov(e, &iov, &n, &mem, NULL, 0), FEDC_OK, "encode an empty set");
     CHECK(n == 0, "an empty set has no frames (%d)", n);
     free(iov);
     free(mem);
@@ -338,21 +332,19 @@ static void test_round_trip(void)
                   in->fit_res->num_tensors == fedc_params_count(p),
               "fit_res fields");
         fedc_config *got = fedc_config_create();
-        CHECK_STATUS(fedc__config_from_kv(got, in->fit_res->metrics, in->fit_res->n_metrics),
-                     FEDC_OK, "config_from_kv");
+        CHECK_STATUS(fedc__config_from_kv(got, in->fit_res->metrics, in->fit_res->n_metrics), FEDC_OK,
+                     "config_from_kv");
         const char *note = NULL;
         int64_t steps = 0;
         int conv = 1;
         CHECK(fedc_config_count(got) == 4 && fedc_config_f64_or(got, "train_loss", 0) == 0.4125 &&
-                  fedc_config_get_i64(got, "steps", &steps) == FEDC_OK &&
-                  steps == -9007199254740993LL &&
-                  fedc_config_get_str(got, "note", &note) == FEDC_OK &&
-                  !strcmp(note, "caf\xc3\xa9") &&
+                  fedc_config_get_i64(got, "steps", &steps) == FEDC_OK && steps == -9007199254740993LL &&
+                  fedc_config_get_str(got, "note", &note) == FEDC_OK && !strcmp(note, "caf\xc3\xa9") &&
                   fedc_config_get_bool(got, "converged", &conv) == FEDC_OK && conv == 0,
               "metrics survive the wire");
         fedc_config_destroy(got);
-        rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, in->fit_res->num_tensors, BIG_LIMIT,
-                               NULL, &out, err, sizeof err);
+        rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, in->fit_res->num_tensors, BIG_LIMIT, NULL, &out,
+                               err, sizeof err);
         CHECK(rc == FEDC_OK, "recv_params (rc %d: %s)", rc, rc ? err : "");
         CHECK(rc == FEDC_OK && same_params(p, out, why, sizeof why), "round trip is bit-exact: %s",
               rc ? "" : why);
@@ -377,13 +369,12 @@ static void test_round_trip(void)
         rc = fedc__recv_message(&s.rd, FEDC_DEFAULT_MAX_FRAME, &in, err, sizeof err);
         fedc_params *got = NULL;
         if (rc == FEDC_OK)
-            rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME,
-                                   in->get_parameters_res->num_tensors, BIG_LIMIT, reuse, &got, err,
-                                   sizeof err);
-        CHECK(rc == FEDC_OK && got == reuse, "same layout: the data goes into `reuse` (rc %d: %s)",
-              rc, rc ? err : "");
-        CHECK(rc == FEDC_OK && same_params(q, reuse, why, sizeof why),
-              "reuse round trip is bit-exact: %s", rc ? "" : why);
+            rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, in->get_parameters_res->num_tensors,
+                                   BIG_LIMIT, reuse, &got, err, sizeof err);
+        CHECK(rc == FEDC_OK && got == reuse, "same layout: the data goes into `reuse` (rc %d: %s)", rc,
+              rc ? err : "");
+        CHECK(rc == FEDC_OK && same_params(q, reuse, why, sizeof why), "reuse round trip is bit-exact: %s",
+              rc ? "" : why);
         fedc__msg_free(in);
         session_end(&s);
     }
@@ -432,12 +423,12 @@ static void test_reuse_mismatch(void)
             continue;
         }
         fedc_params *got = NULL;
-        int rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, 4, BIG_LIMIT, reuses[k], &got,
-                                   err, sizeof err);
+        int rc =
+            fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, 4, BIG_LIMIT, reuses[k], &got, err, sizeof err);
         CHECK(rc == FEDC_OK && got && got != reuses[k], "%s: a new set (rc %d: %s)", what[k], rc,
               rc ? err : "");
-        CHECK(rc == FEDC_OK && same_params(p, got, why, sizeof why), "%s: contents bit-exact: %s",
-              what[k], rc ? "" : why);
+        CHECK(rc == FEDC_OK && same_params(p, got, why, sizeof why), "%s: contents bit-exact: %s", what[k],
+              rc ? "" : why);
         if (got != reuses[k]) fedc_params_destroy(got);
         session_end(&s);
         free(st.p);
@@ -451,13 +442,11 @@ static void test_reuse_mismatch(void)
     session s;
     if (start_raw(&s, &none, 0) == 0) {
         fedc_params *got = NULL;
-        int rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, 0, BIG_LIMIT, NULL, &got, err,
-                                   sizeof err);
+        int rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, 0, BIG_LIMIT, NULL, &got, err, sizeof err);
         CHECK(rc == FEDC_OK && got && fedc_params_count(got) == 0, "count 0 gives an empty set");
         fedc_params_destroy(got);
         fedc_params *empty = fedc_params_create();
-        rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, 0, BIG_LIMIT, empty, &got, err,
-                               sizeof err);
+        rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, 0, BIG_LIMIT, empty, &got, err, sizeof err);
         CHECK(rc == FEDC_OK && got == empty, "count 0 with an empty reuse gives reuse");
         fedc_params_destroy(empty);
         session_end(&s);
@@ -496,8 +485,7 @@ static void test_messages(void)
         fedc__msg *in = NULL;
         err[0] = '\0';
         int rc = fedc__recv_message(&s.rd, 8, &in, err, sizeof err);
-        CHECK(rc == FEDC_ERR_TOO_LARGE && in == NULL,
-              "a message above max_frame: TOO_LARGE (rc %d)", rc);
+        CHECK(rc == FEDC_ERR_TOO_LARGE && in == NULL, "a message above max_frame: TOO_LARGE (rc %d)", rc);
         CHECK_CONTAINS(err, "peer-under-test", "the message names the peer");
         session_end(&s);
     }
@@ -571,22 +559,21 @@ static void test_truncation(void)
         err[0] = '\0';
         int rc = fedc__recv_message(&s.rd, FEDC_DEFAULT_MAX_FRAME, &in, err, sizeof err);
         if (rc == FEDC_OK) {
-            rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, in->fit_ins->num_tensors,
-                                   BIG_LIMIT, NULL, &got, err, sizeof err);
+            rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, in->fit_ins->num_tensors, BIG_LIMIT, NULL,
+                                   &got, err, sizeof err);
             fedc__msg_free(in);
         }
         if (rc != FEDC_ERR_CLOSED || got != NULL) {
             if (all_closed)
-                printf("cut after %zu of %zu bytes: rc %d (%s), '%s'\n", cut, st.n, rc,
-                       fedc_strerror(rc), err);
+                printf("cut after %zu of %zu bytes: rc %d (%s), '%s'\n", cut, st.n, rc, fedc_strerror(rc),
+                       err);
             all_closed = 0;
             if (rc == FEDC_OK) fedc_params_destroy(got);
         }
         session_end(&s);
     }
     TEST_NOTE("%d cut points in a %zu-byte stream", tried, st.n);
-    CHECK(all_closed, "%d truncated streams (mid-header, mid-message, mid-tensor) give CLOSED",
-          tried);
+    CHECK(all_closed, "%d truncated streams (mid-header, mid-message, mid-tensor) give CLOSED", tried);
 
     /* The whole stream goes through. */
     session s;
@@ -595,10 +582,9 @@ static void test_truncation(void)
         fedc_params *got = NULL;
         int rc = fedc__recv_message(&s.rd, FEDC_DEFAULT_MAX_FRAME, &in, err, sizeof err);
         if (rc == FEDC_OK)
-            rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, 4, BIG_LIMIT, NULL, &got, err,
-                                   sizeof err);
-        CHECK(rc == FEDC_OK && same_params(p, got, why, sizeof why),
-              "the uncut stream round-trips (rc %d)", rc);
+            rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, 4, BIG_LIMIT, NULL, &got, err, sizeof err);
+        CHECK(rc == FEDC_OK && same_params(p, got, why, sizeof why), "the uncut stream round-trips (rc %d)",
+              rc);
         fedc__msg_free(in);
         fedc_params_destroy(got);
         session_end(&s);
@@ -612,10 +598,8 @@ static void test_truncation(void)
         int rc = fedc__recv_message(&s.rd, FEDC_DEFAULT_MAX_FRAME, &in, err, sizeof err);
         fedc__msg_free(in);
         if (rc == FEDC_OK)
-            rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, 4, BIG_LIMIT, reuse, &got, err,
-                                   sizeof err);
-        CHECK(rc == FEDC_ERR_CLOSED && got == NULL,
-              "truncated into reuse: CLOSED, *out NULL (rc %d)", rc);
+            rc = fedc__recv_params(&s.rd, FEDC_DEFAULT_MAX_FRAME, 4, BIG_LIMIT, reuse, &got, err, sizeof err);
+        CHECK(rc == FEDC_ERR_CLOSED && got == NULL, "truncated into reuse: CLOSED, *out NULL (rc %d)", rc);
         CHECK(fedc_params_count(reuse) == 4, "reuse is still the caller's");
         session_end(&s);
     }
@@ -626,8 +610,8 @@ static void test_truncation(void)
 
 /* Runs recv_message and then recv_params(count) over a hand-made stream
  * and returns the first failure. */
-static int receive(const bytes *st, uint32_t max_frame, uint32_t count, uint64_t max_total,
-                   int skip_msg, char *err, size_t errlen)
+static int receive(const bytes *st, uint32_t max_frame, uint32_t count, uint64_t max_total, int skip_msg,
+                   char *err, size_t errlen)
 {
     session s;
     if (start_raw(&s, st, st->n)) return -1;
@@ -672,23 +656,23 @@ static void test_protocol_errors(void)
     }
     st.n = 0;
     put_frame(&st, FEDC_FRAME_DATA, junk, 0);
-    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 1, err, sizeof err),
-                 FEDC_ERR_PROTOCOL, "an empty DATA frame where a tensor header is expected");
+    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 1, err, sizeof err), FEDC_ERR_PROTOCOL,
+                 "an empty DATA frame where a tensor header is expected");
 
     /* Frame headers: unknown type, empty MESSAGE, garbage payload. */
     st.n = 0;
     put_frame(&st, 3, junk, 4);
-    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 0, err, sizeof err),
-                 FEDC_ERR_PROTOCOL, "unknown frame type 3");
+    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 0, err, sizeof err), FEDC_ERR_PROTOCOL,
+                 "unknown frame type 3");
     st.n = 0;
     put_frame(&st, FEDC_FRAME_MESSAGE, junk, 0);
-    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 0, err, sizeof err),
-                 FEDC_ERR_PROTOCOL, "empty MESSAGE frame");
+    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 0, err, sizeof err), FEDC_ERR_PROTOCOL,
+                 "empty MESSAGE frame");
     st.n = 0;
     const uint8_t garbage[4] = {0x0a, 0x7f, 0x01, 0x02};
     put_frame(&st, FEDC_FRAME_MESSAGE, garbage, 4);
-    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 0, err, sizeof err),
-                 FEDC_ERR_PROTOCOL, "a payload that is not a Message");
+    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 0, err, sizeof err), FEDC_ERR_PROTOCOL,
+                 "a payload that is not a Message");
 
     /* A message of another kind where a tensor header is expected. */
     st.n = 0;
@@ -697,8 +681,8 @@ static void test_protocol_errors(void)
     m.body_case = FEDC__V1__MESSAGE__BODY_SHUTDOWN;
     m.shutdown = &sd;
     put_msg(&st, &m);
-    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 1, err, sizeof err),
-                 FEDC_ERR_PROTOCOL, "shutdown where a tensor header is expected");
+    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 1, err, sizeof err), FEDC_ERR_PROTOCOL,
+                 "shutdown where a tensor header is expected");
     CHECK_CONTAINS(err, "shutdown", "the message names what came");
 
     /* A DATA frame that runs past the tensor. */
@@ -706,16 +690,16 @@ static void test_protocol_errors(void)
     put_tensor_header(&st, "w", FEDC_F32, 1, s2, 8);
     const float three[3] = {1, 2, 3};
     put_frame(&st, FEDC_FRAME_DATA, three, 12);
-    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 1, err, sizeof err),
-                 FEDC_ERR_PROTOCOL, "a DATA frame overrunning the tensor");
+    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 1, err, sizeof err), FEDC_ERR_PROTOCOL,
+                 "a DATA frame overrunning the tensor");
     CHECK_CONTAINS(err, "'w'", "overrun message names the tensor");
     /* The same after a first, valid chunk. */
     st.n = 0;
     put_tensor_header(&st, "w", FEDC_F32, 1, s2, 8);
     put_frame(&st, FEDC_FRAME_DATA, two, 4);
     put_frame(&st, FEDC_FRAME_DATA, three, 8);
-    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 1, err, sizeof err),
-                 FEDC_ERR_PROTOCOL, "a second DATA frame overrunning the tensor");
+    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 1, err, sizeof err), FEDC_ERR_PROTOCOL,
+                 "a second DATA frame overrunning the tensor");
     /* Chunks need not be multiples of the element size. */
     st.n = 0;
     put_tensor_header(&st, "w", FEDC_F32, 1, s2, 8);
@@ -728,15 +712,15 @@ static void test_protocol_errors(void)
     put_tensor_header(&st, "w", FEDC_F32, 1, s2, 8);
     put_frame(&st, FEDC_FRAME_DATA, two, 0);
     put_frame(&st, FEDC_FRAME_DATA, two, 8);
-    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 1, err, sizeof err),
-                 FEDC_ERR_PROTOCOL, "an empty DATA frame inside a tensor");
+    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 1, err, sizeof err), FEDC_ERR_PROTOCOL,
+                 "an empty DATA frame inside a tensor");
     /* A MESSAGE frame before the tensor's data is complete. */
     st.n = 0;
     put_tensor_header(&st, "w", FEDC_F32, 1, s2, 8);
     put_frame(&st, FEDC_FRAME_DATA, two, 4);
     put_tensor_header(&st, "v", FEDC_F32, 1, s2, 8);
-    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 2, BIG_LIMIT, 1, err, sizeof err),
-                 FEDC_ERR_PROTOCOL, "a tensor header before the previous data is complete");
+    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 2, BIG_LIMIT, 1, err, sizeof err), FEDC_ERR_PROTOCOL,
+                 "a tensor header before the previous data is complete");
     CHECK_CONTAINS(err, "'w'", "cut-short message names the tensor");
 
     /* TensorHeaders whose nbytes does not match the shape, and other bad
@@ -769,8 +753,8 @@ static void test_protocol_errors(void)
     put_frame(&st, FEDC_FRAME_DATA, two, 8);
     put_tensor_header(&st, "w", FEDC_F32, 1, s2, 8);
     put_frame(&st, FEDC_FRAME_DATA, two, 8);
-    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 2, BIG_LIMIT, 1, err, sizeof err),
-                 FEDC_ERR_PROTOCOL, "a duplicate tensor name");
+    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 2, BIG_LIMIT, 1, err, sizeof err), FEDC_ERR_PROTOCOL,
+                 "a duplicate tensor name");
 
     /* max_total: the sum of nbytes, checked before any data is read. */
     st.n = 0;
@@ -784,8 +768,8 @@ static void test_protocol_errors(void)
     }
     CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 3, 300, 1, err, sizeof err), FEDC_OK,
                  "300 bytes with max_total 300");
-    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 3, 299, 1, err, sizeof err),
-                 FEDC_ERR_TOO_LARGE, "300 bytes with max_total 299");
+    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 3, 299, 1, err, sizeof err), FEDC_ERR_TOO_LARGE,
+                 "300 bytes with max_total 299");
     CHECK_CONTAINS(err, "299", "the message gives the limit");
     CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 3, 0, 1, err, sizeof err), FEDC_ERR_TOO_LARGE,
                  "300 bytes with max_total 0");
@@ -793,8 +777,8 @@ static void test_protocol_errors(void)
     st.n = 0;
     const uint64_t huge[2] = {1ull << 20, 1ull << 20};
     put_tensor_header(&st, "huge", FEDC_F32, 2, huge, 4ull << 40);
-    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 1, err, sizeof err),
-                 FEDC_ERR_TOO_LARGE, "a 4 TiB tensor header");
+    CHECK_STATUS(receive(&st, FEDC_DEFAULT_MAX_FRAME, 1, BIG_LIMIT, 1, err, sizeof err), FEDC_ERR_TOO_LARGE,
+                 "a 4 TiB tensor header");
 
     /* A DATA frame above max_frame. */
     st.n = 0;
@@ -803,8 +787,8 @@ static void test_protocol_errors(void)
     put_tensor_header(&st, "mb", FEDC_U8, 1, s1m, 1u << 20);
     put_frame(&st, FEDC_FRAME_DATA, mb, 1u << 20);
     free(mb);
-    CHECK_STATUS(receive(&st, 64u << 10, 1, BIG_LIMIT, 1, err, sizeof err),
-                 FEDC_ERR_TOO_LARGE, "a 1 MiB DATA frame with max_frame 64 KiB");
+    CHECK_STATUS(receive(&st, 64u << 10, 1, BIG_LIMIT, 1, err, sizeof err), FEDC_ERR_TOO_LARGE,
+                 "a 1 MiB DATA frame with max_frame 64 KiB");
     CHECK_STATUS(receive(&st, FEDC_CHUNK_BYTES, 1, BIG_LIMIT, 1, err, sizeof err), FEDC_OK,
                  "a 1 MiB DATA frame with max_frame 1 MiB");
     free(st.p);
@@ -851,8 +835,7 @@ static void test_kv(void)
         fedc_config_value_at(c, i, &f1, &i1, &s1, &b1);
         fedc_config_value_at(d, i, &f2, &i2, &s2, &b2);
         fedc_value_kind k = fedc_config_kind_at(c, i);
-        if (strcmp(fedc_config_key_at(c, i), fedc_config_key_at(d, i)) ||
-            k != fedc_config_kind_at(d, i))
+        if (strcmp(fedc_config_key_at(c, i), fedc_config_key_at(d, i)) || k != fedc_config_kind_at(d, i))
             same = 0;
         else if (k == FEDC_VALUE_F64)
             same = memcmp(&f1, &f2, sizeof f1) == 0;
@@ -901,8 +884,7 @@ static void test_kv(void)
     fedc_config *r = fedc_config_create();
     CHECK_STATUS(fedc__config_from_kv(r, ptrs, 5), FEDC_OK, "config_from_kv with odd entries");
     const char *s = NULL;
-    CHECK(fedc_config_count(r) == 1 && fedc_config_get_str(r, "k", &s) == FEDC_OK &&
-              !strcmp(s, "last"),
+    CHECK(fedc_config_count(r) == 1 && fedc_config_get_str(r, "k", &s) == FEDC_OK && !strcmp(s, "last"),
           "one entry, k = 'last' (count %zu)", fedc_config_count(r));
     fedc_config_destroy(r);
     fedc_config_destroy(d);

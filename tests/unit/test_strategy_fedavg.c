@@ -96,8 +96,8 @@ static void test_init(void)
     fedc_params *p = make_layout();
     fedc__fedavg a;
     CHECK_STATUS(fedc__fedavg_init(&a, p, 4, err, sizeof err), FEDC_OK, "init");
-    CHECK(a.ntensors == 5 && a.numel[0] == 12 && a.numel[2] == 1 && a.numel[3] == 0 &&
-              a.numel[4] == 1000 && a.updates == 0 && a.weight_sum == 0 && a.max_updates == 4,
+    CHECK(a.ntensors == 5 && a.numel[0] == 12 && a.numel[2] == 1 && a.numel[3] == 0 && a.numel[4] == 1000 &&
+              a.updates == 0 && a.weight_sum == 0 && a.max_updates == 4,
           "init takes the layout");
     int zero = 1;
     for (size_t i = 0; i < a.ntensors; i++)
@@ -112,27 +112,23 @@ static void test_init(void)
     fedc__fedavg_free(&a);
 
     /* Non-F32 tensors are refused, naming the tensor and its dtype. */
-    const fedc_dtype others[] = {FEDC_F64, FEDC_I32, FEDC_I64, FEDC_U8,
-                                 FEDC_I8,  FEDC_F16, FEDC_BF16};
+    const fedc_dtype others[] = {FEDC_F64, FEDC_I32, FEDC_I64, FEDC_U8, FEDC_I8, FEDC_F16, FEDC_BF16};
     for (size_t k = 0; k < sizeof others / sizeof others[0]; k++) {
         fedc_params *q = fedc_params_clone(p);
         const int64_t n3[1] = {3};
         fedc_params_add(q, "counter", others[k], 1, n3, NULL, NULL, NULL, 0);
         err[0] = '\0';
-        CHECK_STATUS(fedc__fedavg_init(&a, q, 4, err, sizeof err), FEDC_ERR_UNSUPPORTED,
-                     "non-F32 tensor");
+        CHECK_STATUS(fedc__fedavg_init(&a, q, 4, err, sizeof err), FEDC_ERR_UNSUPPORTED, "non-F32 tensor");
         CHECK_CONTAINS(err, "'counter'", "the message names the tensor");
         CHECK_CONTAINS(err, fedc_dtype_name(others[k]), "the message names the dtype");
-        CHECK(a.ntensors == 0 && a.acc == NULL && a.names == NULL,
-              "a refused init leaves nothing allocated");
+        CHECK(a.ntensors == 0 && a.acc == NULL && a.names == NULL, "a refused init leaves nothing allocated");
         fedc__fedavg_free(&a);
         fedc_params_destroy(q);
     }
     /* Even as the first tensor. */
     fedc_params *q = fedc_params_create();
     fedc_params_add(q, "ids", FEDC_I64, 0, NULL, NULL, NULL, NULL, 0);
-    CHECK_STATUS(fedc__fedavg_init(&a, q, 1, err, sizeof err), FEDC_ERR_UNSUPPORTED,
-                 "I64 first tensor");
+    CHECK_STATUS(fedc__fedavg_init(&a, q, 1, err, sizeof err), FEDC_ERR_UNSUPPORTED, "I64 first tensor");
     fedc_params_destroy(q);
     fedc_params_destroy(p);
 }
@@ -169,12 +165,11 @@ static void run_mean_trials(const char *what, int trials, uint64_t wlo, uint64_t
             }
             if (!rc) rc = add_update(&a, u[k], w[k], err, sizeof err);
         }
-        CHECK(rc == FEDC_OK, "%s trial %d: updates accepted (rc %d: %s)", what, trial, rc,
-              rc ? err : "");
+        CHECK(rc == FEDC_OK, "%s trial %d: updates accepted (rc %d: %s)", what, trial, rc, rc ? err : "");
         fedc_params *out = fedc_params_clone(layout);
         rc = rc ? rc : fedc__fedavg_finalize(&a, out, err, sizeof err);
-        CHECK(rc == FEDC_OK && a.updates == (uint64_t)n && a.weight_sum == W,
-              "%s trial %d: finalize", what, trial);
+        CHECK(rc == FEDC_OK && a.updates == (uint64_t)n && a.weight_sum == W, "%s trial %d: finalize", what,
+              trial);
         for (size_t i = 0; rc == FEDC_OK && i < fedc_params_count(layout); i++) {
             const fedc_tensor *t = fedc_params_at(out, i);
             for (int64_t j = 0; j < fedc_tensor_numel(t); j++) {
@@ -197,8 +192,7 @@ static void run_mean_trials(const char *what, int trials, uint64_t wlo, uint64_t
                 float flo = (float)lo, fhi = (float)hi;
                 if ((double)flo > lo) flo = nextafterf(flo, -INFINITY);
                 if ((double)fhi < hi) fhi = nextafterf(fhi, INFINITY);
-                double halfulp =
-                    (double)(nextafterf(fabsf((float)ref), INFINITY) - fabsf((float)ref)) / 2;
+                double halfulp = (double)(nextafterf(fabsf((float)ref), INFINITY) - fabsf((float)ref)) / 2;
                 double ratio = fabs(got - ref) / (efp + halfulp);
                 if (ratio > worst_ratio) worst_ratio = ratio;
                 if (!(got >= flo && got <= fhi)) {
@@ -206,8 +200,7 @@ static void run_mean_trials(const char *what, int trials, uint64_t wlo, uint64_t
                         printf("%s trial %d tensor '%s' element %lld: got %.9g, double mean %.17g, "
                                "outside "
                                "[%.9g, %.9g] (fixed-point bound %g)\n",
-                               what, trial, t->name, (long long)j, got, ref, (double)flo,
-                               (double)fhi, efp);
+                               what, trial, t->name, (long long)j, got, ref, (double)flo, (double)fhi, efp);
                     worst_ok = 0;
                 }
             }
@@ -216,10 +209,8 @@ static void run_mean_trials(const char *what, int trials, uint64_t wlo, uint64_t
         for (int k = 0; k < n; k++) fedc_params_destroy(u[k]);
         fedc__fedavg_free(&a);
     }
-    CHECK(worst_ok,
-          "%s: every element is a float rounding of the mean within the fixed-point bound", what);
-    TEST_NOTE("%s: worst |error| / (fixed-point bound + half a float ulp) = %.3f", what,
-              worst_ratio);
+    CHECK(worst_ok, "%s: every element is a float rounding of the mean within the fixed-point bound", what);
+    TEST_NOTE("%s: worst |error| / (fixed-point bound + half a float ulp) = %.3f", what, worst_ratio);
     fedc_params_destroy(layout);
 }
 
@@ -360,8 +351,7 @@ static void test_order_independence(void)
             for (int i = 0; i < np; i++) {
                 const struct piece *pc = &pieces[i];
                 const float *x = (const float *)fedc_params_at(u[pc->k], pc->ti)->data + pc->off;
-                if (fedc__fedavg_check(&a, pc->ti, pc->off, x, pc->n, w[pc->k], err, sizeof err) ==
-                    FEDC_OK)
+                if (fedc__fedavg_check(&a, pc->ti, pc->off, x, pc->n, w[pc->k], err, sizeof err) == FEDC_OK)
                     fedc__fedavg_fold(&a, pc->ti, pc->off, x, pc->n, w[pc->k]);
             }
             for (int k = 0; k < N; k++) fedc__fedavg_commit(&a, w[order[k]]);
@@ -376,8 +366,7 @@ static void test_order_independence(void)
             for (size_t i = 0; i < fedc_params_count(out); i++)
                 if (memcmp(fedc_params_at(out, i)->data, fedc_params_at(first, i)->data,
                            fedc_params_at(out, i)->nbytes)) {
-                    if (same_out)
-                        printf("order %d: tensor '%s' differs\n", o, fedc_params_at(out, i)->name);
+                    if (same_out) printf("order %d: tensor '%s' differs\n", o, fedc_params_at(out, i)->name);
                     same_out = 0;
                 }
             fedc_params_destroy(out);
@@ -386,21 +375,18 @@ static void test_order_independence(void)
         if (o == ORDERS - 1) {
             fedc__fedavg_reset(&a, N);
             CHECK(a.updates == 0 && a.weight_sum == 0, "reset clears the counters");
-            for (int k = N - 1; k >= 0; k--)
-                add_update(&a, u[(k * 5) % N], w[(k * 5) % N], err, sizeof err);
+            for (int k = N - 1; k >= 0; k--) add_update(&a, u[(k * 5) % N], w[(k * 5) % N], err, sizeof err);
             CHECK(snap_same(&first_acc, &a), "after reset, a new order gives the same sums");
         }
         fedc__fedavg_free(&a);
     }
-    CHECK(same_acc, "%d orders (whole updates and interleaved chunks) give identical int64 sums",
-          ORDERS);
+    CHECK(same_acc, "%d orders (whole updates and interleaved chunks) give identical int64 sums", ORDERS);
     CHECK(same_out, "%d orders give bit-identical averages (memcmp)", ORDERS);
 
     /* For contrast (not an assertion): a float running sum in two orders. */
     float f1 = 0, f2 = 0;
     for (int k = 0; k < N; k++) f1 += ((float *)fedc_params_at(u[k], 4)->data)[0] * (float)w[k];
-    for (int k = N - 1; k >= 0; k--)
-        f2 += ((float *)fedc_params_at(u[k], 4)->data)[0] * (float)w[k];
+    for (int k = N - 1; k >= 0; k--) f2 += ((float *)fedc_params_at(u[k], 4)->data)[0] * (float)w[k];
     TEST_NOTE("a plain float sum of the same products: %.9g forwards, %.9g backwards", f1, f2);
 
     snap_free(&first_acc);
@@ -419,8 +405,7 @@ static void test_check(void)
     fedc_params *u = fedc_params_clone(layout);
     for (size_t i = 0; i < fedc_params_count(u); i++) {
         fedc_tensor *t = fedc_params_at(u, i);
-        for (int64_t j = 0; j < fedc_tensor_numel(t); j++)
-            ((float *)t->data)[j] = (float)j * 0.5f - 3.0f;
+        for (int64_t j = 0; j < fedc_tensor_numel(t); j++) ((float *)t->data)[j] = (float)j * 0.5f - 3.0f;
     }
     CHECK_STATUS(add_update(&a, u, 10, err, sizeof err), FEDC_OK, "a first update");
     snapshot before;
@@ -442,8 +427,8 @@ static void test_check(void)
         snprintf(want, sizeof want, "tensor 'w' element 7 is %s", nonfinite[k].word);
         CHECK(!strcmp(err, want), "message '%s', want '%s'", err, want);
         /* The element number counts from the tensor's start, not the chunk's. */
-        CHECK_STATUS(fedc__fedavg_check(&a, 0, 5, w + 5, 7, 10, err, sizeof err),
-                     FEDC_ERR_NONFINITE, "non-finite in a chunk at offset 5");
+        CHECK_STATUS(fedc__fedavg_check(&a, 0, 5, w + 5, 7, 10, err, sizeof err), FEDC_ERR_NONFINITE,
+                     "non-finite in a chunk at offset 5");
         CHECK(!strcmp(err, want), "chunk message '%s', want '%s'", err, want);
         /* A chunk that stops before the bad element is fine. */
         CHECK_STATUS(fedc__fedavg_check(&a, 0, 0, w, 7, 10, err, sizeof err), FEDC_OK,
@@ -452,8 +437,8 @@ static void test_check(void)
 
         keep = big[999];
         big[999] = nonfinite[k].v;
-        CHECK_STATUS(fedc__fedavg_check(&a, 4, 0, big, 1000, 1, err, sizeof err),
-                     FEDC_ERR_NONFINITE, "non-finite at the end of 'big'");
+        CHECK_STATUS(fedc__fedavg_check(&a, 4, 0, big, 1000, 1, err, sizeof err), FEDC_ERR_NONFINITE,
+                     "non-finite at the end of 'big'");
         snprintf(want, sizeof want, "tensor 'big' element 999 is %s", nonfinite[k].word);
         CHECK(!strcmp(err, want), "message '%s', want '%s'", err, want);
         big[999] = keep;
@@ -470,8 +455,7 @@ static void test_check(void)
     /* Range. With at most 4 updates the limit of |x| * w * 2^24 is 2^51 - 1,
      * so for weight 1 the largest float accepted is 2^27 - 8. */
     float s = 134217720.0f; /* 2^27 - 8 */
-    CHECK_STATUS(fedc__fedavg_check(&a, 2, 0, &s, 1, 1, err, sizeof err), FEDC_OK,
-                 "2^27 - 8 with weight 1");
+    CHECK_STATUS(fedc__fedavg_check(&a, 2, 0, &s, 1, 1, err, sizeof err), FEDC_OK, "2^27 - 8 with weight 1");
     s = -134217720.0f;
     CHECK_STATUS(fedc__fedavg_check(&a, 2, 0, &s, 1, 1, err, sizeof err), FEDC_OK,
                  "-(2^27 - 8) with weight 1");
@@ -501,16 +485,13 @@ static void test_check(void)
                  "denormals and -0");
 
     /* Values outside the tensor. */
-    CHECK_STATUS(fedc__fedavg_check(&a, 5, 0, w, 1, 1, err, sizeof err), FEDC_ERR_INVALID,
-                 "tensor index 5");
+    CHECK_STATUS(fedc__fedavg_check(&a, 5, 0, w, 1, 1, err, sizeof err), FEDC_ERR_INVALID, "tensor index 5");
     CHECK_STATUS(fedc__fedavg_check(&a, 0, 10, w, 3, 1, err, sizeof err), FEDC_ERR_INVALID,
                  "12-element tensor, 10 + 3");
-    CHECK_STATUS(fedc__fedavg_check(&a, 0, 13, w, 0, 1, err, sizeof err), FEDC_ERR_INVALID,
-                 "offset 13");
+    CHECK_STATUS(fedc__fedavg_check(&a, 0, 13, w, 0, 1, err, sizeof err), FEDC_ERR_INVALID, "offset 13");
     CHECK_STATUS(fedc__fedavg_check(&a, 0, 12, w, 0, 1, err, sizeof err), FEDC_OK,
                  "an empty chunk at the end");
-    CHECK_STATUS(fedc__fedavg_check(&a, 3, 0, w, 0, 1, err, sizeof err), FEDC_OK,
-                 "the zero-size tensor");
+    CHECK_STATUS(fedc__fedavg_check(&a, 3, 0, w, 0, 1, err, sizeof err), FEDC_OK, "the zero-size tensor");
 
     CHECK(snap_same(&before, &a), "failed (and passed) checks leave the accumulator's bytes alone");
     snap_free(&before);
@@ -549,8 +530,8 @@ static void test_check_weight(void)
     CHECK_STATUS(fedc__fedavg_check_weight(&a, 1, err, sizeof err), FEDC_OK, "weight 1");
     CHECK_STATUS(fedc__fedavg_check_weight(&a, FEDC_FEDAVG_MAX_WEIGHT, err, sizeof err), FEDC_OK,
                  "weight 2^32");
-    CHECK_STATUS(fedc__fedavg_check_weight(&a, FEDC_FEDAVG_MAX_WEIGHT + 1, err, sizeof err),
-                 FEDC_ERR_RANGE, "weight 2^32 + 1");
+    CHECK_STATUS(fedc__fedavg_check_weight(&a, FEDC_FEDAVG_MAX_WEIGHT + 1, err, sizeof err), FEDC_ERR_RANGE,
+                 "weight 2^32 + 1");
     CHECK_STATUS(fedc__fedavg_check_weight(&a, UINT64_MAX, err, sizeof err), FEDC_ERR_RANGE,
                  "weight 2^64 - 1");
 
@@ -564,8 +545,7 @@ static void test_check_weight(void)
     CHECK(a.updates == 3 && a.weight_sum == 15, "three updates of weight 5 committed");
     fedc__fedavg_reset(&a, 5);
     CHECK(a.max_updates == 5, "reset sets the capacity");
-    for (int k = 0; k < 5; k++)
-        CHECK_STATUS(add_update(&a, u, 1, err, sizeof err), FEDC_OK, "after reset");
+    for (int k = 0; k < 5; k++) CHECK_STATUS(add_update(&a, u, 1, err, sizeof err), FEDC_OK, "after reset");
     CHECK_STATUS(fedc__fedavg_check_weight(&a, 1, err, sizeof err), FEDC_ERR_RANGE,
                  "a 6th update with max_updates 5");
     fedc_params_destroy(u);
@@ -591,8 +571,7 @@ static void test_finalize_empty(void)
     CHECK_STATUS(fedc__fedavg_finalize(&a, out, err, sizeof err), FEDC_ERR_INVALID,
                  "finalize before any commit");
     fedc__fedavg_reset(&a, 2);
-    CHECK_STATUS(fedc__fedavg_finalize(&a, out, err, sizeof err), FEDC_ERR_INVALID,
-                 "finalize after reset");
+    CHECK_STATUS(fedc__fedavg_finalize(&a, out, err, sizeof err), FEDC_ERR_INVALID, "finalize after reset");
     fedc_params_destroy(out);
     fedc__fedavg_free(&a);
     fedc_params_destroy(layout);

@@ -28,43 +28,43 @@
 static int test_passed_count;
 static int test_failed_count;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            test_passed_count++;                                                                   \
-        } else {                                                                                   \
-            test_failed_count++;                                                                   \
-            printf("%s:%d: FAIL: ", __FILE__, __LINE__);                                           \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-            fflush(stdout);                                                                        \
-        }                                                                                          \
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (cond) {                                                                                          \
+            test_passed_count++;                                                                             \
+        } else {                                                                                             \
+            test_failed_count++;                                                                             \
+            printf("%s:%d: FAIL: ", __FILE__, __LINE__);                                                     \
+            printf(__VA_ARGS__);                                                                             \
+            printf("\n");                                                                                    \
+            fflush(stdout);                                                                                  \
+        }                                                                                                    \
     } while (0)
 
 /* Checks that a call returned the status `want`; `what` names the call. */
-#define CHECK_STATUS(got, want, what)                                                              \
-    do {                                                                                           \
-        int check_got_ = (got), check_want_ = (want);                                              \
-        CHECK(check_got_ == check_want_, "%s: got %d (%s), want %d (%s)", (what), check_got_,      \
-              fedc_strerror(check_got_), check_want_, fedc_strerror(check_want_));                 \
+#define CHECK_STATUS(got, want, what)                                                                        \
+    do {                                                                                                     \
+        int check_got_ = (got), check_want_ = (want);                                                        \
+        CHECK(check_got_ == check_want_, "%s: got %d (%s), want %d (%s)", (what), check_got_,                \
+              fedc_strerror(check_got_), check_want_, fedc_strerror(check_want_));                           \
     } while (0)
 
 /* Checks that `hay` (an error message) contains `needle`. */
-#define CHECK_CONTAINS(hay, needle, what)                                                          \
-    do {                                                                                           \
-        const char *check_hay_ = (hay), *check_needle_ = (needle);                                 \
-        CHECK(check_hay_ && strstr(check_hay_, check_needle_) != NULL,                             \
-              "%s: message '%s' does not contain '%s'", (what),                                    \
-              check_hay_ ? check_hay_ : "(null)", check_needle_);                                  \
+#define CHECK_CONTAINS(hay, needle, what)                                                                    \
+    do {                                                                                                     \
+        const char *check_hay_ = (hay), *check_needle_ = (needle);                                           \
+        CHECK(check_hay_ &&strstr(check_hay_, check_needle_) != NULL,                                        \
+              "%s: message '%s' does not contain '%s'", (what), check_hay_ ? check_hay_ : "(null)",          \
+              check_needle_);                                                                                \
     } while (0)
 
 /* Prints a progress note that is not an assertion (a skipped sub-check). */
-#define TEST_NOTE(...)                                                                             \
-    do {                                                                                           \
-        printf("note: ");                                                                          \
-        printf(__VA_ARGS__);                                                                       \
-        printf("\n");                                                                              \
-        fflush(stdout);                                                                            \
+#define TEST_NOTE(...)                                                                                       \
+    do {                                                                                                     \
+        printf("note: ");                                                                                    \
+        printf(__VA_ARGS__);                                                                                 \
+        printf("\n");                                                                                        \
+        fflush(stdout);                                                                                      \
     } while (0)
 
 static inline int test_selected(int argc, char **argv, const char *part)
