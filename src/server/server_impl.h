@@ -1,0 +1,202 @@
+/* The server's internals: the state of connections and rounds, shared by
+ * the connection layer (connection.c: sockets, the frame reader, updates
+ * streaming in, simulated clients) and the round driver (server.c:
+ * sampling, stages, aggregation, metrics, the public API). */
+#ifndef FEDC_SERVER_IMPL_H
+#define FEDC_SERVER_IMPL_H
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+#include <sodium.h>
+#include <uv.h>
+
+#include "fedc/server.h"
+#include "net/conn.h"
+#include "proto/wire.h"
+#include "server/server_internal.h"
+#include "strategy/fedavg.h"
+
+#define LOG_COMPONENT "server"
+/* Most tensors a model may have (docs/protocol.md). */
+#define FEDC_MAX_MODEL_TENSORS 16384u
+#define DISCARD_BYTES          (64u << 10)
+
+typedef enum { NODE_HANDSHAKE, NODE_IDLE, NODE_BUSY } node_state;
+typedef enum { REQ_NONE, REQ_GETPARAMS, REQ_FIT, REQ_EVAL } req_kind;
+typedef enum { R_HDR, R_MSG, R_DATA } read_state;
+typedef enum { S_NONE, S_GETPARAMS, S_FIT } stream_kind;
+typedef enum { PHASE_WAIT, PHASE_INIT, PHASE_FIT, PHASE_EVAL, PHASE_DONE } phase;
+
+/* A model shared by every pending write that sends it: the frames that
+ * carry it point into its tensors, so it lives until the last write ends. */
+typedef struct model_blob {
+    int refs;
+    uint64_t version; /* unique per model this server held */
+    fedc_params *params;
+    uv_buf_t *bufs;
+    unsigned nbufs;
+    void *hdrmem;
+} model_blob;
+
+typedef struct node node;
+typedef struct fedc_server fedc_server;
+
+struct node {
+    uv_tcp_t tcp; /* first: the handle's address is the node's */
+    fedc_server *srv;
+    node *next;
+    uint64_t serial;
+    int is_virtual; /* a simulated client: no socket, see fedc__server_feed */
+    int draining;   /* said its last word: reading and dropping until the peer closes */
+    int retired;    /* out of the federation (see retire()): input is dropped */
+    uint32_t vindex;
+    uint8_t *pending; /* virtual: fed bytes held back while waiting for a slot */
+    size_t pending_len, pending_off;
+    char peer[INET6_ADDRSTRLEN + 16]; /* "[v6]:port" or "v4:port" */
+    char id[129];
+    node_state state;
+    int closing;
+    uv_timer_t handshake_timer;
+    int timer_open;
+
+    req_kind req;
+    uint64_t req_round;
+    int result_recorded; /* this request's result counted in the stage */
+    int asked_params;    /* already asked for initial parameters */
+
+    /* Frame reader. */
+    read_state rs;
+    uint8_t hdr[FEDC_FRAME_HEADER_BYTES];
+    uint32_t hdr_got;
+    uint8_t ftype;
+    uint32_t flen, fgot;
+    uint8_t *msgbuf;
+    uint32_t msgcap;
+    uint8_t *data_dst; /* NULL: discard */
+
+    /* Tensor stream that follows FitRes / GetParametersRes. */
+    stream_kind sk;
+    uint32_t stream_total, stream_index;
+    uint64_t stream_bytes; /* GetParametersRes: bytes announced so far */
+    int expect_header;     /* next frame must be a TensorHeader */
+    fedc_tensor *cur_t;
+    size_t cur_nbytes, cur_got, cur_checked;
+    fedc_params *stream_params; /* staging buffer or the new initial model */
+    int slot;                   /* staging slot held, -1 if none */
+    int waiting_slot;           /* paused until a slot frees */
+    node *wait_next;
+    int stale;   /* result of an old round: consume and drop */
+    int folding; /* this update's chunks are being folded into the aggregate */
+    int rejected;
+    char reject_reason[FEDC_ERRMSG_MAX];
+    uint64_t weight;
+    fedc_config *metrics;
+};
+
+typedef struct fit_result {
+    char id[129];
+    uint64_t n;
+    double loss; /* NaN if not reported */
+} fit_result;
+
+typedef struct eval_result {
+    char id[129];
+    uint64_t n;
+    double loss, acc;
+} eval_result;
+
+struct fedc_server {
+    fedc_server_options opt;
+    char *listen_addr;
+    char *out_dir;
+    fedc_config *fit_config;
+    char errmsg[FEDC_ERRMSG_MAX];
+    int rc;
+    int loop_inited, handles_open, grace_open;
+
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_timer_t stage_timer;
+    uv_timer_t wait_timer;
+    uv_timer_t progress_timer;
+    uv_timer_t grace_timer; /* ends connections still open 10 s after shutdown began */
+    int defer_stage;        /* fedc__server_reconnect() is replacing a node */
+    uv_async_t stop_async;
+    uv_work_t central_work;
+    int port;
+
+    node *nodes;
+    uint64_t next_serial;
+    uint32_t nconnections;
+    uint32_t nidle; /* nodes in NODE_IDLE, kept by fedc__srv_set_state() */
+    int running;
+    fedc__virtual_transport virt;
+    node **vnodes; /* simulated clients by index */
+    uint32_t nvirtual;
+    node *graveyard; /* closed simulated clients, freed by fedc__srv_bury() */
+    uint8_t discard[DISCARD_BYTES];
+
+    model_blob *model;
+    fedc__fedavg agg;
+    int agg_ready;
+    fedc_params **slots;
+    int *slot_busy;
+    node *wait_head, *wait_tail;
+
+    phase ph;
+    uint64_t round;
+    int stopping;
+    int finished;
+    double round_start;
+    uint64_t bytes_sent, bytes_received, round_sent0, round_received0;
+    uint32_t stage_pending; /* requests whose result is still due */
+    uint32_t sampled, ok, failed;
+    fit_result *fits;
+    size_t nfits, capfits;
+    eval_result *evals;
+    size_t nevals, capevals;
+    int central_running;
+    double central_loss, central_acc;
+    char central_err[FEDC_ERRMSG_MAX];
+    int central_rc;
+    fedc_round_record rec;
+    char fail_reason[FEDC_ERRMSG_MAX];
+    FILE *metrics;
+    double best_acc;
+    int target_reached;
+};
+
+/* Shared between the connection layer (connection.c) and the round driver
+ * (server.c); each is defined in the file named. */
+
+/* connection.c */
+model_blob *fedc__srv_blob_new(fedc_params *p, char *err, size_t errlen);
+void fedc__srv_blob_unref(model_blob *b);
+void fedc__srv_model_digest(const fedc_params *p, char hex[65]);
+void fedc__srv_set_state(node *n, node_state st);
+int fedc__srv_node_send(node *n, const fedc__msg *m, model_blob *blob, int close_after);
+void fedc__srv_node_close(node *n, const char *why);
+void fedc__srv_request_failed(node *n, const char *why);
+void fedc__srv_abandon_update(node *n);
+void fedc__srv_on_connection(uv_stream_t *server, int status);
+void fedc__srv_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+void fedc__srv_consume(node *n, size_t nread);
+
+/* virtual.c */
+void fedc__srv_bury(fedc_server *s);
+void fedc__srv_feed_pending(node *n);
+
+/* server.c */
+void fedc__srv_maybe_finish_stage(fedc_server *s);
+void fedc__srv_begin_shutdown(fedc_server *s, int rc);
+void fedc__srv_set_model(fedc_server *s, fedc_params *p);
+
+#endif
