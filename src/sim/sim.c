@@ -66,11 +66,7 @@ static void deliver(void *ctx, uint32_t index, uint8_t *frame, size_t frame_len,
     sim *s = ctx;
     /* The message must reach the client: closing the client from here, in
      * the middle of the server's send, is not an option. */
-    job *j;
-    while (!(j = calloc(1, sizeof *j))) {
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
-    }
+    job *j = fedc__sim_calloc_wait(sizeof *j);
     j->index = index;
     j->frame = frame;
     j->frame_len = frame_len;
@@ -105,6 +101,16 @@ static void deliver(void *ctx, uint32_t index, uint8_t *frame, size_t frame_len,
     }
 #endif
     fedc__sim_enqueue(s, j);
+}
+
+void *fedc__sim_calloc_wait(size_t n)
+{
+    void *p;
+    while (!(p = calloc(1, n))) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    return p;
 }
 
 void fedc__sim_enqueue(sim *s, job *j)
@@ -252,12 +258,8 @@ static void *worker_main(void *arg)
          * then the model's frames, read in place. */
         struct iovec stack_iov[64];
         struct iovec *iov = j->nbufs + 1 <= 64 ? stack_iov : malloc((j->nbufs + 1) * sizeof *iov);
-        done_msg *d;
-        while (!(d = calloc(1, sizeof *d))) {
-            /* The answer must be delivered, even if only as a failure. */
-            struct timespec ts = {0, 10000000};
-            nanosleep(&ts, NULL);
-        }
+        /* The answer must be delivered, even if only as a failure. */
+        done_msg *d = fedc__sim_calloc_wait(sizeof *d);
         if (!iov) {
             /* Without memory the client cannot answer; the server sees it
              * vanish, as it would a crashed process. */

@@ -81,6 +81,9 @@ struct sim {
     struct sim_mpi *mpi_state;
 };
 
+/* calloc that waits for memory rather than fail: for messages that must
+ * get through (a lost one would leave the server waiting for ever). */
+void *fedc__sim_calloc_wait(size_t n);
 /* Queues a job for this process's workers. */
 void fedc__sim_enqueue(sim *s, job *j);
 /* Hands an answer to the server (rank 0) or to the MPI pump (other ranks). */

@@ -272,8 +272,7 @@ static void take_answer(sim *s, sim_mpi *m, const uint8_t *buf, int len, int del
         if (blob) fedc__server_blob_release(blob);
         return;
     }
-    done_msg *d;
-    while (!(d = calloc(1, sizeof *d))) nap(); /* the answer must get through */
+    done_msg *d = fedc__sim_calloc_wait(sizeof *d); /* the answer must get through */
     d->index = h.index;
     d->failed = h.failed;
     d->vanish = h.vanish;
