@@ -6,14 +6,17 @@
  * `trainer_samples_per_s`, the examples processed per second of training.
  * The first epoch is a warm-up (page faults, BLAS buffers) and is not timed.
  *
- *   bench_trainer [--arch cnn|mlp] [--samples 4096] [--epochs 3] [--batch 64]
- *                 [--threads 2] [--json]
+ *   bench_trainer [--arch cnn|mlp|mlp-large] [--samples 4096] [--epochs 3]
+ *                 [--batch 64] [--threads 2] [--device cpu|cuda[:N]] [--json]
  *
  * bench/pytorch_cnn.py runs the same network, batch and optimizer in
  * PyTorch with the same defaults; run both on an idle machine:
  *
  *   build/bench/bench_trainer --json
  *   python3 bench/pytorch_cnn.py --json
+ *
+ * On a GPU (a build with -DFEDC_CUDA=ON), `--device cuda` trains there; the
+ * timed call includes copying the examples to the GPU once.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,13 +27,13 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_trainer [--arch cnn|mlp] [--samples N] [--epochs N] "
-                    "[--batch N] [--threads N] [--json]\n");
+    fprintf(stderr, "usage: bench_trainer [--arch cnn|mlp|mlp-large] [--samples N] [--epochs N] "
+                    "[--batch N] [--threads N] [--device cpu|cuda[:N]] [--json]\n");
 }
 
 int main(int argc, char **argv)
 {
-    const char *arch = "cnn";
+    const char *arch = "cnn", *device = "cpu";
     long samples = 4096, epochs = 3, batch = 64, threads = 2;
     int json = 0;
     for (int i = 1; i < argc; i++) {
@@ -42,6 +45,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(a, "--arch") == 0 && i + 1 < argc) {
             arch = argv[++i];
+            continue;
+        }
+        if (strcmp(a, "--device") == 0 && i + 1 < argc) {
+            device = argv[++i];
             continue;
         }
         if (strcmp(a, "--samples") == 0) target = &samples;
@@ -65,6 +72,13 @@ int main(int argc, char **argv)
     int rc = fedc_model_create(arch, 1, &m, err, sizeof(err));
     if (rc != FEDC_OK) {
         fprintf(stderr, "bench_trainer: %s\n", err);
+        return 1;
+    }
+    fedc_device dev;
+    if (fedc_device_parse(device, &dev, err, sizeof err) != FEDC_OK ||
+        fedc_model_set_device(m, dev, err, sizeof err) != FEDC_OK) {
+        fprintf(stderr, "bench_trainer: --device: %s\n", err);
+        fedc_model_destroy(m);
         return 1;
     }
     int c, h, w;
@@ -98,13 +112,14 @@ int main(int argc, char **argv)
     }
     double sps = (double)n * (double)epochs / dt;
     if (json)
-        printf("{\"benchmark\": \"bench_trainer\", \"arch\": \"%s\", \"threads\": %ld, "
-               "\"batch_size\": %ld, \"samples\": %zu, \"epochs\": %ld, \"seconds\": %.6f, "
-               "\"last_epoch_loss\": %.6f, \"trainer_samples_per_s\": %.1f}\n",
-               arch, threads, batch, n, epochs, dt, st.loss, sps);
+        printf("{\"benchmark\": \"bench_trainer\", \"arch\": \"%s\", \"device\": \"%s\", "
+               "\"threads\": %ld, \"batch_size\": %ld, \"samples\": %zu, \"epochs\": %ld, "
+               "\"seconds\": %.6f, \"last_epoch_loss\": %.6f, \"params\": %zu, "
+               "\"trainer_samples_per_s\": %.1f}\n",
+               arch, device, threads, batch, n, epochs, dt, st.loss, fedc_model_num_params(m), sps);
     else {
-        printf("%s, %ld threads, batch %ld, %zu samples x %ld epochs in %.3f s, loss %.4f\n", arch, threads,
-               batch, n, epochs, dt, st.loss);
+        printf("%s on %s, %ld threads, batch %ld, %zu samples x %ld epochs in %.3f s, loss %.4f\n", arch,
+               device, threads, batch, n, epochs, dt, st.loss);
         printf("trainer_samples_per_s %.1f\n", sps);
     }
     free(x);

@@ -57,3 +57,18 @@ void cli_unknown_flag(const char *cmd, const char *arg)
 {
     cli_error(cmd, "unknown or incomplete flag '%s' (see 'fedc %s --help')", arg ? arg : "?", cmd);
 }
+
+int cli_device(const char *cmd, const char *text, fedc_device *out)
+{
+    char err[FEDC_ERRMSG_MAX], name[256];
+    if (fedc_device_parse(text, out, err, sizeof err)) {
+        cli_error(cmd, "--device: %s", err);
+        return FEDC_EXIT_USAGE;
+    }
+    if (fedc_device_check(*out, name, sizeof name, err, sizeof err)) {
+        cli_error(cmd, "--device: %s", err);
+        return FEDC_EXIT_FAILURE;
+    }
+    if (out->type != FEDC_DEVICE_CPU) fedc_log(FEDC_LOG_INFO, cmd, "computing on %s (%s)", text, name);
+    return FEDC_EXIT_OK;
+}

@@ -20,6 +20,12 @@ void cli_error(const char *cmd, const char *fmt, ...) FEDC_PRINTF(2, 3);
 int cli_u64(const char *cmd, const char *flag, const char *v, uint64_t min, uint64_t max, uint64_t *out);
 int cli_double(const char *cmd, const char *flag, const char *v, double min, double max, double *out);
 
+/* Parses and checks a --device value (the CPU, or a GPU that is usable
+ * now) and logs the GPU chosen. Returns FEDC_EXIT_OK, or prints the error
+ * and returns FEDC_EXIT_USAGE for a malformed value and FEDC_EXIT_FAILURE
+ * for a device that cannot be used. */
+int cli_device(const char *cmd, const char *text, fedc_device *out);
+
 /* getopt_long's message for an unknown flag is replaced by ours: call this
  * with the argv element that failed. */
 void cli_unknown_flag(const char *cmd, const char *arg);

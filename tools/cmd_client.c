@@ -26,9 +26,12 @@ static const char usage_text[] =
     "  --data DIR              local data directory (required; checked before connecting)\n"
     "  --node-id ID            this node's id (default: random, printed at start)\n"
     "  --connect-timeout S     keep retrying an unreachable server for S s (default 60)\n"
-    "  --model mlp|cnn         architecture offered if the server has no model (default cnn)\n"
+    "  --model ARCH            mlp, mlp-large or cnn: offered if the server has no model\n"
+    "                          (default cnn)\n"
     "  --seed S                seed of that initial model (default 0)\n"
-    "  --threads N             BLAS threads for training (default 1)\n";
+    "  --threads N             BLAS threads for training (default 1)\n"
+    "  --device cpu|cuda[:N]   where the model trains (default cpu); a GPU that\n"
+    "                          cannot be used is an error, never a silent CPU run\n";
 
 static fedc_client *g_client;
 static void on_signal(int sig)
@@ -37,7 +40,17 @@ static void on_signal(int sig)
     if (g_client) fedc_client_stop(g_client);
 }
 
-enum { OPT_SERVER = 256, OPT_DATA, OPT_NODE, OPT_CONNECT, OPT_MODEL, OPT_SEED, OPT_THREADS, OPT_HELP };
+enum {
+    OPT_SERVER = 256,
+    OPT_DATA,
+    OPT_NODE,
+    OPT_CONNECT,
+    OPT_MODEL,
+    OPT_SEED,
+    OPT_THREADS,
+    OPT_DEVICE,
+    OPT_HELP
+};
 
 int fedc_cmd_client(int argc, char **argv)
 {
@@ -48,6 +61,7 @@ int fedc_cmd_client(int argc, char **argv)
                                              {"model", required_argument, NULL, OPT_MODEL},
                                              {"seed", required_argument, NULL, OPT_SEED},
                                              {"threads", required_argument, NULL, OPT_THREADS},
+                                             {"device", required_argument, NULL, OPT_DEVICE},
                                              {"help", no_argument, NULL, OPT_HELP},
                                              {NULL, 0, NULL, 0}};
     fedc_client_options opt;
@@ -55,6 +69,7 @@ int fedc_cmd_client(int argc, char **argv)
     const char *data = NULL;
     trainer t = {.default_arch = "cnn"};
     uint64_t threads = 1;
+    const char *device = "cpu";
     int c;
     opterr = 0;
     optind = 1;
@@ -74,6 +89,7 @@ int fedc_cmd_client(int argc, char **argv)
         case OPT_THREADS:
             if (cli_u64(CMD, "--threads", optarg, 1, 1024, &threads)) return FEDC_EXIT_USAGE;
             break;
+        case OPT_DEVICE: device = optarg; break;
         case OPT_HELP: fputs(usage_text, stdout); return FEDC_EXIT_OK;
         default: cli_unknown_flag(CMD, argv[optind - 1]); return FEDC_EXIT_USAGE;
         }
@@ -86,10 +102,17 @@ int fedc_cmd_client(int argc, char **argv)
         cli_error(CMD, "%s is required (see 'fedc client --help')", !opt.server ? "--server" : "--data");
         return FEDC_EXIT_USAGE;
     }
+    int drc = cli_device(CMD, device, &t.device);
+    if (drc != FEDC_EXIT_OK) return drc;
     char err[FEDC_ERRMSG_MAX];
     if (fedc_model_create(t.default_arch, 0, &t.model, err, sizeof err)) {
         cli_error(CMD, "--model: %s", err);
         return FEDC_EXIT_USAGE;
+    }
+    if (t.device.type != FEDC_DEVICE_CPU && fedc_model_set_device(t.model, t.device, err, sizeof err)) {
+        cli_error(CMD, "--device: %s", err);
+        fedc_model_destroy(t.model);
+        return FEDC_EXIT_FAILURE;
     }
     int exit_code = FEDC_EXIT_FAILURE;
     fedc_client *cl = NULL;

@@ -31,11 +31,14 @@ static void usage(FILE *f)
                "  --data DIR              source data directory, IDX or CSV layout\n"
                "                          (default " DEFAULT_DATA_DIR ")\n"
                "  --clients N             number of clients (required)\n"
-               "  --scheme S              iid | dirichlet | shards (default iid)\n"
+               "  --scheme S              iid | dirichlet | shards | sample (default iid)\n"
                "  --alpha A               dirichlet concentration, > 0; smaller is more skewed\n"
                "                          (default 0.5; dirichlet only)\n"
                "  --labels-per-client K   shards, and so about K labels, per client\n"
                "                          (default 2; shards only)\n"
+               "  --examples-per-client S each client draws S distinct examples at random;\n"
+               "                          clients overlap, so N may exceed the dataset\n"
+               "                          (required with, and only for, sample)\n"
                "  --test-fraction F       share of each client's examples held out as its local\n"
                "                          test split, in [0, 1) (default 0.1)\n"
                "  --min-samples M         fewest examples per client (default 10)\n"
@@ -91,7 +94,8 @@ enum {
     OPT_TEST_FRACTION,
     OPT_MIN_SAMPLES,
     OPT_SEED,
-    OPT_OUT
+    OPT_OUT,
+    OPT_PER_CLIENT
 };
 
 int fedc_cmd_partition(int argc, char **argv)
@@ -104,12 +108,13 @@ int fedc_cmd_partition(int argc, char **argv)
                                              {"test-fraction", required_argument, NULL, OPT_TEST_FRACTION},
                                              {"min-samples", required_argument, NULL, OPT_MIN_SAMPLES},
                                              {"seed", required_argument, NULL, OPT_SEED},
+                                             {"examples-per-client", required_argument, NULL, OPT_PER_CLIENT},
                                              {"out", required_argument, NULL, OPT_OUT},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     fedc_partition_options opt;
     const char *data_dir = DEFAULT_DATA_DIR, *out_dir = NULL;
-    int have_clients = 0, have_alpha = 0, have_labels = 0;
+    int have_clients = 0, have_alpha = 0, have_labels = 0, have_per_client = 0;
     uint64_t u;
     double v;
 
@@ -133,8 +138,8 @@ int fedc_cmd_partition(int argc, char **argv)
             break;
         case OPT_SCHEME:
             if (fedc_partition_scheme_parse(optarg, &opt.scheme) != FEDC_OK)
-                return usage_error("--scheme: unknown scheme '%s' (expected iid, dirichlet or "
-                                   "shards)",
+                return usage_error("--scheme: unknown scheme '%s' (expected iid, dirichlet, shards or "
+                                   "sample)",
                                    optarg);
             break;
         case OPT_ALPHA:
@@ -164,6 +169,12 @@ int fedc_cmd_partition(int argc, char **argv)
                 return usage_error("--seed: '%s' is not an unsigned 64-bit integer", optarg);
             opt.seed = u;
             break;
+        case OPT_PER_CLIENT:
+            if (!parse_u64(optarg, &u) || u < 1 || u > UINT32_MAX)
+                return usage_error("--examples-per-client: '%s' is not a positive integer", optarg);
+            opt.examples_per_client = (size_t)u;
+            have_per_client = 1;
+            break;
         case 'h': usage(stdout); return 0;
         case ':': return usage_error("%s needs a value", flag);
         default:
@@ -180,6 +191,11 @@ int fedc_cmd_partition(int argc, char **argv)
     if (have_labels && opt.scheme != FEDC_PARTITION_SHARDS)
         return usage_error("--labels-per-client applies only to --scheme shards, not %s",
                            fedc_partition_scheme_name(opt.scheme));
+    if (have_per_client && opt.scheme != FEDC_PARTITION_SAMPLE)
+        return usage_error("--examples-per-client applies only to --scheme sample, not %s",
+                           fedc_partition_scheme_name(opt.scheme));
+    if (!have_per_client && opt.scheme == FEDC_PARTITION_SAMPLE)
+        return usage_error("--scheme sample needs --examples-per-client S (the examples each client draws)");
 
     char err[FEDC_ERRMSG_MAX];
     fedc_partition_map *map = NULL;
@@ -195,8 +211,12 @@ int fedc_cmd_partition(int argc, char **argv)
         if (size < lo) lo = size;
         if (size > hi) hi = size;
     }
-    printf("partitioned %zu examples of %s into %zu clients (%s, seed %llu)\n", map->n, data_dir,
-           map->clients, fedc_partition_scheme_name(opt.scheme), (unsigned long long)opt.seed);
+    if (opt.scheme == FEDC_PARTITION_SAMPLE)
+        printf("%zu clients drew %zu examples each from the %zu of %s (sample, seed %llu)\n", map->clients,
+               opt.examples_per_client, map->n, data_dir, (unsigned long long)opt.seed);
+    else
+        printf("partitioned %zu examples of %s into %zu clients (%s, seed %llu)\n", map->n, data_dir,
+               map->clients, fedc_partition_scheme_name(opt.scheme), (unsigned long long)opt.seed);
     printf("examples per client: min %zu, max %zu (local test fraction %g)\n", lo, hi, opt.test_fraction);
     printf("wrote %s/client-*/ and %s/partition.json in %.1f s\n", out_dir, out_dir, fedc_now() - t0);
     fedc_partition_map_destroy(map);

@@ -27,9 +27,10 @@ static const char usage_head[] =
     "  --clients N               the population (required)\n"
     "  --concurrency K           clients answering at once (default: the cores)\n"
     "  --data DIR                the dataset to split (default /usr/share/datasets/fashion-mnist)\n"
-    "  --scheme iid|dirichlet|shards, --alpha A, --labels-per-client K,\n"
-    "  --test-fraction F, --min-samples M\n"
-    "                            partition options, as for fedc partition\n"
+    "  --scheme iid|dirichlet|shards|sample, --alpha A, --labels-per-client K,\n"
+    "  --examples-per-client S, --test-fraction F, --min-samples M\n"
+    "                            partition options, as for fedc partition (sample lets\n"
+    "                            clients overlap, for more clients than examples)\n"
     "  --partition-seed S        seed of the partition (default: --seed)\n"
     "  --dropout-rate P          each request: the client vanishes (before or while answering)\n"
     "                            with probability P, and connects again (default 0)\n"
@@ -37,6 +38,7 @@ static const char usage_head[] =
     "  --straggler-delay S       late with probability P (defaults 0 and 10)\n"
     "  --mpi                     spread the clients over MPI ranks: run as\n"
     "                            mpirun -np P fedc sim --mpi ...; rank 0 runs the server\n"
+
     "\n"
     "Server flags, as for fedc server (--listen defaults to an ephemeral port):\n";
 
@@ -45,6 +47,7 @@ typedef struct sim_data {
     const fedc_partition_map *map;
     const char *arch;
     uint64_t seed;
+    fedc_device device; /* where the clients train (--device) */
 } sim_data;
 
 /* Each worker thread keeps one model between the clients it serves, freed
@@ -71,6 +74,7 @@ static int open_client(void *user, uint32_t index, void **client_user, char *err
     }
     t->default_arch = sd->arch;
     t->seed = sd->seed;
+    t->device = sd->device;
     t->model = pthread_getspecific(g_model_key);
     pthread_setspecific(g_model_key, NULL);
     *client_user = t;
@@ -97,6 +101,7 @@ enum {
     OPT_LPC,
     OPT_TEST_FRACTION,
     OPT_MIN_SAMPLES,
+    OPT_PER_CLIENT,
     OPT_PSEED,
     OPT_DROPOUT,
     OPT_STRAGGLER,
@@ -116,6 +121,7 @@ int fedc_cmd_sim(int argc, char **argv)
         {"labels-per-client", required_argument, NULL, OPT_LPC},
         {"test-fraction", required_argument, NULL, OPT_TEST_FRACTION},
         {"min-samples", required_argument, NULL, OPT_MIN_SAMPLES},
+        {"examples-per-client", required_argument, NULL, OPT_PER_CLIENT},
         {"partition-seed", required_argument, NULL, OPT_PSEED},
         {"dropout-rate", required_argument, NULL, OPT_DROPOUT},
         {"straggler-rate", required_argument, NULL, OPT_STRAGGLER},
@@ -157,7 +163,7 @@ int fedc_cmd_sim(int argc, char **argv)
         case OPT_DATA: data_dir = optarg; break;
         case OPT_SCHEME:
             if (fedc_partition_scheme_parse(optarg, &po.scheme)) {
-                cli_error(CMD, "--scheme must be iid, dirichlet or shards, got '%s'", optarg);
+                cli_error(CMD, "--scheme must be iid, dirichlet, shards or sample, got '%s'", optarg);
                 bad = 1;
             }
             break;
@@ -172,6 +178,10 @@ int fedc_cmd_sim(int argc, char **argv)
         case OPT_MIN_SAMPLES:
             bad = cli_u64(CMD, "--min-samples", optarg, 1, 100000000, &u);
             po.min_samples = (size_t)u;
+            break;
+        case OPT_PER_CLIENT:
+            bad = cli_u64(CMD, "--examples-per-client", optarg, 1, UINT32_MAX, &u);
+            po.examples_per_client = (size_t)u;
             break;
         case OPT_PSEED:
             bad = cli_u64(CMD, "--partition-seed", optarg, 0, UINT64_MAX, &po.seed);
@@ -200,6 +210,14 @@ int fedc_cmd_sim(int argc, char **argv)
     }
     if (so.clients == 0) {
         cli_error(CMD, "--clients is required (see 'fedc sim --help')");
+        return FEDC_EXIT_USAGE;
+    }
+    if ((po.examples_per_client != 0) != (po.scheme == FEDC_PARTITION_SAMPLE)) {
+        if (po.examples_per_client)
+            cli_error(CMD, "--examples-per-client applies only to --scheme sample, not %s",
+                      fedc_partition_scheme_name(po.scheme));
+        else
+            cli_error(CMD, "--scheme sample needs --examples-per-client S (the examples each client draws)");
         return FEDC_EXIT_USAGE;
     }
     if (!have_pseed) po.seed = c.opt.seed;
@@ -240,7 +258,16 @@ int fedc_cmd_sim(int argc, char **argv)
         cli_error(CMD, "cannot create thread-local storage");
         goto done;
     }
-    sim_data sd = {d, map, c.model_name ? c.model_name : "cnn", c.opt.seed};
+    sim_data sd = {d, map, c.model_name ? c.model_name : "cnn", c.opt.seed, c.opt.device};
+    if (so.mpi && c.opt.device.type != FEDC_DEVICE_CPU) {
+        /* The ranks' sums are combined by MPI in host memory, so the
+         * server's sums stay there; the clients still train on the GPU. */
+        c.opt.device = (fedc_device){FEDC_DEVICE_CPU, 0};
+        if (rank == 0)
+            fedc_log(FEDC_LOG_INFO, CMD,
+                     "--mpi: the updates are summed on the CPU (MPI combines the ranks' "
+                     "sums in host memory); the clients train on the GPU");
+    }
     so.open_client = open_client;
     so.close_client = close_client;
     so.callbacks = trainer_callbacks;

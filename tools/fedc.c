@@ -26,6 +26,22 @@ static void usage(FILE *f)
             FEDC_VERSION_STRING);
 }
 
+/* What `fedc version` says about GPUs: whether this build has the CUDA
+ * backend, and if so whether the first GPU can be used (and why not). */
+static void print_devices(void)
+{
+    if (!fedc_device_cuda_built()) {
+        printf("cuda: not built (configure with -DFEDC_CUDA=ON)\n");
+        return;
+    }
+    char name[256], err[FEDC_ERRMSG_MAX];
+    fedc_device d = {FEDC_DEVICE_CUDA, 0};
+    if (fedc_device_check(d, name, sizeof name, err, sizeof err) == FEDC_OK)
+        printf("cuda: built, cuda:0 is %s\n", name);
+    else
+        printf("cuda: built, %s\n", err);
+}
+
 int main(int argc, char **argv)
 {
     /* A peer that vanishes mid-write must be an error return, not a signal. */
@@ -41,6 +57,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "sim")) return fedc_cmd_sim(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("fedc %s (protocol 1)\n", FEDC_VERSION_STRING);
+        print_devices();
         return FEDC_EXIT_OK;
     }
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {

@@ -18,7 +18,7 @@ const char server_cli_help[] =
     "  --fraction-evaluate F     share of clients asked to evaluate (default 1.0)\n"
     "  --round-timeout S         seconds to wait for results per stage (default 600)\n"
     "  --wait-timeout S          give up if K clients are not connected within S s (default: wait)\n"
-    "  --model mlp|cnn           start from the built-in architecture\n"
+    "  --model mlp|mlp-large|cnn start from the built-in architecture\n"
     "  --initial-model FILE      start from a safetensors file\n"
     "                            (neither: ask the first client for its parameters)\n"
     "  --lr X --momentum X --weight-decay X --local-epochs N --batch-size N\n"
@@ -28,6 +28,7 @@ const char server_cli_help[] =
     "  --out DIR                 write DIR/metrics.jsonl and DIR/model.safetensors (default out)\n"
     "  --seed S                  seed for sampling and client training (default 0)\n"
     "  --max-frame-bytes N       largest frame accepted (default 16777216)\n"
+    "  --device cpu|cuda[:N]     where the server aggregates and evaluates (default cpu)\n"
     "  --quiet                   no progress lines\n";
 
 enum {
@@ -51,6 +52,7 @@ enum {
     OPT_OUT,
     OPT_SEED,
     OPT_MAX_FRAME,
+    OPT_DEVICE,
     OPT_QUIET
 };
 
@@ -74,6 +76,7 @@ const struct option server_cli_options[] = {{"listen", required_argument, NULL, 
                                             {"out", required_argument, NULL, OPT_OUT},
                                             {"seed", required_argument, NULL, OPT_SEED},
                                             {"max-frame-bytes", required_argument, NULL, OPT_MAX_FRAME},
+                                            {"device", required_argument, NULL, OPT_DEVICE},
                                             {"quiet", no_argument, NULL, OPT_QUIET},
                                             {NULL, 0, NULL, 0}};
 
@@ -128,6 +131,7 @@ int server_cli_option(server_cli *c, const char *cmd, int opt, const char *arg)
         if (cli_u64(cmd, "--max-frame-bytes", arg, (1u << 20) + 64, UINT32_MAX, &u)) return -1;
         c->opt.max_frame_bytes = (uint32_t)u;
         return 0;
+    case OPT_DEVICE: c->device_text = arg; return 0;
     case OPT_QUIET: c->quiet = 1; return 0;
     default: return 1;
     }
@@ -149,7 +153,13 @@ static int central_eval(void *user, const fedc_params *p, uint64_t round, double
                 err, errlen, FEDC_ERR_UNSUPPORTED,
                 "the model matches no built-in architecture, so --test-data cannot evaluate it");
         int rc = fedc_model_create(arch, 0, &c->model, err, errlen);
-        if (rc) return rc;
+        if (!rc && c->device.type != FEDC_DEVICE_CPU)
+            rc = fedc_model_set_device(c->model, c->device, err, errlen);
+        if (rc) {
+            fedc_model_destroy(c->model);
+            c->model = NULL;
+            return rc;
+        }
     }
     int rc = fedc_model_set_params(c->model, p, err, errlen);
     if (rc) return rc;
@@ -182,7 +192,7 @@ static void on_round(void *user, const fedc_round_record *r)
 /* The built-in architecture whose layout equals p, or NULL. */
 static const char *match_arch(const fedc_params *p)
 {
-    static const char *archs[] = {"cnn", "mlp"};
+    static const char *archs[] = {"cnn", "mlp", "mlp-large"};
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
         fedc_model *m = NULL;
         if (fedc_model_create(archs[i], 0, &m, NULL, 0)) continue;
@@ -207,6 +217,11 @@ int server_cli_prepare(server_cli *c, const char *cmd)
     if (c->model_name && c->initial) {
         cli_error(cmd, "--model and --initial-model exclude each other");
         return FEDC_EXIT_USAGE;
+    }
+    if (c->device_text) {
+        int drc = cli_device(cmd, c->device_text, &c->opt.device);
+        if (drc != FEDC_EXIT_OK) return drc;
+        c->central.device = c->opt.device;
     }
     c->config = fedc_config_create();
     if (!c->config) {

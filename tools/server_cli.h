@@ -13,6 +13,7 @@
 typedef struct server_central {
     fedc_model *model;
     fedc_dataset *test;
+    fedc_device device; /* where it evaluates */
 } server_central;
 
 typedef struct server_cli {
@@ -20,6 +21,7 @@ typedef struct server_cli {
     const char *model_name, *initial, *test_dir;
     double lr, momentum, weight_decay;
     uint64_t epochs, batch;
+    const char *device_text; /* --device as given (NULL: the CPU) */
     int quiet;
     /* Filled by server_cli_prepare(). */
     fedc_params *init;

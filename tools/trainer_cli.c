@@ -11,7 +11,15 @@ static int ensure_model(trainer *t, const fedc_config *cfg, char *err, size_t er
     if (t->model && !strcmp(fedc_model_arch(t->model), arch)) return FEDC_OK;
     fedc_model_destroy(t->model);
     t->model = NULL;
-    return fedc_model_create(arch, t->seed, &t->model, err, errlen);
+    int rc = fedc_model_create(arch, t->seed, &t->model, err, errlen);
+    if (rc == FEDC_OK && t->device.type != FEDC_DEVICE_CPU) {
+        rc = fedc_model_set_device(t->model, t->device, err, errlen);
+        if (rc != FEDC_OK) {
+            fedc_model_destroy(t->model);
+            t->model = NULL;
+        }
+    }
+    return rc;
 }
 
 int trainer_check_geometry(trainer *t, const fedc_dataset *d, char *err, size_t errlen)

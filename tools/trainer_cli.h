@@ -12,6 +12,7 @@ typedef struct trainer {
     fedc_model *model;          /* created on demand for the architecture asked for */
     const char *default_arch;   /* offered when the server has no model */
     uint64_t seed;              /* initialisation of that offered model */
+    fedc_device device;         /* where the model trains (zero: the CPU) */
 } trainer;
 
 /* The callbacks; their user pointer is a trainer. */

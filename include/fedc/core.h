@@ -58,7 +58,8 @@ typedef enum fedc_status {
     FEDC_ERR_CANCELLED = 16,   /* stopped on request */
     FEDC_ERR_VERSION = 17,     /* incompatible protocol version */
     FEDC_ERR_REJECTED = 18,    /* the peer refused us */
-    FEDC_ERR_NOTREACHED = 19   /* a goal (e.g. target accuracy) was not met */
+    FEDC_ERR_NOTREACHED = 19,  /* a goal (e.g. target accuracy) was not met */
+    FEDC_ERR_DEVICE = 20       /* a compute device (GPU) is missing, unusable or failed */
 } fedc_status;
 
 /* A short static English description of a status code. Never NULL. */
@@ -123,6 +124,32 @@ void fedc_random_bytes(void *buf, size_t n);
 
 /* Monotonic clock in seconds. */
 double fedc_now(void);
+
+/*
+ * Compute devices. Work that can run on a GPU (the built-in trainer, the
+ * server's aggregation) takes a fedc_device; the CPU is always available.
+ * A device that was asked for and cannot be used is an error
+ * (FEDC_ERR_DEVICE), never a silent fall back to the CPU.
+ */
+typedef enum fedc_device_type { FEDC_DEVICE_CPU = 0, FEDC_DEVICE_CUDA = 1 } fedc_device_type;
+
+typedef struct fedc_device {
+    fedc_device_type type;
+    int index; /* which GPU (0 for the CPU) */
+} fedc_device;
+
+/* Parses "cpu", "cuda" (the first GPU) or "cuda:N". FEDC_ERR_INVALID names
+ * the text on failure. */
+int fedc_device_parse(const char *text, fedc_device *out, char *err, size_t errlen);
+/* Writes "cpu" or "cuda:N" into buf. */
+void fedc_device_format(fedc_device d, char *buf, size_t len);
+/* Non-zero when this build of the library has the CUDA backend. */
+int fedc_device_cuda_built(void);
+/* Checks that the device can be used now: FEDC_OK for the CPU; for a GPU,
+ * FEDC_ERR_DEVICE with the reason (a build without CUDA, no driver, no
+ * such GPU). When it can and `name` is not NULL, writes the device's name
+ * there (e.g. "NVIDIA H100 80GB HBM3"). */
+int fedc_device_check(fedc_device d, char *name, size_t namelen, char *err, size_t errlen);
 
 /* Formats into err (if non-NULL) like snprintf and returns `status`, so
  * callers can write `return fedc_set_error(err, errlen, FEDC_ERR_IO, "...")`. */

@@ -202,10 +202,17 @@ typedef enum fedc_partition_scheme {
     FEDC_PARTITION_DIRICHLET = 1,
     /* Examples sorted by label are cut into clients * K near-equal shards and
      * each client gets K random shards, so it sees about K classes. */
-    FEDC_PARTITION_SHARDS = 2
+    FEDC_PARTITION_SHARDS = 2,
+    /* Each client draws examples_per_client distinct examples uniformly at
+     * random, from a stream of its own: clients overlap (an example may go
+     * to several clients), so a dataset gives any number of clients, more
+     * than it has examples included. A client's share depends only on the
+     * seed, its index and the dataset's size, not on the number of
+     * clients. */
+    FEDC_PARTITION_SAMPLE = 3
 } fedc_partition_scheme;
 
-/* "iid", "dirichlet", "shards"; NULL for an unknown value. */
+/* "iid", "dirichlet", "shards", "sample"; NULL for an unknown value. */
 const char *fedc_partition_scheme_name(fedc_partition_scheme scheme);
 /* Parses one of the names above; returns FEDC_ERR_INVALID if unknown. */
 int fedc_partition_scheme_parse(const char *name, fedc_partition_scheme *out);
@@ -223,6 +230,8 @@ typedef struct fedc_partition_options {
                                      its local test split, in [0, 1) [0.1] */
     size_t min_samples;           /* fewest examples (train + test) per client [10] */
     uint64_t seed;                /* the same seed gives the same partition [0] */
+    size_t examples_per_client;   /* sample: examples (train + test) each client
+                                     draws, min_samples .. n [0: must be set] */
 } fedc_partition_options;
 
 /* Fills *opt with the defaults. */
@@ -232,31 +241,37 @@ void fedc_partition_options_init(fedc_partition_options *opt);
  * A partition of n examples among clients. Client c holds the source
  * examples index[offset[c] .. offset[c + 1]); the first part of that range
  * (ascending source indices) is its local training split and the last
- * test_count[c] entries (also ascending) its local test split. Every source
- * index in [0, n) appears exactly once. The arrays belong to the struct and
- * are freed by fedc_partition_map_destroy.
+ * test_count[c] entries (also ascending) its local test split. A client's
+ * range never repeats an index. For iid, dirichlet and shards every source
+ * index in [0, n) appears exactly once, so offset[clients] == n; for sample
+ * each client's range has examples_per_client entries and the ranges
+ * overlap, so offset[clients] == clients * examples_per_client. The arrays
+ * belong to the struct and are freed by fedc_partition_map_destroy.
  */
 typedef struct fedc_partition_map {
     fedc_partition_scheme scheme;
     size_t clients;
-    size_t n;           /* examples partitioned */
+    size_t n;           /* examples in the partitioned dataset */
     int num_classes;    /* of the partitioned dataset */
-    uint32_t *index;    /* n source example indices, grouped by client */
-    size_t *offset;     /* clients + 1 entries; offset[clients] == n */
+    uint32_t *index;    /* offset[clients] source example indices, grouped by client */
+    size_t *offset;     /* clients + 1 entries */
     size_t *test_count; /* clients entries */
 } fedc_partition_map;
 
 /*
  * Computes a partition of d under opt. Deterministic: the same labels and
- * options give the same partition (iid and shards bit for bit on every
+ * options give the same partition (iid, shards and sample bit for bit on every
  * platform; dirichlet uses libm's log and pow, whose last bits may differ
  * between C libraries). Every client gets at least opt->min_samples
  * examples: the dirichlet scheme redraws as NIID-Bench does, and if a
  * client is still short (dirichlet after many redraws, shards from
- * rounding), random examples move to it from the largest clients. Fails
- * with FEDC_ERR_INVALID for bad options, when clients * min_samples exceeds
- * d->n, or when d->n does not fit 32-bit indices. On success *out is a new
- * partition the caller destroys.
+ * rounding), random examples move to it from the largest clients; with
+ * sample every client gets exactly opt->examples_per_client. Fails with
+ * FEDC_ERR_INVALID for bad options, when clients * min_samples exceeds d->n
+ * (except for sample), when examples_per_client is 0, below min_samples or
+ * above d->n (sample), or when d->n does not fit 32-bit indices, and with
+ * FEDC_ERR_TOO_LARGE when clients * examples_per_client overflows the size
+ * of the index. On success *out is a new partition the caller destroys.
  */
 int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *opt, fedc_partition_map **out,
                            char *err, size_t errlen);

@@ -1,9 +1,10 @@
 /*
  * fedc nn: the built-in trainer.
  *
- * A small set of models (a multilayer perceptron and a LeNet-style
+ * A small set of models (multilayer perceptrons and a LeNet-style
  * convolutional network for 1x28x28 images) trained with minibatch SGD on
- * float arrays the caller provides. The models expose their weights as a
+ * float arrays the caller provides, on the CPU or, in builds with CUDA, on
+ * a GPU (fedc_model_set_device()). The models expose their weights as a
  * fedc_params set whose names and shapes follow PyTorch's conventions
  * ("conv1.weight" [out_c, in_c, kh, kw], "fc1.weight" [out, in], "fc1.bias"
  * [out]), so a model file saved from it loads into the equivalent
@@ -11,12 +12,15 @@
  *
  * Equivalent PyTorch modules (the flatten is channel-major, as torch.flatten):
  *   mlp: Flatten, Linear(784,200), ReLU, Linear(200,200), ReLU, Linear(200,10)
+ *   mlp-large: Flatten, Linear(784,1024), ReLU, Linear(1024,1024), ReLU,
+ *        Linear(1024,10) (for benchmarks)
  *   cnn: Conv2d(1,6,5), ReLU, MaxPool2d(2), Conv2d(6,16,5), ReLU, MaxPool2d(2),
  *        Flatten, Linear(256,120), ReLU, Linear(120,84), ReLU, Linear(84,10)
  *
  * Training is deterministic: the same model seed, data and configuration
  * give bit-identical parameters on the same build, CPU and thread count
- * (see fedc_nn_set_threads()).
+ * (see fedc_nn_set_threads()), or on the same build and GPU model. A GPU's
+ * results differ from the CPU's by float rounding.
  *
  * A model is not safe to use from two threads at once; distinct models may
  * be used concurrently (then keep fedc_nn_set_threads() at 1, or the
@@ -40,10 +44,11 @@ extern "C" {
 typedef struct fedc_model fedc_model;
 
 /*
- * Creates a model of architecture `arch` ("mlp" or "cnn") with parameters
- * drawn from `seed` the way PyTorch initialises Linear and Conv2d layers:
- * every weight and bias uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)]
- * (Kaiming-uniform with a = sqrt(5)). On success *out is a new model the
+ * Creates a model of architecture `arch` ("mlp", "cnn" or "mlp-large") with
+ * parameters drawn from `seed` the way PyTorch initialises Linear and Conv2d
+ * layers: every weight and bias uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)]
+ * (Kaiming-uniform with a = sqrt(5)). The model computes on the CPU until
+ * fedc_model_set_device() moves it. On success *out is a new model the
  * caller frees with fedc_model_destroy(). Returns FEDC_ERR_INVALID with a
  * message listing the known names for an unknown `arch`, FEDC_ERR_NOMEM when
  * out of memory.
@@ -53,18 +58,19 @@ int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *e
 /* Frees the model and its parameter set. No-op on NULL. */
 void fedc_model_destroy(fedc_model *m);
 
-/* The architecture name given to fedc_model_create() ("mlp" or "cnn"). The
- * string lives as long as the model. */
+/* The architecture name given to fedc_model_create(). The string lives as
+ * long as the model. */
 const char *fedc_model_arch(const fedc_model *m);
 
 /* Input geometry the model expects for one example: channels, height and
- * width (1, 28, 28 for both built-in models). Any pointer may be NULL. */
+ * width (1, 28, 28 for all built-in models). Any pointer may be NULL. */
 void fedc_model_input_shape(const fedc_model *m, int *c, int *h, int *w);
 
-/* Number of output classes (10 for both built-in models). */
+/* Number of output classes (10 for all built-in models). */
 int fedc_model_num_classes(const fedc_model *m);
 
-/* Total number of scalar parameters (44,426 for "cnn", 199,210 for "mlp"). */
+/* Total number of scalar parameters (44,426 for "cnn", 199,210 for "mlp",
+ * 1,863,690 for "mlp-large"). */
 size_t fedc_model_num_params(const fedc_model *m);
 
 /*
@@ -82,6 +88,26 @@ fedc_params *fedc_model_params(fedc_model *m);
  * model is unchanged. `p` stays owned by the caller.
  */
 int fedc_model_set_params(fedc_model *m, const fedc_params *p, char *err, size_t errlen);
+
+/*
+ * Moves the model to device `d`: its later fedc_model_train(),
+ * fedc_model_evaluate() and fedc_model_predict() calls compute there.
+ * fedc_model_params() stays the truth between calls: each call copies the
+ * parameters to the device and training copies them back at its end. On a
+ * GPU the trainer uses one thread whatever fedc_nn_set_threads() says, keeps
+ * the examples of a call on the device, and checks the loss for NaN or
+ * infinity once per epoch instead of once per step (so a diverged training
+ * leaves the parameters of the end of that epoch).
+ *
+ * Returns FEDC_ERR_DEVICE with a message naming the device and the reason
+ * when it cannot be used (see fedc_device_check(): a build without CUDA, no
+ * driver, no such GPU), or FEDC_ERR_NOMEM when the model does not fit; the
+ * model then stays on its current device. Never falls back to the CPU.
+ */
+int fedc_model_set_device(fedc_model *m, fedc_device d, char *err, size_t errlen);
+
+/* The device the model computes on (the CPU unless moved). */
+fedc_device fedc_model_get_device(const fedc_model *m);
 
 /* Hyperparameters of fedc_model_train(). The update is PyTorch's SGD:
  *   g += weight_decay * w;  v = momentum * v + g;  w -= lr * v

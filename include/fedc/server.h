@@ -80,6 +80,9 @@ typedef struct fedc_server_options {
     uint64_t max_model_bytes; /* largest model accepted from a client (default 16 GiB) */
     uint32_t max_connections; /* default 10000 */
     double handshake_timeout; /* seconds for a new connection to say hello (default 10) */
+    /* Where the updates are summed (default the CPU). On a GPU the sums are
+     * bit-identical to the CPU's; worth it for large models. */
+    fedc_device device;
     fedc_central_eval_fn central_eval;
     void *central_eval_user;
     void (*on_round)(void *user, const fedc_round_record *r);

@@ -28,8 +28,9 @@ extern "C" {
 typedef struct fedc_sim_options {
     uint32_t clients;     /* the population (required, >= 1) */
     uint32_t concurrency; /* requests answered at once, one worker thread each (0: the cores) */
-    /* Node id format: one %u for the client's index (default "client-%03u",
-     * the names fedc partition gives its directories). */
+    /* Node id format: exactly one %u for the client's index, with a width
+     * and the flags 0 or - at most (default "client-%03u", the names fedc
+     * partition gives its directories); anything else is FEDC_ERR_INVALID. */
     const char *node_id_format;
     /*
      * Called on a worker thread before virtual client `index` answers a
@@ -60,8 +61,12 @@ typedef struct fedc_sim_options {
     double straggler_delay;
     uint64_t fault_seed;
     /* Spread the clients over the ranks of MPI_COMM_WORLD (client i is
-     * answered on rank i % size; rank 0 also runs the server). Every rank
-     * calls fedc_sim_run() with the same options after fedc_sim_mpi_init(). */
+     * answered on rank i % size; rank 0 also runs the server). Each rank
+     * checks and folds its clients' updates into FedAvg sums of its own,
+     * which MPI_Reduce adds into the server's at the end of each round;
+     * other answers go to rank 0 whole (docs/simulation.md). The result is
+     * bit-identical to one process. Every rank calls fedc_sim_run() with
+     * the same options after fedc_sim_mpi_init(). */
     int mpi;
 } fedc_sim_options;
 

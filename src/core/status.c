@@ -27,6 +27,7 @@ const char *fedc_strerror(int status)
     case FEDC_ERR_VERSION: return "incompatible protocol version";
     case FEDC_ERR_REJECTED: return "rejected by peer";
     case FEDC_ERR_NOTREACHED: return "goal not reached";
+    case FEDC_ERR_DEVICE: return "compute device unavailable";
     default: return "unknown error";
     }
 }

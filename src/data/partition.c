@@ -18,6 +18,7 @@
  * which examples a client gets. */
 #define TAG_ASSIGN 0x70617274u
 #define TAG_TEST   0x74657374u
+#define TAG_SAMPLE 0x73616d70u /* "samp" */
 
 /* A dirichlet draw that leaves a client short is redrawn up to this many
  * times (NIID-Bench redraws without limit) before the shortfall is
@@ -34,6 +35,7 @@ void fedc_partition_options_init(fedc_partition_options *opt)
     opt->test_fraction = 0.1;
     opt->min_samples = 10;
     opt->seed = 0;
+    opt->examples_per_client = 0;
 }
 
 const char *fedc_partition_scheme_name(fedc_partition_scheme scheme)
@@ -42,6 +44,7 @@ const char *fedc_partition_scheme_name(fedc_partition_scheme scheme)
     case FEDC_PARTITION_IID: return "iid";
     case FEDC_PARTITION_DIRICHLET: return "dirichlet";
     case FEDC_PARTITION_SHARDS: return "shards";
+    case FEDC_PARTITION_SAMPLE: return "sample";
     default: return NULL;
     }
 }
@@ -49,7 +52,7 @@ const char *fedc_partition_scheme_name(fedc_partition_scheme scheme)
 int fedc_partition_scheme_parse(const char *name, fedc_partition_scheme *out)
 {
     static const fedc_partition_scheme all[] = {FEDC_PARTITION_IID, FEDC_PARTITION_DIRICHLET,
-                                                FEDC_PARTITION_SHARDS};
+                                                FEDC_PARTITION_SHARDS, FEDC_PARTITION_SAMPLE};
     for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++) {
         if (strcmp(name, fedc_partition_scheme_name(all[i])) == 0) {
             *out = all[i];
@@ -192,6 +195,34 @@ static int assign_shards(fedc_rng *rng, const fedc_dataset *d, size_t clients, s
 }
 
 /*
+ * Each client draws `per` distinct examples (Floyd's algorithm) from a
+ * random stream of its own, so its share depends only on the seed, its
+ * index and the dataset's size, not on how many clients there are. The
+ * draws are independent, so clients overlap. `taken` marks the draws of
+ * the client at hand and is cleared after each: O(per) work per client.
+ */
+static int assign_sample(uint64_t seed, size_t n, size_t clients, size_t per, uint32_t *index, size_t *offset)
+{
+    uint8_t *taken = calloc(n / 8 + 1, 1);
+    if (!taken) return FEDC_ERR_NOMEM;
+    for (size_t c = 0; c < clients; c++) {
+        fedc_rng rng;
+        fedc_rng_seed(&rng, fedc_seed_derive(seed, TAG_SAMPLE, c));
+        uint32_t *mine = index + c * per;
+        for (size_t j = n - per, k = 0; j < n; j++, k++) {
+            size_t t = (size_t)fedc_rng_below(&rng, j + 1);
+            if (taken[t / 8] & (1u << (t % 8))) t = j;
+            taken[t / 8] |= (uint8_t)(1u << (t % 8));
+            mine[k] = (uint32_t)t;
+        }
+        for (size_t i = 0; i < per; i++) taken[mine[i] / 8] = 0;
+        offset[c + 1] = offset[c] + per;
+    }
+    free(taken);
+    return FEDC_OK;
+}
+
+/*
  * Moves random examples from the largest client to each client below the
  * minimum. Since n >= clients * min_samples, the largest client always
  * holds more than the minimum while another is short, so donors never fall
@@ -272,11 +303,32 @@ int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *
     if (n > UINT32_MAX)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
                               "cannot partition %zu examples: at most 2^32 - 1 are supported", n);
-    if (clients > n / opt->min_samples)
+    int sample = opt->scheme == FEDC_PARTITION_SAMPLE;
+    size_t per = opt->examples_per_client, total = n;
+    if (sample) {
+        if (per < 1)
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                                  "the sample scheme needs the number of examples each client draws "
+                                  "(examples per client, at least 1)");
+        if (per > n)
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                                  "cannot draw %zu distinct examples per client from a dataset of %zu", per,
+                                  n);
+        if (per < opt->min_samples)
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                                  "%zu examples per client is below the minimum of %zu that every client "
+                                  "must have",
+                                  per, opt->min_samples);
+        if (clients > SIZE_MAX / sizeof(uint32_t) / per)
+            return fedc_set_error(err, errlen, FEDC_ERR_TOO_LARGE,
+                                  "%zu clients x %zu examples per client is too many to index", clients, per);
+        total = clients * per;
+    } else if (clients > n / opt->min_samples) {
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
                               "cannot give %zu clients at least %zu examples each: the dataset "
                               "holds only %zu (at most %zu clients)",
                               clients, opt->min_samples, n, n / opt->min_samples);
+    }
     size_t k = (size_t)opt->labels_per_client;
     if (opt->scheme == FEDC_PARTITION_SHARDS && k > n / clients)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
@@ -292,7 +344,7 @@ int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *
     prop = malloc(clients * sizeof *prop);
     p = calloc(1, sizeof *p);
     if (!owner || !perm || !sorted || !class_off || !sizes || !prop || !p) goto nomem;
-    p->index = malloc((n ? n : 1) * sizeof *p->index);
+    p->index = malloc((total ? total : 1) * sizeof *p->index);
     p->offset = calloc(clients + 1, sizeof *p->offset);
     p->test_count = calloc(clients, sizeof *p->test_count);
     if (!p->index || !p->offset || !p->test_count) goto nomem;
@@ -309,32 +361,37 @@ int fedc_partition_compute(const fedc_dataset *d, const fedc_partition_options *
         }
     }
 
-    switch (opt->scheme) {
-    case FEDC_PARTITION_IID: assign_iid(&rng, n, clients, perm, owner); break;
-    case FEDC_PARTITION_DIRICHLET: {
-        for (size_t i = 0; i < n; i++) perm[i] = (uint32_t)i;
-        group_by_label(d, perm, n, sorted, class_off);
-        int tries = assign_dirichlet(&rng, d, clients, opt->alpha, opt->min_samples, sorted, class_off, prop,
-                                     sizes, owner);
-        fedc_log(FEDC_LOG_DEBUG, "data", "dirichlet partition: %d draw%s", tries, tries == 1 ? "" : "s");
-        break;
-    }
-    case FEDC_PARTITION_SHARDS:
-        if (assign_shards(&rng, d, clients, k, perm, sorted, class_off, owner) != FEDC_OK) goto nomem;
-        break;
-    }
+    if (sample) {
+        if (assign_sample(opt->seed, n, clients, per, p->index, p->offset) != FEDC_OK) goto nomem;
+    } else {
+        switch (opt->scheme) {
+        case FEDC_PARTITION_IID: assign_iid(&rng, n, clients, perm, owner); break;
+        case FEDC_PARTITION_DIRICHLET: {
+            for (size_t i = 0; i < n; i++) perm[i] = (uint32_t)i;
+            group_by_label(d, perm, n, sorted, class_off);
+            int tries = assign_dirichlet(&rng, d, clients, opt->alpha, opt->min_samples, sorted, class_off,
+                                         prop, sizes, owner);
+            fedc_log(FEDC_LOG_DEBUG, "data", "dirichlet partition: %d draw%s", tries, tries == 1 ? "" : "s");
+            break;
+        }
+        case FEDC_PARTITION_SHARDS:
+            if (assign_shards(&rng, d, clients, k, perm, sorted, class_off, owner) != FEDC_OK) goto nomem;
+            break;
+        case FEDC_PARTITION_SAMPLE: break; /* drawn above */
+        }
 
-    size_t moved = 0;
-    if (repair_minimum(&rng, n, clients, opt->min_samples, owner, sizes, &moved) != FEDC_OK) goto nomem;
-    if (moved)
-        fedc_log(FEDC_LOG_INFO, "data", "%s partition: moved %zu examples to clients below %zu examples",
-                 scheme, moved, opt->min_samples);
+        size_t moved = 0;
+        if (repair_minimum(&rng, n, clients, opt->min_samples, owner, sizes, &moved) != FEDC_OK) goto nomem;
+        if (moved)
+            fedc_log(FEDC_LOG_INFO, "data", "%s partition: moved %zu examples to clients below %zu examples",
+                     scheme, moved, opt->min_samples);
 
-    /* Group by client, ascending source index within each client. */
-    for (size_t i = 0; i < n; i++) p->offset[owner[i] + 1]++;
-    for (size_t c = 0; c < clients; c++) p->offset[c + 1] += p->offset[c];
-    memset(sizes, 0, clients * sizeof *sizes);
-    for (size_t i = 0; i < n; i++) p->index[p->offset[owner[i]] + sizes[owner[i]]++] = (uint32_t)i;
+        /* Group by client, ascending source index within each client. */
+        for (size_t i = 0; i < n; i++) p->offset[owner[i] + 1]++;
+        for (size_t c = 0; c < clients; c++) p->offset[c + 1] += p->offset[c];
+        memset(sizes, 0, clients * sizeof *sizes);
+        for (size_t i = 0; i < n; i++) p->index[p->offset[owner[i]] + sizes[owner[i]]++] = (uint32_t)i;
+    }
 
     /* Each client's local test split is a random subset of its own share,
      * from a stream of its own, moved to the end of its range. */

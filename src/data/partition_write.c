@@ -105,6 +105,8 @@ static int write_json(const char *path, const fedc_dataset *d, const fedc_partit
     }
     if (p->scheme == FEDC_PARTITION_SHARDS)
         fprintf(f, "  \"labels_per_client\": %d,\n", opt->labels_per_client);
+    if (p->scheme == FEDC_PARTITION_SAMPLE)
+        fprintf(f, "  \"examples_per_client\": %zu,\n", opt->examples_per_client);
     fputs("  \"test_fraction\": ", f);
     json_double(f, opt->test_fraction);
     fprintf(f,

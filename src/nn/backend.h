@@ -21,11 +21,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The loss statistics that softmax_xent_dev adds to, in device memory. */
+typedef struct fedc__nn_xent_acc {
+    double loss_sum;  /* summed cross-entropy */
+    uint64_t correct; /* rows whose first maximum is the label */
+} fedc__nn_xent_acc;
+
 typedef struct fedc__nn_backend_i {
     const char *name;
     /* Non-zero when device memory is host memory, so that host data may be
      * used in place and the copies below may be skipped. */
     int host_memory;
+    /* Bytes a conv layer's im2col block should take (see layer.h), or 0 for
+     * the default, which is sized for a CPU's L2 cache. A GPU wants the
+     * whole chunk in one block: one large GEMM instead of many small ones. */
+    size_t col_block_bytes;
 
     /* Memory. alloc returns zeroed memory or NULL; free(NULL) is a no-op. */
     void *(*alloc)(void *ctx, size_t nbytes);
@@ -118,6 +132,24 @@ typedef struct fedc__nn_backend_i {
      * w -= lr * v (v untouched and w -= lr * g' when momentum == 0). */
     void (*sgd_update)(void *ctx, float *w, const float *g, float *v, size_t n, float lr, float momentum,
                        float weight_decay);
+
+    /* Optional (NULL on the CPU, where host data is used in place): data that
+     * stays on the device. With both ops set, the trainer uploads a call's
+     * examples and labels once (and each epoch's order of the examples once
+     * per epoch), gathers every chunk on the device and reads the loss
+     * statistics back once per epoch, so that nothing crosses to the host
+     * per chunk or per step. */
+
+    /* Like gather_rows, but src and idx are device memory and a row is
+     * row_len 32-bit values: floats, or int32 labels with row_len 1. */
+    void (*gather_rows_dev)(void *ctx, void *dst, const void *src, const uint32_t *idx, size_t count,
+                            size_t row_len);
+    /* Like softmax_xent, but the labels are device memory and the summed
+     * loss and the hits are added to *acc, also device memory. The sum runs
+     * in a fixed order, so that runs are reproducible. A label outside
+     * [0, classes) gives a NaN loss. */
+    void (*softmax_xent_dev)(void *ctx, const float *logits, const int32_t *labels, int nb, int classes,
+                             float scale, float *dlogits, fedc__nn_xent_acc *acc);
 } fedc__nn_backend_i;
 
 typedef struct fedc__nn_backend {
@@ -127,5 +159,9 @@ typedef struct fedc__nn_backend {
 
 /* The always-available CPU backend (OpenBLAS). Static; never freed. */
 const fedc__nn_backend *fedc__nn_backend_cpu(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* FEDC_NN_BACKEND_H */

@@ -66,8 +66,9 @@ int fedc__nn_layer_init(fedc__nn_layer *l, fedc__nn_layer_kind kind, const char 
     return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "layer '%s': unknown kind %d", l->name, (int)kind);
 }
 
-/* Target size of a conv's im2col block: about half of a typical 512 KiB
- * L2 cache, leaving room for the weights and the output block. */
+/* Target size of a conv's im2col block unless the backend sets its own:
+ * about half of a typical 512 KiB L2 cache, leaving room for the weights
+ * and the output block. */
 #define COL_BLOCK_BYTES (256u * 1024u)
 
 size_t fedc__nn_layer_in_numel(const fedc__nn_layer *l)
@@ -103,12 +104,15 @@ int fedc__nn_layer_reserve(const fedc__nn_backend *be, fedc__nn_layer *l, int ca
 {
     const fedc__nn_backend_i *bi = be->iface;
     void *ctx = be->context;
-    if (l->wn && !l->dw) {
-        l->dw = bi->alloc(ctx, l->wn * sizeof(float));
-        l->db = bi->alloc(ctx, l->bn * sizeof(float));
-        l->vw = bi->alloc(ctx, l->wn * sizeof(float));
-        l->vb = bi->alloc(ctx, l->bn * sizeof(float));
-        if (!l->dw || !l->db || !l->vw || !l->vb) goto fail;
+    /* Gradient and momentum buffers live from their allocation to the
+     * release, failed reservations included: the model keeps pointers to
+     * them. */
+    if (l->wn) {
+        if (!l->dw) l->dw = bi->alloc(ctx, l->wn * sizeof(float));
+        if (!l->db) l->db = bi->alloc(ctx, l->bn * sizeof(float));
+        if (!l->vw) l->vw = bi->alloc(ctx, l->wn * sizeof(float));
+        if (!l->vb) l->vb = bi->alloc(ctx, l->bn * sizeof(float));
+        if (!l->dw || !l->db || !l->vw || !l->vb) return FEDC_ERR_NOMEM;
     }
     if (cap <= l->cap) return FEDC_OK;
     release_activations(be, l);
@@ -125,7 +129,7 @@ int fedc__nn_layer_reserve(const fedc__nn_backend *be, fedc__nn_layer *l, int ca
      * gradient of the input (W^T dy, folded back by col2im). */
     if (l->kind == FEDC__NN_CONV2D && (!l->direct || l->need_dx)) {
         size_t per_image = (size_t)l->in_c * l->k * l->k * l->out_h * l->out_w * sizeof(float);
-        size_t block = COL_BLOCK_BYTES / per_image;
+        size_t block = (bi->col_block_bytes ? bi->col_block_bytes : COL_BLOCK_BYTES) / per_image;
         l->block = block < 1 ? 1 : block > (size_t)cap ? cap : (int)block;
         l->col = bi->alloc(ctx, per_image * (size_t)l->block);
         if (!l->col) goto fail;
@@ -139,7 +143,7 @@ int fedc__nn_layer_reserve(const fedc__nn_backend *be, fedc__nn_layer *l, int ca
     l->cap = cap;
     return FEDC_OK;
 fail:
-    fedc__nn_layer_release(be, l);
+    release_activations(be, l);
     return FEDC_ERR_NOMEM;
 }
 

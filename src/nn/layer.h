@@ -82,7 +82,9 @@ int fedc__nn_layer_init(fedc__nn_layer *l, fedc__nn_layer_kind kind, const char 
 
 /* Allocates gradients and momentum buffers (zeroed) and activation buffers
  * for `cap` examples; may be called again with a larger cap, which replaces
- * the activation buffers. Returns FEDC_ERR_NOMEM on failure. */
+ * the activation buffers. Returns FEDC_ERR_NOMEM on failure, after which the
+ * layer holds no activation buffers (cap 0) but keeps the gradient and
+ * momentum buffers it has: those stay in place until the release. */
 int fedc__nn_layer_reserve(const fedc__nn_backend *be, fedc__nn_layer *l, int cap);
 
 /* Frees everything the layer owns (not w and b). */

@@ -1,4 +1,5 @@
-/* The built-in models (mlp, cnn): construction, training, evaluation. */
+/* The built-in models (mlp, cnn, mlp-large): construction, training,
+ * evaluation, and the device they compute on. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +13,9 @@
 #include "nn/layer.h"
 #include "nn/model.h"
 #include "nn/workers.h"
+#ifdef FEDC_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 #define MAX_LAYERS  16
 #define MAX_TENSORS (2 * MAX_LAYERS)
@@ -52,6 +56,12 @@ static const arch_spec archs[] = {
         {FEDC__NN_DENSE,     "fc1",   120, 0, 0, 0, 1},
         {FEDC__NN_DENSE,     "fc2",   84,  0, 0, 0, 1},
         {FEDC__NN_DENSE,     "fc3",   10,  0, 0, 0, 0}}},
+    /* The mlp widened for benchmarks, large enough to keep a GPU busy. */
+    {"mlp-large", 1, 28, 28, 4, {
+        {FEDC__NN_FLATTEN,   NULL,    0,    0, 0, 0, 0},
+        {FEDC__NN_DENSE,     "fc1",   1024, 0, 0, 0, 1},
+        {FEDC__NN_DENSE,     "fc2",   1024, 0, 0, 0, 1},
+        {FEDC__NN_DENSE,     "fc3",   10,   0, 0, 0, 0}}},
 };
 /* clang-format on */
 
@@ -68,7 +78,8 @@ typedef struct replica {
     float *xb;                /* the chunk's input, NCHW */
     float *xt;                /* the same in CNHW, when the first layer is spatial and C > 1 */
     float *dlogits;
-    int32_t *yb; /* the chunk's labels (host) */
+    int32_t *yb;  /* the chunk's labels (host) */
+    int32_t *ybd; /* the same on the device, when the data stays there */
     /* Results of its share of the current job. */
     size_t begin, end;
     double loss_sum;
@@ -91,21 +102,36 @@ typedef struct job {
     int nthreads;
     float scale;   /* JOB_GRAD: factor of the loss gradient (1 / batch size) */
     float *logits; /* JOB_PREDICT: host output, n * classes */
+    /* The same examples, labels and order uploaded to the device, when the
+     * backend keeps data there (see on_device()); NULL otherwise. The loss
+     * statistics then go to the model's accumulator, not to the replicas. */
+    const float *xd;
+    const int32_t *yd;
+    const uint32_t *idxd;
 } job;
 
 struct fedc_model {
     const arch_spec *arch;
-    const fedc__nn_backend *be;
     int classes;
     int nlayers;
+    /* The layers' geometry and flags, without buffers: each replica's layers
+     * start as copies of these. */
+    fedc__nn_layer geom[MAX_LAYERS];
     /* What users see; on a host-memory backend the layers compute on these
      * tensors' data directly. */
     fedc_params *params;
     size_t ntensors;
-    float *dev[MAX_TENSORS]; /* device copy of each tensor (the tensor data on CPU) */
-    float *mom[MAX_TENSORS]; /* replica 0's momentum buffers */
     size_t numel[MAX_TENSORS];
-    int nrep; /* replicas allocated */
+
+    /* The device and everything on it, replaced as a whole when the device
+     * changes (see bind() and unbind()). */
+    fedc_device device;
+    const fedc__nn_backend *be;
+    fedc__nn_backend *owned_be; /* be, when the model created it (a GPU's) */
+    float *dev[MAX_TENSORS];    /* device copy of each tensor (the tensor data on CPU) */
+    float *mom[MAX_TENSORS];    /* replica 0's momentum buffers */
+    fedc__nn_xent_acc *acc;     /* device loss statistics, when on_device() */
+    int nrep;                   /* replicas allocated */
     replica *rep[MAX_THREADS];
 };
 
@@ -128,8 +154,16 @@ static size_t input_numel(const fedc_model *m)
 
 static int first_layer_needs_cnhw(const fedc_model *m)
 {
-    fedc__nn_layer_kind k = m->rep[0]->layers[0].kind;
+    fedc__nn_layer_kind k = m->geom[0].kind;
     return m->arch->in_c > 1 && (k == FEDC__NN_CONV2D || k == FEDC__NN_MAXPOOL2D);
+}
+
+/* Whether the backend keeps a call's data on the device (backend.h):
+ * examples, labels and loss statistics are then uploaded once and read back
+ * once instead of crossing per chunk. */
+static int on_device(const fedc__nn_backend *be)
+{
+    return be->iface->gather_rows_dev && be->iface->softmax_xent_dev;
 }
 
 /* PyTorch's default initialisation of Linear and Conv2d: kaiming_uniform_
@@ -186,9 +220,10 @@ static void replica_free_workspace(const fedc__nn_backend *be, replica *r)
     bi->free(be->context, r->xb);
     bi->free(be->context, r->xt);
     bi->free(be->context, r->dlogits);
+    bi->free(be->context, r->ybd);
     free(r->yb);
     r->xb = r->xt = r->dlogits = NULL;
-    r->yb = NULL;
+    r->yb = r->ybd = NULL;
     r->cap = 0;
 }
 
@@ -218,6 +253,10 @@ static int replica_reserve(fedc_model *m, replica *r, int cap, char *err, size_t
         r->xt = bi->alloc(ctx, (size_t)cap * input_numel(m) * sizeof(float));
         if (!r->xt) goto fail;
     }
+    if (on_device(m->be)) {
+        r->ybd = bi->alloc(ctx, (size_t)cap * sizeof(int32_t));
+        if (!r->ybd) goto fail;
+    }
     for (int i = 0, k = 0; i < m->nlayers; i++) {
         const fedc__nn_layer *l = &r->layers[i];
         if (!l->wn) continue;
@@ -233,28 +272,19 @@ fail:
 }
 
 /* Makes replicas 0 .. nthreads-1 exist with room for chunks of `cap`. New
- * replicas copy replica 0's layers: same geometry and parameters, their own
- * buffers. */
+ * replicas copy the model's layer geometry and compute on the device copies
+ * of its parameters, with buffers of their own. */
 static int reserve(fedc_model *m, int nthreads, int cap, char *err, size_t errlen)
 {
     for (int t = m->nrep; t < nthreads; t++) {
         replica *r = calloc(1, sizeof(*r));
         if (!r) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
-        for (int i = 0; i < m->nlayers; i++) {
-            const fedc__nn_layer *src = &m->rep[0]->layers[i];
+        for (int i = 0, k = 0; i < m->nlayers; i++) {
             fedc__nn_layer *l = &r->layers[i];
-            int rc = fedc__nn_layer_init(l, src->kind, src->name, src->in_c, src->in_h, src->in_w, src->out_c,
-                                         src->k, src->stride, src->pad, src->relu, err, errlen);
-            if (rc != FEDC_OK) {
-                replica_destroy(m, r);
-                return rc;
-            }
-            l->in_batch_major = src->in_batch_major;
-            l->need_dx = src->need_dx;
-            l->relu_bwd_in_next = src->relu_bwd_in_next;
-            l->relu_mask = src->relu_mask;
-            l->w = src->w;
-            l->b = src->b;
+            *l = m->geom[i];
+            if (!l->wn) continue;
+            l->w = m->dev[k++];
+            l->b = m->dev[k++];
         }
         m->rep[t] = r;
         m->nrep = t + 1;
@@ -266,15 +296,120 @@ static int reserve(fedc_model *m, int nthreads, int cap, char *err, size_t errle
     return FEDC_OK;
 }
 
+/* Destroys a backend the model created (a GPU's). */
+static void backend_destroy(fedc__nn_backend *be)
+{
+    if (!be) return;
+#ifdef FEDC_HAVE_CUDA
+    fedc__nn_backend_cuda_destroy(be);
+#endif
+}
+
+/* Forgets the model's device state (without freeing it). */
+static void clear_binding(fedc_model *m)
+{
+    m->be = NULL;
+    m->owned_be = NULL;
+    m->acc = NULL;
+    m->nrep = 0;
+    memset(m->rep, 0, sizeof(m->rep));
+    memset(m->dev, 0, sizeof(m->dev));
+    memset(m->mom, 0, sizeof(m->mom));
+}
+
+/* Frees everything the model holds on its device: the replicas, the device
+ * copies of the tensors, the loss accumulator, and the backend itself when
+ * the model created it. The parameters (host) stay. */
+static void unbind(fedc_model *m)
+{
+    const fedc__nn_backend *be = m->be;
+    if (!be) return;
+    for (int t = 0; t < m->nrep; t++) replica_destroy(m, m->rep[t]);
+    if (!be->iface->host_memory)
+        for (size_t i = 0; i < m->ntensors; i++) be->iface->free(be->context, m->dev[i]);
+    be->iface->free(be->context, m->acc);
+    backend_destroy(m->owned_be);
+    clear_binding(m);
+}
+
+/* Sets up a model that has no backend on `be`: device copies of the tensors
+ * (the tensors themselves on a host-memory backend), replica 0 with the
+ * gradient and momentum buffers, the loss accumulator. On failure frees what
+ * it took, leaving the model without a backend again. */
+static int bind(fedc_model *m, const fedc__nn_backend *be, char *err, size_t errlen)
+{
+    const fedc__nn_backend_i *bi = be->iface;
+    int rc;
+    m->be = be;
+    for (size_t i = 0; i < m->ntensors; i++) {
+        if (bi->host_memory) {
+            m->dev[i] = fedc_params_at(m->params, i)->data;
+            continue;
+        }
+        m->dev[i] = bi->alloc(be->context, m->numel[i] * sizeof(float));
+        if (!m->dev[i]) goto nomem;
+    }
+    if (on_device(be)) {
+        m->acc = bi->alloc(be->context, sizeof(*m->acc));
+        if (!m->acc) goto nomem;
+    }
+    /* Gradient and momentum buffers come with the first reservation. */
+    rc = reserve(m, 1, 1, err, errlen);
+    if (rc != FEDC_OK) goto fail;
+    for (int i = 0, k = 0; i < m->nlayers; i++) {
+        const fedc__nn_layer *l = &m->rep[0]->layers[i];
+        if (!l->wn) continue;
+        m->mom[k++] = l->vw;
+        m->mom[k++] = l->vb;
+    }
+    return FEDC_OK;
+nomem:
+    rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory placing the model on the %s backend",
+                        bi->name);
+fail:
+    unbind(m);
+    return rc;
+}
+
+/* Moves the model onto backend `be`, which it destroys later when `owned`
+ * is be. The state on the old backend is set aside until the new one is
+ * complete, so that a failure leaves the model where it was (and destroys
+ * `owned`). */
+static int move_to(fedc_model *m, const fedc__nn_backend *be, fedc__nn_backend *owned, fedc_device device,
+                   char *err, size_t errlen)
+{
+    fedc_model old = *m;
+    clear_binding(m);
+    int rc = bind(m, be, err, errlen);
+    if (rc != FEDC_OK) {
+        backend_destroy(owned);
+        *m = old;
+        return rc;
+    }
+    m->owned_be = owned;
+    m->device = device;
+    unbind(&old);
+    return FEDC_OK;
+}
+
 void fedc_model_destroy(fedc_model *m)
 {
     if (!m) return;
-    const fedc__nn_backend_i *bi = m->be->iface;
-    for (int t = 0; t < m->nrep; t++) replica_destroy(m, m->rep[t]);
-    if (!bi->host_memory)
-        for (size_t i = 0; i < m->ntensors; i++) bi->free(m->be->context, m->dev[i]);
+    unbind(m);
     fedc_params_destroy(m->params);
     free(m);
+}
+
+/* Writes the names of the built-in architectures, comma-separated. */
+static void format_arch_names(char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(archs) / sizeof(archs[0]) && used < len; i++) {
+        int w = snprintf(buf + used, len - used, "%s%s", i ? ", " : "", archs[i].name);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
 }
 
 int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *err, size_t errlen)
@@ -287,24 +422,24 @@ int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *e
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "model: NULL architecture or output");
     for (size_t i = 0; i < sizeof(archs) / sizeof(archs[0]); i++)
         if (strcmp(arch, archs[i].name) == 0) spec = &archs[i];
-    if (!spec)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                              "unknown model architecture '%s' (known: mlp, cnn)", arch);
+    if (!spec) {
+        char known[128];
+        format_arch_names(known, sizeof(known));
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "unknown model architecture '%s' (known: %s)",
+                              arch, known);
+    }
 
     m = calloc(1, sizeof(*m));
     if (!m) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory creating a model");
     m->arch = spec;
-    m->be = fedc__nn_backend_cpu();
+    m->device.type = FEDC_DEVICE_CPU;
+    m->device.index = 0;
     m->params = fedc_params_create();
-    m->rep[0] = calloc(1, sizeof(replica));
-    if (!m->params || !m->rep[0]) {
-        free(m->rep[0]);
-        m->rep[0] = NULL;
+    if (!m->params) {
         rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory creating a model");
         goto fail;
     }
-    m->nrep = 1;
-    fedc__nn_layer *layers = m->rep[0]->layers;
+    fedc__nn_layer *layers = m->geom;
 
     fedc_rng rng;
     fedc_rng_seed(&rng, seed);
@@ -335,46 +470,67 @@ int fedc_model_create(const char *arch, uint64_t seed, fedc_model **out, char *e
         w = l->out_w;
     }
     m->classes = c;
-
-    /* Point the layers at their tensors. The tensors are fetched only now
-     * because adding to a set may move its tensor structs (not their data). */
     m->ntensors = fedc_params_count(m->params);
-    size_t t = 0;
-    for (int i = 0; i < m->nlayers; i++) {
-        fedc__nn_layer *l = &layers[i];
-        if (!l->wn) continue;
-        float *host[2] = {fedc_params_at(m->params, t)->data, fedc_params_at(m->params, t + 1)->data};
-        size_t n[2] = {l->wn, l->bn};
-        for (int j = 0; j < 2; j++) {
-            m->numel[t + j] = n[j];
-            if (m->be->iface->host_memory) {
-                m->dev[t + j] = host[j];
-            } else {
-                m->dev[t + j] = m->be->iface->alloc(m->be->context, n[j] * sizeof(float));
-                if (!m->dev[t + j]) {
-                    rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory creating a model");
-                    goto fail;
-                }
-            }
-        }
-        l->w = m->dev[t];
-        l->b = m->dev[t + 1];
-        t += 2;
-    }
-    /* Gradient and momentum buffers come with the first reservation. */
-    rc = reserve(m, 1, 1, err, errlen);
-    if (rc != FEDC_OK) goto fail;
-    for (int i = 0, k = 0; i < m->nlayers; i++) {
+    for (int i = 0, t = 0; i < m->nlayers; i++) {
         const fedc__nn_layer *l = &layers[i];
         if (!l->wn) continue;
-        m->mom[k++] = l->vw;
-        m->mom[k++] = l->vb;
+        m->numel[t++] = l->wn;
+        m->numel[t++] = l->bn;
     }
+    /* The layers get their tensors only now, in bind(): adding to a set may
+     * move its tensor structs (not their data). */
+    rc = bind(m, fedc__nn_backend_cpu(), err, errlen);
+    if (rc != FEDC_OK) goto fail;
     *out = m;
     return FEDC_OK;
 fail:
     fedc_model_destroy(m);
     return rc;
+}
+
+int fedc_model_set_device(fedc_model *m, fedc_device d, char *err, size_t errlen)
+{
+    if (!m) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "model: NULL argument");
+    if (d.type == FEDC_DEVICE_CPU) {
+        const fedc_device cpu = {FEDC_DEVICE_CPU, 0};
+        if (m->be == fedc__nn_backend_cpu()) return FEDC_OK;
+        return move_to(m, fedc__nn_backend_cpu(), NULL, cpu, err, errlen);
+    }
+    if (d.type == m->device.type && d.index == m->device.index) return FEDC_OK;
+    /* The check says what is missing (a build without CUDA, no driver, no
+     * such GPU) with the device's name; no fallback to the CPU. */
+    int rc = fedc_device_check(d, NULL, 0, err, errlen);
+    if (rc != FEDC_OK) return rc;
+#ifdef FEDC_HAVE_CUDA
+    if (d.type == FEDC_DEVICE_CUDA) {
+        fedc__nn_backend *be = NULL;
+        rc = fedc__nn_backend_cuda_create(d.index, &be, err, errlen);
+        if (rc != FEDC_OK) return rc;
+        return move_to(m, be, be, d, err, errlen);
+    }
+#endif
+    char where[32];
+    fedc_device_format(d, where, sizeof(where));
+    return fedc_set_error(err, errlen, FEDC_ERR_DEVICE, "%s: the trainer has no backend for this device",
+                          where);
+}
+
+fedc_device fedc_model_get_device(const fedc_model *m)
+{
+    fedc_device cpu = {FEDC_DEVICE_CPU, 0};
+    return m ? m->device : cpu;
+}
+
+int fedc__nn_model_set_backend(fedc_model *m, const fedc__nn_backend *be, char *err, size_t errlen)
+{
+    const fedc_device cpu = {FEDC_DEVICE_CPU, 0};
+    if (m->be == be) return FEDC_OK;
+    return move_to(m, be, NULL, cpu, err, errlen);
+}
+
+const fedc__nn_backend *fedc__nn_model_backend(const fedc_model *m)
+{
+    return m->be;
 }
 
 const char *fedc_model_arch(const fedc_model *m)
@@ -477,6 +633,14 @@ static void share(size_t n, int nthreads, int t, size_t *begin, size_t *end)
     *end = e < n ? e : n;
 }
 
+/* The error of a training whose loss went to NaN or infinity. */
+static int diverged(char *err, size_t errlen, double loss)
+{
+    return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE,
+                          "training diverged: the loss is %s (try a smaller learning rate)",
+                          isnan(loss) ? "NaN" : "infinite");
+}
+
 /* Thread t's part of a job, chunk by chunk. */
 static void run_share(void *arg, int t)
 {
@@ -494,7 +658,19 @@ static void run_share(void *arg, int t)
         int cb = (int)(r->end - start < (size_t)r->cap ? r->end - start : (size_t)r->cap);
         const float *in;
         const int32_t *labels = j->y ? j->y + start : NULL;
-        if (j->idx) {
+        const int32_t *dev_labels = NULL;
+        if (j->xd) {
+            /* The data is on the device: nothing crosses to the host. */
+            if (j->idxd) {
+                bi->gather_rows_dev(ctx, r->xb, j->xd, j->idxd + start, (size_t)cb, row);
+                bi->gather_rows_dev(ctx, r->ybd, j->yd, j->idxd + start, (size_t)cb, 1);
+                in = r->xb;
+                dev_labels = r->ybd;
+            } else {
+                in = j->xd + start * row;
+                dev_labels = j->yd ? j->yd + start : NULL;
+            }
+        } else if (j->idx) {
             bi->gather_rows(ctx, r->xb, j->x, j->idx + start, (size_t)cb, row);
             for (int i = 0; i < cb; i++) r->yb[i] = j->y[j->idx[start + i]];
             in = r->xb;
@@ -512,6 +688,15 @@ static void run_share(void *arg, int t)
                         (size_t)cb * m->classes * sizeof(float));
             continue;
         }
+        if (j->xd) {
+            /* The loss statistics stay on the device until the caller reads
+             * them; a non-finite loss is found then. */
+            int grad = j->kind == JOB_GRAD;
+            bi->softmax_xent_dev(ctx, logits, dev_labels, cb, m->classes, grad ? j->scale : 0.0f,
+                                 grad ? r->dlogits : NULL, m->acc);
+            if (grad) backward(m, r, in, cb, start > r->begin);
+            continue;
+        }
         if (j->kind == JOB_EVAL) {
             bi->softmax_xent(ctx, logits, labels, cb, m->classes, 0.0f, NULL, &r->loss_sum, &r->correct);
             continue;
@@ -519,10 +704,7 @@ static void run_share(void *arg, int t)
         double chunk_loss = 0.0;
         bi->softmax_xent(ctx, logits, labels, cb, m->classes, j->scale, r->dlogits, &chunk_loss, &r->correct);
         if (!isfinite(chunk_loss)) {
-            r->rc = fedc_set_error(r->err, sizeof(r->err), FEDC_ERR_NONFINITE,
-                                   "training diverged: the loss is %s (try a smaller learning "
-                                   "rate)",
-                                   isnan(chunk_loss) ? "NaN" : "infinite");
+            r->rc = diverged(r->err, sizeof(r->err), chunk_loss);
             return;
         }
         r->loss_sum += chunk_loss;
@@ -594,18 +776,80 @@ static int start_threads(fedc_model *m, size_t work, size_t chunk, int *nthreads
     return FEDC_OK;
 }
 
+/* A call's examples, labels and order of the examples in device memory,
+ * on a backend that keeps data there (see on_device()). */
+typedef struct dev_data {
+    float *x;
+    int32_t *y;
+    uint32_t *perm;
+} dev_data;
+
+static void dev_data_free(const fedc_model *m, dev_data *d)
+{
+    const fedc__nn_backend *be = m->be;
+    be->iface->free(be->context, d->x);
+    be->iface->free(be->context, d->perm);
+    be->iface->free(be->context, d->y);
+    memset(d, 0, sizeof(*d));
+}
+
+/* On a backend that keeps data on the device: uploads n examples and their
+ * labels (when y is not NULL), makes room for an order of the examples
+ * (when `order`), points the job at them and clears the loss statistics.
+ * Elsewhere leaves *d empty and the job as it is. */
+static int dev_data_upload(fedc_model *m, job *j, const float *x, const int32_t *y, size_t n, int order,
+                           dev_data *d, char *err, size_t errlen)
+{
+    const fedc__nn_backend_i *bi = m->be->iface;
+    void *ctx = m->be->context;
+    memset(d, 0, sizeof(*d));
+    if (!on_device(m->be)) return FEDC_OK;
+    size_t xbytes = n * input_numel(m) * sizeof(float);
+    d->x = bi->alloc(ctx, xbytes);
+    if (y) d->y = bi->alloc(ctx, n * sizeof(int32_t));
+    if (order) d->perm = bi->alloc(ctx, n * sizeof(uint32_t));
+    if (!d->x || (y && !d->y) || (order && !d->perm)) {
+        dev_data_free(m, d);
+        return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of %s memory for %zu examples", bi->name, n);
+    }
+    bi->to_device(ctx, d->x, x, xbytes);
+    if (y) bi->to_device(ctx, d->y, y, n * sizeof(int32_t));
+    bi->zero(ctx, m->acc, sizeof(*m->acc));
+    j->xd = d->x;
+    j->yd = d->y;
+    return FEDC_OK;
+}
+
+/* Adds the loss statistics gathered on the device to *loss_sum and
+ * *correct. */
+static void acc_read(const fedc_model *m, double *loss_sum, uint64_t *correct)
+{
+    fedc__nn_xent_acc acc;
+    m->be->iface->to_host(m->be->context, &acc, m->acc, sizeof(acc));
+    *loss_sum += acc.loss_sum;
+    *correct += acc.correct;
+}
+
 int fedc__nn_model_loss_grad(fedc_model *m, const float *x, const int32_t *y, size_t nb, double *loss,
                              char *err, size_t errlen)
 {
     fedc__nn_workers *workers;
-    job j = {m, JOB_GRAD, x, y, NULL, nb, 1, (float)(1.0 / (double)nb), NULL};
+    dev_data dd;
+    job j = {m, JOB_GRAD, x, y, NULL, nb, 1, (float)(1.0 / (double)nb), NULL, NULL, NULL, NULL};
     int rc = start_threads(m, nb, nb, &j.nthreads, &workers, err, errlen);
     if (rc != FEDC_OK) return rc;
+    rc = dev_data_upload(m, &j, x, y, nb, 0, &dd, err, errlen);
+    if (rc != FEDC_OK) {
+        fedc__nn_workers_destroy(workers);
+        return rc;
+    }
     params_to_device(m);
     double sum = 0.0;
     uint64_t correct = 0;
     rc = run_job(m, &j, workers, &sum, &correct, err, errlen);
+    if (j.xd) acc_read(m, &sum, &correct);
     if (loss) *loss = sum / (double)nb;
+    dev_data_free(m, &dd);
     fedc__nn_workers_destroy(workers);
     return rc;
 }
@@ -643,6 +887,7 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
                      fedc_train_stats *stats, char *err, size_t errlen)
 {
     uint32_t *perm = NULL;
+    dev_data dd = {NULL, NULL, NULL};
     int rc, uploaded = 0;
     if (stats) memset(stats, 0, sizeof(*stats));
     if (!m || !x || !y || !cfg) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: NULL argument");
@@ -671,7 +916,7 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
 
     size_t bs = (size_t)cfg->batch_size < n ? (size_t)cfg->batch_size : n;
     fedc__nn_workers *workers = NULL;
-    job j = {m, JOB_GRAD, x, y, NULL, 0, 1, 0.0f, NULL};
+    job j = {m, JOB_GRAD, x, y, NULL, 0, 1, 0.0f, NULL, NULL, NULL, NULL};
     rc = start_threads(m, bs, bs, &j.nthreads, &workers, err, errlen);
     if (rc != FEDC_OK) return rc;
     perm = malloc(n * sizeof(uint32_t));
@@ -680,6 +925,8 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
         goto done;
     }
     for (size_t i = 0; i < n; i++) perm[i] = (uint32_t)i;
+    rc = dev_data_upload(m, &j, x, y, n, 1, &dd, err, errlen);
+    if (rc != FEDC_OK) goto done;
 
     const fedc__nn_backend_i *bi = m->be->iface;
     void *ctx = m->be->context;
@@ -696,15 +943,29 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
         fedc_rng_shuffle_u32(&rng, perm, n);
         loss_sum = 0.0;
         correct = 0;
+        if (dd.perm) {
+            bi->to_device(ctx, dd.perm, perm, n * sizeof(uint32_t));
+            bi->zero(ctx, m->acc, sizeof(*m->acc));
+        }
         for (size_t start = 0; start < n; start += bs) {
             j.n = n - start < bs ? n - start : bs;
             j.idx = perm + start;
+            j.idxd = dd.perm ? dd.perm + start : NULL;
             j.scale = (float)(1.0 / (double)j.n);
             rc = run_job(m, &j, workers, &loss_sum, &correct, err, errlen);
             if (rc != FEDC_OK) goto done;
             for (size_t i = 0; i < m->ntensors; i++)
                 bi->sgd_update(ctx, m->dev[i], m->rep[0]->grad[i], m->mom[i], m->numel[i], lr, mom, wd);
             steps++;
+        }
+        if (dd.perm) {
+            /* Data on the device is checked once per epoch, not per chunk:
+             * the steps after the loss went bad are in the parameters. */
+            acc_read(m, &loss_sum, &correct);
+            if (!isfinite(loss_sum)) {
+                rc = diverged(err, errlen, loss_sum);
+                goto done;
+            }
         }
     }
     params_to_host(m);
@@ -720,6 +981,7 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
 done:
     /* The steps taken before a failure stay in the model, as documented. */
     if (uploaded) params_to_host(m);
+    dev_data_free(m, &dd);
     fedc__nn_workers_destroy(workers);
     free(perm);
     return rc;
@@ -739,13 +1001,21 @@ int fedc_model_evaluate(fedc_model *m, const float *x, const int32_t *y, size_t 
     /* The batch size only bounds the working memory: each thread takes a
      * share of all n examples, in chunks of at most batch_size. */
     fedc__nn_workers *workers = NULL;
-    job j = {m, JOB_EVAL, x, y, NULL, n, 1, 0.0f, NULL};
+    dev_data dd;
+    job j = {m, JOB_EVAL, x, y, NULL, n, 1, 0.0f, NULL, NULL, NULL, NULL};
     rc = start_threads(m, n, (size_t)batch_size, &j.nthreads, &workers, err, errlen);
     if (rc != FEDC_OK) return rc;
+    rc = dev_data_upload(m, &j, x, y, n, 0, &dd, err, errlen);
+    if (rc != FEDC_OK) {
+        fedc__nn_workers_destroy(workers);
+        return rc;
+    }
     params_to_device(m);
     double loss_sum = 0.0;
     uint64_t correct = 0;
     rc = run_job(m, &j, workers, &loss_sum, &correct, err, errlen);
+    if (j.xd) acc_read(m, &loss_sum, &correct);
+    dev_data_free(m, &dd);
     fedc__nn_workers_destroy(workers);
     if (rc != FEDC_OK) return rc;
     if (!isfinite(loss_sum))
@@ -767,13 +1037,20 @@ int fedc_model_predict(fedc_model *m, const float *x, size_t n, float *logits, c
     int rc = check_examples(m, x, NULL, n, err, errlen);
     if (rc != FEDC_OK) return rc;
     fedc__nn_workers *workers = NULL;
-    job j = {m, JOB_PREDICT, x, NULL, NULL, n, 1, 0.0f, logits};
+    dev_data dd;
+    job j = {m, JOB_PREDICT, x, NULL, NULL, n, 1, 0.0f, logits, NULL, NULL, NULL};
     rc = start_threads(m, n, n, &j.nthreads, &workers, err, errlen);
     if (rc != FEDC_OK) return rc;
+    rc = dev_data_upload(m, &j, x, NULL, n, 0, &dd, err, errlen);
+    if (rc != FEDC_OK) {
+        fedc__nn_workers_destroy(workers);
+        return rc;
+    }
     params_to_device(m);
     double unused_loss = 0.0;
     uint64_t unused_correct = 0;
     rc = run_job(m, &j, workers, &unused_loss, &unused_correct, err, errlen);
+    dev_data_free(m, &dd);
     fedc__nn_workers_destroy(workers);
     return rc;
 }

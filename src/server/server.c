@@ -49,11 +49,12 @@ void fedc__srv_set_model(fedc_server *s, fedc_params *p)
 {
     char err[FEDC_ERRMSG_MAX];
     if (!s->agg_ready) {
-        if (fedc__fedavg_init(&s->agg, p, 1, err, sizeof err)) {
+        int rc = fedc__fedavg_init_on(&s->agg, p, 1, s->opt.device, err, sizeof err);
+        if (rc) {
             fedc_params_destroy(p);
-            fedc_set_error(s->errmsg, sizeof s->errmsg, FEDC_ERR_UNSUPPORTED,
-                           "cannot aggregate this model: %s", err);
-            fedc__srv_begin_shutdown(s, FEDC_ERR_UNSUPPORTED);
+            if (rc != FEDC_ERR_DEVICE && rc != FEDC_ERR_NOMEM) rc = FEDC_ERR_UNSUPPORTED;
+            fedc_set_error(s->errmsg, sizeof s->errmsg, rc, "cannot aggregate this model: %s", err);
+            fedc__srv_begin_shutdown(s, rc);
             return;
         }
         s->agg_ready = 1;
@@ -221,6 +222,15 @@ static void start_round(fedc_server *s)
     s->ph = PHASE_FIT;
     s->stage_pending = 0;
     fedc__fedavg_reset(&s->agg, k ? k : 1);
+    char err[FEDC_ERRMSG_MAX];
+    int arc = fedc__fedavg_status(&s->agg, err, sizeof err);
+    if (arc) {
+        /* Only a device accumulator can fail here (the GPU was lost). */
+        free(v);
+        fedc_set_error(s->errmsg, sizeof s->errmsg, arc, "aggregation failed: %s", err);
+        fedc__srv_begin_shutdown(s, arc);
+        return;
+    }
     if (k < s->opt.min_clients) {
         snprintf(s->fail_reason, sizeof s->fail_reason, "poisson sampling drew %zu clients; a round needs %u",
                  k, s->opt.min_clients);
@@ -282,12 +292,20 @@ static void finish_fit(fedc_server *s)
         finish_round(s);
         return;
     }
-    fedc_params *next = fedc_params_clone(s->model->params);
     char err[FEDC_ERRMSG_MAX];
-    if (!next || fedc__fedavg_finalize(&s->agg, next, err, sizeof err)) {
+    int rc = s->virt.collect ? s->virt.collect(s->virt.ctx, &s->agg, err, sizeof err) : FEDC_OK;
+    if (rc) {
+        fedc_set_error(s->errmsg, sizeof s->errmsg, rc, "%s", err);
+        fedc__srv_begin_shutdown(s, rc);
+        return;
+    }
+    fedc_params *next = fedc_params_clone(s->model->params);
+    rc = next ? fedc__fedavg_finalize(&s->agg, next, err, sizeof err) : FEDC_ERR_NOMEM;
+    if (rc) {
         fedc_params_destroy(next);
-        fedc_set_error(s->errmsg, sizeof s->errmsg, FEDC_ERR_NOMEM, "cannot finalise the aggregate");
-        fedc__srv_begin_shutdown(s, FEDC_ERR_NOMEM);
+        fedc_set_error(s->errmsg, sizeof s->errmsg, rc, "cannot finalise the aggregate: %s",
+                       next ? err : "out of memory");
+        fedc__srv_begin_shutdown(s, rc);
         return;
     }
     fedc__srv_set_model(s, next);
@@ -692,9 +710,11 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
             fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
             goto fail;
         }
-        if (fedc__fedavg_init(&s->agg, p, 1, why, sizeof why)) {
+        int rc = fedc__fedavg_init_on(&s->agg, p, 1, opt->device, why, sizeof why);
+        if (rc) {
             fedc_params_destroy(p);
-            fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED, "cannot aggregate the initial model: %s", why);
+            if (rc != FEDC_ERR_DEVICE && rc != FEDC_ERR_NOMEM) rc = FEDC_ERR_UNSUPPORTED;
+            fedc_set_error(err, errlen, rc, "cannot aggregate the initial model: %s", why);
             goto fail;
         }
         s->agg_ready = 1;

@@ -93,8 +93,9 @@ struct node {
     int slot;                   /* staging slot held, -1 if none */
     int waiting_slot;           /* paused until a slot frees */
     node *wait_next;
-    int stale;   /* result of an old round: consume and drop */
-    int folding; /* this update's chunks are being folded into the aggregate */
+    int stale;         /* result of an old round: consume and drop */
+    int remote_folded; /* the FitRes being fed was folded elsewhere (fedc__server_feed_folded) */
+    int folding;       /* this update's chunks are being folded into the aggregate */
     int rejected;
     char reject_reason[FEDC_ERRMSG_MAX];
     uint64_t weight;
@@ -136,7 +137,8 @@ struct fedc_server {
     node *nodes;
     uint64_t next_serial;
     uint32_t nconnections;
-    uint32_t nidle; /* nodes in NODE_IDLE, kept by fedc__srv_set_state() */
+    uint32_t nsockets; /* connections that are not simulated clients */
+    uint32_t nidle;    /* nodes in NODE_IDLE, kept by fedc__srv_set_state() */
     int running;
     fedc__virtual_transport virt;
     node **vnodes; /* simulated clients by index */

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "fedc/server.h"
+#include "strategy/fedavg.h"
 
 typedef struct fedc__virtual_transport {
     /* Called for every message to simulated client `index`: `frame` is one
@@ -20,6 +21,11 @@ typedef struct fedc__virtual_transport {
      * fedc__server_blob_release() on the loop thread. */
     void (*deliver)(void *ctx, uint32_t index, uint8_t *frame, size_t frame_len, void *blob,
                     const uv_buf_t *bufs, unsigned nbufs);
+    /* Called when a fit stage's results are all in, before the new model is
+     * computed from agg: adds to agg's sums the updates that were folded
+     * outside the server (see fedc__server_feed_folded). Non-zero ends the
+     * federation with that status and the message in err. May be NULL. */
+    int (*collect)(void *ctx, fedc__fedavg *agg, char *err, size_t errlen);
     void *ctx;
 } fedc__virtual_transport;
 
@@ -35,6 +41,19 @@ void fedc__server_disconnect(fedc_server *s, uint32_t index, const char *why);
  * settled only after both, so the outcome does not depend on timing. */
 void fedc__server_reconnect(fedc_server *s, uint32_t index, const uint8_t *hello, size_t len,
                             const char *why);
+/* Simulated client `index` answered its fit request with an update that was
+ * checked and folded into an accumulator outside the server (another MPI
+ * rank; collect() adds those sums in). `frame` is the answer's FitRes
+ * MESSAGE frame and `wire_bytes` the size of the whole answer, counted as
+ * received. The server handles the FitRes as if the tensors had followed:
+ * it counts the update, or refuses it (a stale round, a bad weight, an
+ * unexpected message). decided(ctx, kept) says which before the stage can
+ * end; kept == 0 means the update must come back out of those sums. */
+void fedc__server_feed_folded(fedc_server *s, uint32_t index, const uint8_t *frame, size_t len,
+                              uint64_t wire_bytes, void (*decided)(void *ctx, int kept), void *ctx);
+/* How many updates the round in progress expects: the capacity that sets
+ * the range limit of FedAvg's fixed point (0 before the first model). */
+uint64_t fedc__server_fit_capacity(const fedc_server *s);
 /* A number that identifies the model a blob carries, unique in the process. */
 uint64_t fedc__server_blob_version(const void *blob);
 /* The round in progress (0 before the first). */

@@ -134,6 +134,33 @@ void fedc__server_reconnect(fedc_server *s, uint32_t index, const uint8_t *hello
     fedc__srv_bury(s);
 }
 
+void fedc__server_feed_folded(fedc_server *s, uint32_t index, const uint8_t *frame, size_t len,
+                              uint64_t wire_bytes, void (*decided)(void *ctx, int kept), void *ctx)
+{
+    node *n = index < s->nvirtual ? s->vnodes[index] : NULL;
+    uint64_t before = s->agg.updates;
+    int kept = 0;
+    /* The stage must not end before decided() has run: whoever folded the
+     * update must hear the outcome before the sums are collected. */
+    s->defer_stage = 1;
+    if (n && !n->closing && !n->retired && !n->pending) {
+        n->remote_folded = 1;
+        size_t used = feed_bytes(n, frame, len);
+        n->remote_folded = 0; /* n is freed only by fedc__srv_bury() */
+        if (used == len && !n->closing && wire_bytes > len) s->bytes_received += wire_bytes - len;
+        kept = s->agg_ready && s->agg.updates > before;
+    }
+    decided(ctx, kept);
+    s->defer_stage = 0;
+    fedc__srv_maybe_finish_stage(s);
+    fedc__srv_bury(s);
+}
+
+uint64_t fedc__server_fit_capacity(const fedc_server *s)
+{
+    return s->agg_ready ? s->agg.max_updates : 0;
+}
+
 uint64_t fedc__server_round(const fedc_server *s)
 {
     return s->round;

@@ -73,6 +73,8 @@ static void deliver(void *ctx, uint32_t index, uint8_t *frame, size_t frame_len,
     j->blob = blob;
     j->bufs = bufs;
     j->nbufs = nbufs;
+    j->round = fedc__server_round(s->server);
+    j->capacity = fedc__server_fit_capacity(s->server);
     const fedc_sim_options *o = s->opt;
     if (blob && (o->dropout_rate > 0 || o->straggler_rate > 0)) {
         /* Which request this is (fit or evaluate) is part of the draw, so
@@ -135,8 +137,10 @@ void fedc__sim_complete(sim *s, done_msg *d)
 #endif
     pthread_mutex_lock(&s->mu);
     /* Each answer can hold a whole model: when the loop falls behind, wait
-     * rather than pile them up, so memory stays bounded by the concurrency. */
-    while (s->ndone >= 2 * s->nworkers && !s->stop) pthread_cond_wait(&s->cv, &s->mu);
+     * rather than pile them up, so memory stays bounded by the concurrency.
+     * Not while the loop itself waits for the MPI ranks' sums, though: the
+     * thread that fetches them may be the one here. */
+    while (s->ndone >= 2 * s->nworkers && !s->stop && !s->collecting) pthread_cond_wait(&s->cv, &s->mu);
     s->ndone++;
     if (s->done_tail)
         s->done_tail->next = d;
@@ -147,10 +151,39 @@ void fedc__sim_complete(sim *s, done_msg *d)
     uv_async_send(&s->async);
 }
 
+#ifdef FEDC_HAVE_MPI
+typedef struct verdict_ctx {
+    sim *s;
+    const done_msg *d;
+} verdict_ctx;
+
+static void on_verdict(void *ctx, int kept)
+{
+    verdict_ctx *v = ctx;
+    fedc__sim_mpi_verdict(v->s, v->d, kept);
+}
+
+static int collect(void *ctx, fedc__fedavg *agg, char *err, size_t errlen)
+{
+    return fedc__sim_mpi_collect(ctx, agg, err, errlen);
+}
+#endif
+
 /* Gives one answer to the server: its bytes, then what became of the
  * client (broke the protocol, or vanished and came back). */
 static void hand_over(sim *s, done_msg *d)
 {
+#ifdef FEDC_HAVE_MPI
+    if (d->folded) {
+        /* Folded on its rank: the server sees the FitRes, and that rank
+         * hears whether the update counts. */
+        verdict_ctx v = {s, d};
+        fedc__server_feed_folded(s->server, d->index, d->out.data, d->out.len, d->wire_bytes, on_verdict, &v);
+        fedc__bytes_free(&d->out);
+        free(d);
+        return;
+    }
+#endif
     if (d->out.len) fedc__server_feed(s->server, d->index, d->out.data, d->out.len);
     if (d->failed) {
         fedc__server_disconnect(s->server, d->index, d->why);
@@ -367,6 +400,24 @@ void fedc_sim_mpi_finalize(void)
 }
 #endif
 
+/* 1 if fmt holds exactly one conversion, a %u (with a width and the flags
+ * 0 or - at most), so that distinct indices give distinct node ids: the
+ * server relies on it (it checks a simulated client's id against clients
+ * on sockets only). */
+static int id_format_ok(const char *fmt)
+{
+    int conversions = 0;
+    for (const char *p = fmt; *p; p++) {
+        if (*p != '%') continue;
+        if (*++p == '%') continue;
+        while (*p == '0' || *p == '-') p++;
+        while (*p >= '0' && *p <= '9') p++;
+        if (*p != 'u') return 0;
+        conversions++;
+    }
+    return conversions == 1;
+}
+
 void fedc_sim_options_init(fedc_sim_options *opt)
 {
     memset(opt, 0, sizeof *opt);
@@ -379,10 +430,15 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "the simulation needs at least 1 client");
     if (!opt->callbacks.fit)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "the simulation needs a fit callback");
+    if (opt->node_id_format && !id_format_ok(opt->node_id_format))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "node id format '%s' must hold exactly one %%u (the client's index)",
+                              opt->node_id_format);
     sim s;
     memset(&s, 0, sizeof s);
     s.opt = opt;
     s.nranks = 1;
+    s.max_frame = server_opt->max_frame_bytes;
     if (opt->mpi) {
 #ifdef FEDC_HAVE_MPI
         int rc = fedc__sim_mpi_rank(&s.rank, &s.nranks, err, errlen);
@@ -444,7 +500,10 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
     /* The server's own handles keep its loop running; this one must not
      * keep it from ending. */
     uv_unref((uv_handle_t *)&s.async);
-    fedc__virtual_transport t = {deliver, &s};
+    fedc__virtual_transport t = {.deliver = deliver, .ctx = &s};
+#ifdef FEDC_HAVE_MPI
+    if (s.mpi && s.nranks > 1) t.collect = collect;
+#endif
     fedc__server_set_virtual(s.server, &t);
     fedc__server_loop(s.server)->data = &s;
 

@@ -8,6 +8,8 @@
 
 #include "fedc/sim.h"
 #include "net/conn.h"
+#include "proto/frame.h"
+#include "strategy/fedavg.h"
 
 /* A message (and maybe a model) on its way to a virtual client. */
 typedef struct job {
@@ -21,6 +23,8 @@ typedef struct job {
     int vanish;       /* fault: 0 none, VANISH_BEFORE or VANISH_HALFWAY */
     double delay;     /* fault: seconds the answer is held back */
     int remote_model; /* blob is an MPI rank's copy of the model (sim_mpi.c) */
+    uint64_t round;   /* MPI: the server's round and fit capacity when it was sent */
+    uint64_t capacity;
 } job;
 
 enum { VANISH_BEFORE = 1, VANISH_HALFWAY = 2 };
@@ -36,6 +40,12 @@ typedef struct done_msg {
     int had_model; /* the request carried a model (its reference is due back) */
     double delay;
     char why[FEDC_ERRMSG_MAX];
+    /* MPI: the update in `out` was folded into its rank's sums. On that
+     * rank the answer waits, whole, for rank 0's verdict; on rank 0 `out`
+     * holds only its FitRes frame. */
+    int folded;
+    uint64_t round, weight, wire_bytes;
+    size_t fitres_len;
 } done_msg;
 
 /* An answer held back by the straggler fault. */
@@ -46,6 +56,44 @@ typedef struct delayed {
 } delayed;
 
 typedef struct sim sim;
+
+/* A rank's share of the FedAvg sums (sim_fold.c): the updates answered on
+ * one MPI rank, checked and folded as the server would, so that only the
+ * sums go to rank 0 (with MPI_Reduce). */
+typedef struct fedc__sim_fold {
+    fedc__fedavg acc;
+    int ready;           /* acc has the model's layout */
+    fedc__msg **headers; /* the model's TensorHeaders, which an update must repeat */
+    size_t ntensors;
+    uint64_t round;    /* the round the sums belong to */
+    uint64_t capacity; /* its fit capacity (the range limit) */
+    int open;          /* updates of that round may still be folded */
+    uint32_t max_frame;
+    float *scratch; /* one DATA payload, copied to aligned memory */
+    size_t scratch_cap;
+} fedc__sim_fold;
+
+void fedc__sim_fold_init(fedc__sim_fold *f, uint32_t max_frame);
+void fedc__sim_fold_free(fedc__sim_fold *f);
+/* Takes the layout from a model's frames (a TensorHeader message, then DATA
+ * frames, per tensor); the first model only. FEDC_ERR_PROTOCOL for frames
+ * that are not such a stream, FEDC_ERR_UNSUPPORTED for a model FedAvg does
+ * not aggregate. */
+int fedc__sim_fold_layout(fedc__sim_fold *f, const uint8_t *frames, size_t len);
+/* Zeroes the sums for `round`, whose range limit comes from `capacity` (the
+ * server's fedc__server_fit_capacity), and opens them to updates. */
+void fedc__sim_fold_begin(fedc__sim_fold *f, uint64_t round, uint64_t capacity);
+/* If `answer` is a complete FitRes of the open round whose tensors repeat
+ * the layout's headers, checks and folds its values in one pass
+ * (fedc__fedavg_check_weight, then fedc__fedavg_check_fold per DATA
+ * payload) and returns 1 with its weight and the length of its FitRes
+ * frame. Otherwise, or when a value is refused, returns 0 and the sums are
+ * exactly as before: the answer must go to the server whole. */
+int fedc__sim_fold_answer(fedc__sim_fold *f, const uint8_t *answer, size_t len, uint64_t *weight,
+                          size_t *fitres_len);
+/* Takes an answer that fedc__sim_fold_answer folded back out, exactly. */
+void fedc__sim_fold_unfold(fedc__sim_fold *f, const uint8_t *answer, size_t len, size_t fitres_len,
+                           uint64_t weight);
 
 /* What a worker's fedc_client passes to its callbacks: the shim forwards to
  * the user's callbacks with the current virtual client's pointer, opening
@@ -79,6 +127,8 @@ struct sim {
      * runs the server and passes the others' messages on (sim_mpi.c). */
     int mpi, rank, nranks;
     struct sim_mpi *mpi_state;
+    uint32_t max_frame; /* the server's largest frame, for reading answers on other ranks */
+    int collecting;     /* rank 0's loop waits for the ranks' sums: nobody may wait for it */
 };
 
 /* calloc that waits for memory rather than fail: for messages that must
@@ -107,6 +157,13 @@ void fedc__sim_mpi_stop(sim *s);
 int fedc__sim_mpi_serve(sim *s, uint32_t *started);
 /* Other ranks: queue an answer for rank 0. */
 void fedc__sim_mpi_answer(sim *s, done_msg *d);
+/* Rank 0, on the loop thread: the server kept (or refused) an update that
+ * was folded on another rank; that rank hears it. */
+void fedc__sim_mpi_verdict(sim *s, const done_msg *d, int kept);
+/* Rank 0, on the loop thread (the server's collect hook): adds the other
+ * ranks' sums into agg with MPI_Reduce, and checks that they hold exactly
+ * the updates the server kept. */
+int fedc__sim_mpi_collect(sim *s, fedc__fedavg *agg, char *err, size_t errlen);
 void fedc__sim_mpi_model_unref(void *model);
 #endif
 

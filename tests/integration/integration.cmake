@@ -25,9 +25,13 @@ fedc_integration_test(test_reject_no_trace 300 integration)
 fedc_integration_test(test_round_timeout 300 integration)
 fedc_integration_test(test_server_lifecycle 300 integration)
 fedc_integration_test(test_sim 300 "integration;sanitize")
+fedc_integration_test(test_device 120 "integration;cuda")
 if(FEDC_HAVE_MPI)
   fedc_integration_test(test_sim_mpi 300 integration)
 endif()
+# What an MPI rank folds of its clients' updates, without MPI (runs under
+# the sanitizers with the unit tests).
+fedc_test(NAME test_sim_fold SOURCES integration/test_sim_fold.c TIMEOUT 60 LABELS integration)
 if(TARGET custom_client)
   fedc_integration_test(test_example_client 300 integration)
 endif()

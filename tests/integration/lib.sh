@@ -82,3 +82,14 @@ wait_clients() {
     [[ "$WAIT_RC" == 0 ]] || { cat "$WORK/c$i.log"; fail "client c$i exited $WAIT_RC"; }
   done
 }
+
+# expect CODE PATTERN CMD...: runs CMD (at most 60 s), checks its exit code
+# and that its stderr matches PATTERN; passes with stderr's first line.
+expect() {
+  local code="$1" pattern="$2"; shift 2
+  local rc=0
+  timeout 60 "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || rc=$?
+  [[ "$rc" == "$code" ]] || { cat "$WORK/err.txt"; fail "'$*' exited $rc, want $code"; }
+  grep -q -- "$pattern" "$WORK/err.txt" || { cat "$WORK/err.txt"; fail "'$*': stderr lacks '$pattern'"; }
+  pass "$(head -c 150 "$WORK/err.txt" | head -n 1)"
+}

@@ -5,17 +5,6 @@
 source "$(dirname "$0")/lib.sh"
 make_data "$WORK/data" 3
 
-# expect CODE PATTERN CMD...: runs CMD, checks its exit code and that its
-# stderr matches PATTERN.
-expect() {
-  local code="$1" pattern="$2"; shift 2
-  local rc=0
-  timeout 60 "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || rc=$?
-  [[ "$rc" == "$code" ]] || { cat "$WORK/err.txt"; fail "'$*' exited $rc, want $code"; }
-  grep -q -- "$pattern" "$WORK/err.txt" || { cat "$WORK/err.txt"; fail "'$*': stderr lacks '$pattern'"; }
-  pass "$(head -c 150 "$WORK/err.txt" | head -n 1)"
-}
-
 expect 2 "unknown command 'frobnicate'" "$FEDC_BIN" frobnicate
 expect 2 "'--bogus'" "$FEDC_BIN" server --bogus
 expect 2 "--rounds expects a whole number, got 'abc'" "$FEDC_BIN" server --rounds abc

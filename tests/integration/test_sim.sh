@@ -78,9 +78,34 @@ assert rows[0]["seconds"] >= 1, f"round 1 should have waited for the timeout: {r
 PYEOF
 pass "stragglers: counted as failures after the round timeout"
 
+# More clients than examples: with --scheme sample each of 60 clients draws
+# 6 of a dataset of 40; the outcome still does not depend on --concurrency.
+mkdir -p "$WORK/tiny"
+"$FEDC_MAKE_SYNTHETIC" "$WORK/tiny" 40 20 3 0.3
+for k in 1 3; do
+  "$FEDC_BIN" sim --clients 60 --concurrency "$k" --data "$WORK/tiny" --scheme sample --examples-per-client 6 \
+    --min-samples 6 --model mlp --min-clients 5 --fraction-fit 0.2 --rounds 2 --seed 4 --quiet \
+    --out "$WORK/sample$k" 2> "$WORK/sample$k.err" || { cat "$WORK/sample$k.err"; fail "sim --scheme sample failed"; }
+done
+cmp "$WORK/sample1/model.safetensors" "$WORK/sample3/model.safetensors" || fail "sample: the model depends on --concurrency"
+"$PY" - "$WORK/sample1/metrics.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 2 and all(r["clients_sampled"] == 12 and r["clients_ok"] == 12 for r in rows), rows
+PYEOF
+pass "sample: 60 clients of a 40-example dataset, the same model for --concurrency 1 and 3"
+
 # Bad flags get a message and exit 2.
 rc=0; "$FEDC_BIN" sim --rounds 1 2> "$WORK/e.txt" || rc=$?
 [[ $rc == 2 ]] && grep -q -- "--clients is required" "$WORK/e.txt" || fail "missing --clients: exit $rc"
 rc=0; "$FEDC_BIN" sim --clients 3 --scheme odd 2> "$WORK/e.txt" || rc=$?
 [[ $rc == 2 ]] && grep -q -- "--scheme must be" "$WORK/e.txt" || fail "bad --scheme: exit $rc"
+rc=0; "$FEDC_BIN" sim --clients 3 --scheme sample 2> "$WORK/e.txt" || rc=$?
+[[ $rc == 2 ]] && grep -q -- "--scheme sample needs --examples-per-client" "$WORK/e.txt" || fail "sample without S: exit $rc"
+rc=0; "$FEDC_BIN" sim --clients 3 --examples-per-client 5 2> "$WORK/e.txt" || rc=$?
+[[ $rc == 2 ]] && grep -q -- "--examples-per-client applies only to --scheme sample" "$WORK/e.txt" \
+  || fail "--examples-per-client with iid: exit $rc"
+rc=0; "$FEDC_BIN" sim --clients 3 --data "$WORK/tiny" --scheme sample --examples-per-client 41 2> "$WORK/e.txt" || rc=$?
+[[ $rc == 2 ]] && grep -q -- "cannot draw 41 distinct examples per client from a dataset of 40" "$WORK/e.txt" \
+  || fail "--examples-per-client above the dataset: exit $rc"
 pass "test_sim"

@@ -17,21 +17,28 @@
 static char tmpdir[256];
 static char data_dir[512];
 
-/* Runs `fedc partition` with the given arguments (NULL-terminated). */
-static int run(const char *first, ...)
+/* Runs `fedc partition` with the arguments first, then ap (NULL-terminated). */
+static int run_list(const char *first, va_list ap)
 {
     char *argv[32];
     int argc = 0;
     argv[argc++] = "partition";
-    va_list ap;
-    va_start(ap, first);
     for (const char *a = first; a && argc < 31; a = va_arg(ap, const char *)) argv[argc++] = (char *)a;
-    va_end(ap);
     argv[argc] = NULL;
     fflush(stdout);
     int rc = fedc_cmd_partition(argc, argv);
     fflush(stdout);
     fflush(stderr);
+    return rc;
+}
+
+/* Runs `fedc partition` with the given arguments (NULL-terminated). */
+static int run(const char *first, ...)
+{
+    va_list ap;
+    va_start(ap, first);
+    int rc = run_list(first, ap);
+    va_end(ap);
     return rc;
 }
 
@@ -42,6 +49,35 @@ static const char *out_path(const char *name)
     char *p = buf[next++ % 4];
     snprintf(p, 600, "%s/%s", tmpdir, name);
     return p;
+}
+
+/* Runs `fedc partition` with stderr going to a file; 1 if the exit code is
+ * `want_rc` and the message holds `want`. */
+static int run_says(int want_rc, const char *want, const char *first, ...)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/stderr.txt", tmpdir);
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *f = fopen(path, "w+");
+    if (saved < 0 || !f) return 0;
+    dup2(fileno(f), 2);
+    va_list ap;
+    va_start(ap, first);
+    int rc = run_list(first, ap);
+    va_end(ap);
+    dup2(saved, 2);
+    close(saved);
+    char text[2048] = "";
+    rewind(f);
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    text[len] = '\0';
+    fclose(f);
+    if (rc != want_rc || !strstr(text, want)) {
+        printf("     exit %d, said: %s", rc, text);
+        return 0;
+    }
+    return 1;
 }
 
 static int remove_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
@@ -119,6 +155,35 @@ int main(void)
               "--test-fraction", "0", "--min-samples", "50", "--seed", "18446744073709551615", "--out",
               out_path("dir"), NULL) == 0,
           "dirichlet with every option and the largest seed exits 0");
+
+    /* The sample scheme: more clients than examples. */
+    CHECK(run_says(2, "--scheme sample needs --examples-per-client", "--clients", "300", "--scheme", "sample",
+                   "--out", out_path("x"), NULL),
+          "--scheme sample without --examples-per-client exits 2 and says so");
+    CHECK(run_says(2, "--examples-per-client applies only to --scheme sample", "--clients", "4",
+                   "--examples-per-client", "5", "--out", out_path("x"), NULL),
+          "--examples-per-client with iid exits 2 and says so");
+    CHECK(run_says(2, "--examples-per-client: '0' is not a positive integer", "--clients", "4", "--scheme",
+                   "sample", "--examples-per-client", "0", "--out", out_path("x"), NULL),
+          "--examples-per-client 0 exits 2 and says so");
+    CHECK(run_says(1, "cannot draw 201 distinct examples per client from a dataset of 200", "--data",
+                   data_dir, "--clients", "4", "--scheme", "sample", "--examples-per-client", "201", "--out",
+                   out_path("x"), NULL),
+          "more examples per client than the dataset holds exits 1 and says so");
+    CHECK(run_says(1, "below the minimum of 10", "--data", data_dir, "--clients", "4", "--scheme", "sample",
+                   "--examples-per-client", "5", "--out", out_path("x"), NULL),
+          "examples per client below --min-samples exits 1 and says so");
+    CHECK(run("--data", data_dir, "--clients", "250", "--scheme", "sample", "--examples-per-client", "5",
+              "--min-samples", "5", "--seed", "9", "--out", out_path("sample"), NULL) == 0,
+          "sample: 250 clients of 5 from 200 examples exits 0");
+    snprintf(cdir, sizeof cdir, "%s/client-249", out_path("sample"));
+    fedc_dataset *c249 = NULL, *t249 = NULL;
+    rc = fedc_dataset_load_dir(cdir, "train", &c249, err, sizeof err);
+    if (rc == FEDC_OK) rc = fedc_dataset_load_dir(cdir, "test", &t249, err, sizeof err);
+    CHECK(rc == FEDC_OK && c249->n == 4 && t249->n == 1,
+          "client-249 holds 4 training and 1 test example (%s)", rc ? err : "ok");
+    fedc_dataset_destroy(c249);
+    fedc_dataset_destroy(t249);
 
     nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return test_summary();

@@ -126,8 +126,8 @@ static fedc_partition_map *compute(const fedc_dataset *d, fedc_partition_scheme 
 
 static int same_map(const fedc_partition_map *a, const fedc_partition_map *b)
 {
-    return a->clients == b->clients && a->n == b->n &&
-           memcmp(a->index, b->index, a->n * sizeof *a->index) == 0 &&
+    return a->clients == b->clients && a->n == b->n && a->offset[a->clients] == b->offset[b->clients] &&
+           memcmp(a->index, b->index, a->offset[a->clients] * sizeof *a->index) == 0 &&
            memcmp(a->offset, b->offset, (a->clients + 1) * sizeof *a->offset) == 0 &&
            memcmp(a->test_count, b->test_count, a->clients * sizeof *a->test_count) == 0;
 }
@@ -198,6 +198,86 @@ static void test_schemes(const fedc_dataset *d)
     fedc_partition_map_destroy(p);
 }
 
+static fedc_partition_map *compute_sample(const fedc_dataset *d, size_t clients, size_t per, uint64_t seed)
+{
+    fedc_partition_options opt;
+    fedc_partition_options_init(&opt);
+    opt.scheme = FEDC_PARTITION_SAMPLE;
+    opt.clients = clients;
+    opt.examples_per_client = per;
+    opt.min_samples = 1;
+    opt.seed = seed;
+    fedc_partition_map *p = NULL;
+    int rc = fedc_partition_compute(d, &opt, &p, err, sizeof err);
+    if (rc != FEDC_OK) CHECK(0, "partition sample failed: %s", err);
+    return p;
+}
+
+/* The sample scheme: more clients than examples, each with exactly S
+ * distinct, valid examples, a client's share independent of N. */
+static void test_sample(const fedc_dataset *d)
+{
+    const size_t clients = 2500, per = 20; /* 2.5 clients per example */
+    fedc_partition_map *a = compute_sample(d, clients, per, 7);
+    fedc_partition_map *b = compute_sample(d, clients, per, 7);
+    fedc_partition_map *c = compute_sample(d, clients, per, 8);
+    fedc_partition_map *few = compute_sample(d, 10, per, 7);
+    if (!a || !b || !c || !few) goto done;
+    CHECK(a->n == d->n && a->offset[clients] == clients * per, "sample: 2500 clients x 20 entries over 1000");
+    CHECK(same_map(a, b), "sample: the same seed gives the same partition");
+    CHECK(!same_map(a, c), "sample: another seed gives another partition");
+    CHECK(memcmp(few->index, a->index, 10 * per * sizeof *a->index) == 0 &&
+              memcmp(few->test_count, a->test_count, 10 * sizeof *a->test_count) == 0,
+          "sample: a client's share does not depend on the number of clients");
+    int sizes = 1, distinct = 1, valid = 1, ascending = 1;
+    size_t *drawn = calloc(d->n, sizeof *drawn);
+    for (size_t k = 0; k < clients; k++) {
+        size_t lo = a->offset[k], hi = a->offset[k + 1], t = a->test_count[k];
+        sizes &= hi - lo == per && t == 2; /* round(0.1 * 20) */
+        char seen[N_EXAMPLES] = {0};
+        for (size_t i = lo; i < hi; i++) {
+            uint32_t x = a->index[i];
+            if (x >= d->n || d->y[x] < 0 || d->y[x] >= N_CLASSES) {
+                valid = 0;
+                continue;
+            }
+            distinct &= !seen[x];
+            seen[x] = 1;
+            drawn[x]++;
+            if (i > lo && i != hi - t && x <= a->index[i - 1]) ascending = 0;
+        }
+    }
+    size_t least = SIZE_MAX, most = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        if (drawn[i] < least) least = drawn[i];
+        if (drawn[i] > most) most = drawn[i];
+    }
+    free(drawn);
+    CHECK(sizes, "sample: every client has 20 examples, 2 of them its local test split");
+    CHECK(distinct, "sample: no client draws an example twice (its test split never repeats its train)");
+    CHECK(valid, "sample: every index and label is valid");
+    CHECK(ascending, "sample: indices ascend within each split");
+    /* 50,000 draws over 1,000 examples: about 50 each, binomial spread. */
+    CHECK(least >= 20 && most <= 90,
+          "sample: draws spread evenly: each example drawn %zu..%zu times (mean 50)", least, most);
+    fedc_dataset *tr = NULL, *te = NULL;
+    int rc = fedc_partition_client(d, a, clients - 1, &tr, &te, err, sizeof err);
+    CHECK(rc == FEDC_OK && tr->n == 18 && te->n == 2 && tr->y[0] == d->y[a->index[a->offset[clients - 1]]],
+          "sample: fedc_partition_client gives the last client its 18 + 2 examples (%s)", rc ? err : "ok");
+    fedc_dataset_destroy(tr);
+    fedc_dataset_destroy(te);
+    fedc_partition_map_destroy(few);
+    few = compute_sample(d, 3, d->n, 1);
+    int all = few != NULL;
+    for (size_t k = 0; few && k < 3; k++) all &= few->offset[k + 1] - few->offset[k] == d->n;
+    CHECK(all, "sample: S = n gives every client the whole dataset");
+done:
+    fedc_partition_map_destroy(a);
+    fedc_partition_map_destroy(b);
+    fedc_partition_map_destroy(c);
+    fedc_partition_map_destroy(few);
+}
+
 static void test_bad_options(const fedc_dataset *d)
 {
     fedc_partition_options opt;
@@ -233,7 +313,28 @@ static void test_bad_options(const fedc_dataset *d)
     opt.test_fraction = 1.0;
     rc = fedc_partition_compute(d, &opt, &p, err, sizeof err);
     CHECK(rc == FEDC_ERR_INVALID && strstr(err, "test fraction"), "test fraction 1: %s", err);
+    fedc_partition_options_init(&opt);
+    opt.clients = 5000;
+    opt.scheme = FEDC_PARTITION_SAMPLE;
+    rc = fedc_partition_compute(d, &opt, &p, err, sizeof err);
+    CHECK(rc == FEDC_ERR_INVALID && p == NULL && strstr(err, "examples per client"),
+          "sample without examples per client: %s", err);
+    opt.examples_per_client = 1001;
+    rc = fedc_partition_compute(d, &opt, &p, err, sizeof err);
+    CHECK(rc == FEDC_ERR_INVALID && strstr(err, "cannot draw 1001 distinct examples"),
+          "sample: more examples per client than the dataset has: %s", err);
+    opt.examples_per_client = 5;
+    rc = fedc_partition_compute(d, &opt, &p, err, sizeof err);
+    CHECK(rc == FEDC_ERR_INVALID && strstr(err, "below the minimum of 10"),
+          "sample: examples per client below --min-samples: %s", err);
+    opt.examples_per_client = SIZE_MAX / 8;
+    opt.min_samples = 1;
+    rc = fedc_partition_compute(d, &opt, &p, err, sizeof err);
+    CHECK(rc == FEDC_ERR_INVALID, "sample: examples per client far above n: %s", err);
     fedc_partition_scheme sc;
+    CHECK(fedc_partition_scheme_parse("sample", &sc) == FEDC_OK && sc == FEDC_PARTITION_SAMPLE &&
+              strcmp(fedc_partition_scheme_name(FEDC_PARTITION_SAMPLE), "sample") == 0,
+          "the sample scheme's name parses");
     CHECK(fedc_partition_scheme_parse("shards", &sc) == FEDC_OK && sc == FEDC_PARTITION_SHARDS &&
               fedc_partition_scheme_parse("noniid", &sc) == FEDC_ERR_INVALID,
           "scheme names parse");
@@ -424,6 +525,32 @@ static void test_write(const fedc_dataset *d)
     rc = fedc_partition(path_of("no-such-data"), out_c, &opt, NULL, err, sizeof err);
     CHECK(rc == FEDC_ERR_NOTFOUND && strstr(err, "no-such-data"), "missing data dir: %s", err);
     fedc_partition_map_destroy(map);
+
+    /* The sample scheme writes the same directories; partition.json says
+     * how many examples each client drew. */
+    snprintf(out_c, sizeof out_c, "%s/out-sample", tmpdir);
+    fedc_partition_options_init(&opt);
+    opt.scheme = FEDC_PARTITION_SAMPLE;
+    opt.clients = 4;
+    opt.examples_per_client = 30;
+    opt.seed = 5;
+    rc = fedc_partition(data_dir, out_c, &opt, &map, err, sizeof err);
+    CHECK(rc == FEDC_OK, "fedc_partition writes 4 sample clients (%s)", rc ? err : "ok");
+    fedc_dataset *tr = NULL, *api_tr = NULL;
+    snprintf(path, sizeof path, "%s/client-003", out_c);
+    int same = rc == FEDC_OK && fedc_dataset_load_dir(path, "train", &tr, err, sizeof err) == FEDC_OK &&
+               fedc_partition_client(d, map, 3, &api_tr, NULL, err, sizeof err) == FEDC_OK && tr->n == 27 &&
+               api_tr->n == 27 && memcmp(api_tr->x, tr->x, 27 * 3 * sizeof(float)) == 0;
+    CHECK(same, "sample: client-003's files hold its 27 training examples, as fedc_partition_client gives");
+    fedc_dataset_destroy(tr);
+    fedc_dataset_destroy(api_tr);
+    snprintf(path, sizeof path, "%s/partition.json", out_c);
+    j = read_json(path);
+    CHECK(j && cJSON_GetNumberValue(cJSON_GetObjectItem(j, "examples_per_client")) == 30 &&
+              strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(j, "scheme")), "sample") == 0,
+          "sample: partition.json records the scheme and examples_per_client");
+    cJSON_Delete(j);
+    fedc_partition_map_destroy(map);
 }
 
 /* A CSV source with features that are not k/255: clients get float32 IDX
@@ -490,6 +617,7 @@ int main(void)
     fedc_log_set_level(FEDC_LOG_WARN);
     fedc_dataset *d = make_dataset();
     test_schemes(d);
+    test_sample(d);
     test_bad_options(d);
     test_write(d);
     test_csv_source();

@@ -10,6 +10,7 @@
 #include "fedc/core.h"
 #include "fedc/nn.h"
 #include "fedc/tensor.h"
+#include "test_nn_util.h"
 #include "test_util.h"
 
 typedef struct expected_tensor {
@@ -30,6 +31,12 @@ static const expected_tensor cnn_tensors[] = {
 static const expected_tensor mlp_tensors[] = {
     {"fc1.weight", 2, {200, 784}, 784}, {"fc1.bias", 1, {200}, 784},       {"fc2.weight", 2, {200, 200}, 200},
     {"fc2.bias", 1, {200}, 200},        {"fc3.weight", 2, {10, 200}, 200}, {"fc3.bias", 1, {10}, 200},
+};
+
+static const expected_tensor mlp_large_tensors[] = {
+    {"fc1.weight", 2, {1024, 784}, 784},   {"fc1.bias", 1, {1024}, 784},
+    {"fc2.weight", 2, {1024, 1024}, 1024}, {"fc2.bias", 1, {1024}, 1024},
+    {"fc3.weight", 2, {10, 1024}, 1024},   {"fc3.bias", 1, {10}, 1024},
 };
 
 static size_t count_params(const fedc_params *p)
@@ -88,26 +95,15 @@ static void check_layout(const char *arch, const expected_tensor *want, size_t n
     fedc_model_destroy(m);
 }
 
-static int params_equal(fedc_model *a, fedc_model *b)
-{
-    fedc_params *pa = fedc_model_params(a), *pb = fedc_model_params(b);
-    if (fedc_params_count(pa) != fedc_params_count(pb)) return 0;
-    for (size_t i = 0; i < fedc_params_count(pa); i++) {
-        const fedc_tensor *ta = fedc_params_at(pa, i), *tb = fedc_params_at(pb, i);
-        if (ta->nbytes != tb->nbytes || memcmp(ta->data, tb->data, ta->nbytes) != 0) return 0;
-    }
-    return 1;
-}
-
 static void test_init_seed(void)
 {
     fedc_model *a = NULL, *b = NULL, *c = NULL;
     fedc_model_create("cnn", 42, &a, NULL, 0);
     fedc_model_create("cnn", 42, &b, NULL, 0);
     fedc_model_create("cnn", 43, &c, NULL, 0);
-    CHECK(a && b && c && params_equal(a, b), "cnn: the same seed gives identical initial "
-                                             "parameters");
-    CHECK(a && c && !params_equal(a, c), "cnn: another seed gives other initial parameters");
+    CHECK(a && b && c && nn_test_same_params(a, b), "cnn: the same seed gives identical initial "
+                                                    "parameters");
+    CHECK(a && c && !nn_test_same_params(a, c), "cnn: another seed gives other initial parameters");
     fedc_model_destroy(a);
     fedc_model_destroy(b);
     fedc_model_destroy(c);
@@ -120,7 +116,8 @@ static void test_unknown_arch(void)
     char err[FEDC_ERRMSG_MAX] = "";
     int rc = fedc_model_create("resnet50", 1, &m, err, sizeof(err));
     printf("     message: %s\n", err);
-    CHECK(rc == FEDC_ERR_INVALID && m == NULL && strstr(err, "resnet50") && strstr(err, "cnn"),
+    CHECK(rc == FEDC_ERR_INVALID && m == NULL && strstr(err, "resnet50") && strstr(err, "cnn") &&
+              strstr(err, "mlp-large"),
           "unknown architecture gives FEDC_ERR_INVALID naming it and the known ones");
     rc = fedc_model_create(NULL, 1, &m, NULL, 0);
     CHECK(rc == FEDC_ERR_INVALID, "NULL architecture gives FEDC_ERR_INVALID");
@@ -136,7 +133,7 @@ static void test_set_params(void)
     fedc_model_create("cnn", 2, &b, NULL, 0);
     fedc_model_create("mlp", 2, &mlp, NULL, 0);
     int rc = fedc_model_set_params(a, fedc_model_params(b), err, sizeof(err));
-    CHECK(rc == FEDC_OK && params_equal(a, b), "set_params copies a same-layout set");
+    CHECK(rc == FEDC_OK && nn_test_same_params(a, b), "set_params copies a same-layout set");
 
     fedc_params *copy = fedc_params_clone(fedc_model_params(a));
     rc = fedc_model_set_params(a, fedc_model_params(mlp), err, sizeof(err));
@@ -158,7 +155,7 @@ static void test_set_params(void)
     printf("     message: %s\n", err);
     CHECK(rc == FEDC_ERR_SHAPE && strstr(err, "fc2.weight") && strstr(err, "121") && strstr(err, "120"),
           "set_params with fc2.weight [84, 121] names the tensor and both shapes");
-    CHECK(params_equal(a, b), "the model is unchanged after a refused set_params");
+    CHECK(nn_test_same_params(a, b), "the model is unchanged after a refused set_params");
 
     /* Writing into the live tensors changes the model. */
     fedc_tensor *bias = fedc_params_find(fedc_model_params(a), "fc3.bias");
@@ -250,6 +247,8 @@ int main(void)
     check_layout("cnn", cnn_tensors, sizeof(cnn_tensors) / sizeof(cnn_tensors[0]), 44426);
     check_layout("mlp", mlp_tensors, sizeof(mlp_tensors) / sizeof(mlp_tensors[0]),
                  784 * 200 + 200 + 200 * 200 + 200 + 200 * 10 + 10);
+    check_layout("mlp-large", mlp_large_tensors, sizeof(mlp_large_tensors) / sizeof(mlp_large_tensors[0]),
+                 1863690);
     test_init_seed();
     test_unknown_arch();
     test_set_params();

@@ -10,6 +10,7 @@
 
 #include "fedc/core.h"
 #include "fedc/nn.h"
+#include "test_nn_util.h"
 #include "test_util.h"
 
 #define SIDE 28
@@ -36,16 +37,6 @@ static void make_data(uint64_t seed, size_t n, float *x, int32_t *y)
             }
         y[i] = k;
     }
-}
-
-static int same_params(fedc_model *a, fedc_model *b)
-{
-    fedc_params *pa = fedc_model_params(a), *pb = fedc_model_params(b);
-    for (size_t i = 0; i < fedc_params_count(pa); i++) {
-        const fedc_tensor *ta = fedc_params_at(pa, i), *tb = fedc_params_at(pb, i);
-        if (memcmp(ta->data, tb->data, ta->nbytes) != 0) return 0;
-    }
-    return 1;
 }
 
 static void test_learns(const char *arch, double lr, int threads)
@@ -120,15 +111,15 @@ static void test_determinism(const char *arch, int threads)
     fedc_model *d = trained(arch, 2, 10, x, y, n);
     CHECK(a && b && c && d, "%s, %d thread(s): four trainings succeed", arch, threads);
     if (a && b && c && d) {
-        CHECK(same_params(a, b),
+        CHECK(nn_test_same_params(a, b),
               "%s, %d thread(s): same seeds give bit-identical "
               "parameters",
               arch, threads);
-        CHECK(!same_params(a, c),
+        CHECK(!nn_test_same_params(a, c),
               "%s, %d thread(s): another shuffle seed gives other "
               "parameters",
               arch, threads);
-        CHECK(!same_params(a, d),
+        CHECK(!nn_test_same_params(a, d),
               "%s, %d thread(s): another model seed gives other "
               "parameters",
               arch, threads);
