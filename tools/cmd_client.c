@@ -31,7 +31,12 @@ static const char usage_text[] =
     "  --seed S                seed of that initial model (default 0)\n"
     "  --threads N             BLAS threads for training (default 1)\n"
     "  --device cpu|cuda[:N]   where the model trains (default cpu); a GPU that\n"
-    "                          cannot be used is an error, never a silent CPU run\n";
+    "                          cannot be used is an error, never a silent CPU run\n"
+    "  --attack MODE           testing tool for robust aggregation (default: off): after\n"
+    "                          honest training, send a poisoned update instead, with\n"
+    "                          u = trained - global: sign-flip sends global - u,\n"
+    "                          scale:K global + K*u, gaussian global + noise with each\n"
+    "                          tensor's standard deviation of u (seeded by the round)\n";
 
 static fedc_client *g_client;
 static void on_signal(int sig)
@@ -49,6 +54,7 @@ enum {
     OPT_SEED,
     OPT_THREADS,
     OPT_DEVICE,
+    OPT_ATTACK,
     OPT_HELP
 };
 
@@ -62,6 +68,7 @@ int fedc_cmd_client(int argc, char **argv)
                                              {"seed", required_argument, NULL, OPT_SEED},
                                              {"threads", required_argument, NULL, OPT_THREADS},
                                              {"device", required_argument, NULL, OPT_DEVICE},
+                                             {"attack", required_argument, NULL, OPT_ATTACK},
                                              {"help", no_argument, NULL, OPT_HELP},
                                              {NULL, 0, NULL, 0}};
     fedc_client_options opt;
@@ -90,6 +97,12 @@ int fedc_cmd_client(int argc, char **argv)
             if (cli_u64(CMD, "--threads", optarg, 1, 1024, &threads)) return FEDC_EXIT_USAGE;
             break;
         case OPT_DEVICE: device = optarg; break;
+        case OPT_ATTACK:
+            if (trainer_attack_parse(optarg, &t.attack)) {
+                cli_error(CMD, "--attack must be " TRAINER_ATTACK_VALUES ", got '%s'", optarg);
+                return FEDC_EXIT_USAGE;
+            }
+            break;
         case OPT_HELP: fputs(usage_text, stdout); return FEDC_EXIT_OK;
         default: cli_unknown_flag(CMD, argv[optind - 1]); return FEDC_EXIT_USAGE;
         }
@@ -144,6 +157,8 @@ int fedc_cmd_client(int argc, char **argv)
     }
     printf("node id: %s (%zu training examples, %zu test examples)\n", fedc_client_node_id(cl), t.train->n,
            t.test ? t.test->n : (size_t)0);
+    if (t.attack.kind != TRAINER_ATTACK_NONE)
+        fedc_log(FEDC_LOG_WARN, CMD, "--attack: this client sends poisoned updates (a testing tool)");
     fflush(stdout);
     g_client = cl;
     signal(SIGINT, on_signal);

@@ -20,7 +20,7 @@ int fedc_cmd_server(int argc, char **argv)
 {
     server_cli c;
     server_cli_init(&c);
-    struct option opts[32];
+    struct option opts[SERVER_CLI_MAX_OPTIONS + 1]; /* + --help */
     size_t n = 0;
     while (server_cli_options[n].name) {
         opts[n] = server_cli_options[n];

@@ -2,6 +2,7 @@
  * The dataset is partitioned in memory exactly as fedc partition would, and
  * each virtual client trains the built-in model on its share, through the
  * same client callbacks as fedc client. */
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -38,6 +39,11 @@ static const char usage_head[] =
     "  --straggler-delay S       late with probability P (defaults 0 and 10)\n"
     "  --mpi                     spread the clients over MPI ranks: run as\n"
     "                            mpirun -np P fedc sim --mpi ...; rank 0 runs the server\n"
+    "  --attack MODE             testing tool for robust aggregation (default: off): the\n"
+    "                            attacking clients train honestly, then send a poisoned\n"
+    "                            update (sign-flip, gaussian or scale:K, as fedc client --attack)\n"
+    "  --attack-fraction F       share of clients that attack, in (0, 1] (default 1): the\n"
+    "                            first ceil(F*N) client indices, 0 .. ceil(F*N)-1\n"
 
     "\n"
     "Server flags, as for fedc server (--listen defaults to an ephemeral port):\n";
@@ -48,6 +54,8 @@ typedef struct sim_data {
     const char *arch;
     uint64_t seed;
     fedc_device device; /* where the clients train (--device) */
+    trainer_attack attack;
+    uint32_t attackers; /* clients 0 .. attackers-1 send poisoned updates */
 } sim_data;
 
 /* Each worker thread keeps one model between the clients it serves, freed
@@ -75,6 +83,7 @@ static int open_client(void *user, uint32_t index, void **client_user, char *err
     t->default_arch = sd->arch;
     t->seed = sd->seed;
     t->device = sd->device;
+    if (index < sd->attackers) t->attack = sd->attack;
     t->model = pthread_getspecific(g_model_key);
     pthread_setspecific(g_model_key, NULL);
     *client_user = t;
@@ -107,6 +116,8 @@ enum {
     OPT_STRAGGLER,
     OPT_STRAGGLER_DELAY,
     OPT_MPI,
+    OPT_ATTACK,
+    OPT_ATTACK_FRACTION,
     OPT_HELP
 };
 
@@ -127,9 +138,11 @@ int fedc_cmd_sim(int argc, char **argv)
         {"straggler-rate", required_argument, NULL, OPT_STRAGGLER},
         {"straggler-delay", required_argument, NULL, OPT_STRAGGLER_DELAY},
         {"mpi", no_argument, NULL, OPT_MPI},
+        {"attack", required_argument, NULL, OPT_ATTACK},
+        {"attack-fraction", required_argument, NULL, OPT_ATTACK_FRACTION},
         {"help", no_argument, NULL, OPT_HELP},
     };
-    struct option opts[64];
+    struct option opts[SERVER_CLI_MAX_OPTIONS + sizeof own / sizeof own[0]];
     size_t n = 0;
     for (; server_cli_options[n].name; n++) opts[n] = server_cli_options[n];
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) opts[n++] = own[i];
@@ -145,6 +158,8 @@ int fedc_cmd_sim(int argc, char **argv)
     fedc_partition_options_init(&po);
     const char *data_dir = "/usr/share/datasets/fashion-mnist";
     int have_pseed = 0;
+    trainer_attack attack = {TRAINER_ATTACK_NONE, 0.0};
+    double attack_fraction = -1.0;
     uint64_t u;
     int opt;
     opterr = 0;
@@ -195,6 +210,19 @@ int fedc_cmd_sim(int argc, char **argv)
             bad = cli_double(CMD, "--straggler-delay", optarg, 0, 1e6, &so.straggler_delay);
             break;
         case OPT_MPI: so.mpi = 1; break;
+        case OPT_ATTACK:
+            if (trainer_attack_parse(optarg, &attack)) {
+                cli_error(CMD, "--attack must be " TRAINER_ATTACK_VALUES ", got '%s'", optarg);
+                bad = 1;
+            }
+            break;
+        case OPT_ATTACK_FRACTION:
+            bad = cli_double(CMD, "--attack-fraction", optarg, 0, 1, &attack_fraction);
+            if (!bad && attack_fraction == 0.0) {
+                cli_error(CMD, "--attack-fraction must be > 0, got '%s'", optarg);
+                bad = 1;
+            }
+            break;
         case OPT_HELP: printf("%s%s", usage_head, server_cli_help); return FEDC_EXIT_OK;
         default: {
             int r = server_cli_option(&c, CMD, opt, optarg);
@@ -210,6 +238,10 @@ int fedc_cmd_sim(int argc, char **argv)
     }
     if (so.clients == 0) {
         cli_error(CMD, "--clients is required (see 'fedc sim --help')");
+        return FEDC_EXIT_USAGE;
+    }
+    if (attack_fraction >= 0.0 && attack.kind == TRAINER_ATTACK_NONE) {
+        cli_error(CMD, "--attack-fraction needs --attack MODE");
         return FEDC_EXIT_USAGE;
     }
     if ((po.examples_per_client != 0) != (po.scheme == FEDC_PARTITION_SAMPLE)) {
@@ -258,7 +290,17 @@ int fedc_cmd_sim(int argc, char **argv)
         cli_error(CMD, "cannot create thread-local storage");
         goto done;
     }
-    sim_data sd = {d, map, c.model_name ? c.model_name : "cnn", c.opt.seed, c.opt.device};
+    sim_data sd = {d, map, c.model_name ? c.model_name : "cnn", c.opt.seed, c.opt.device, attack, 0};
+    if (attack.kind != TRAINER_ATTACK_NONE) {
+        double f = attack_fraction >= 0.0 ? attack_fraction : 1.0;
+        /* The slack keeps a fraction such as 2/7 from rounding up to 3 of 7. */
+        sd.attackers = (uint32_t)ceil(f * (double)so.clients - 1e-9);
+        if (sd.attackers == 0) sd.attackers = 1;
+        if (rank == 0)
+            fedc_log(FEDC_LOG_WARN, CMD,
+                     "--attack: clients 0 to %u of %u send poisoned updates (a testing tool)",
+                     sd.attackers - 1, so.clients);
+    }
     if (so.mpi && c.opt.device.type != FEDC_DEVICE_CPU) {
         /* The ranks' sums are combined by MPI in host memory, so the
          * server's sums stay there; the clients still train on the GPU. */

@@ -29,6 +29,20 @@ const char server_cli_help[] =
     "  --seed S                  seed for sampling and client training (default 0)\n"
     "  --max-frame-bytes N       largest frame accepted (default 16777216)\n"
     "  --device cpu|cuda[:N]     where the server aggregates and evaluates (default cpu)\n"
+    "  --strategy NAME           how updates become the next model: fedavg (default),\n"
+    "                            fedavgm, fedadagrad, fedadam, fedyogi, fedprox, or the\n"
+    "                            robust median, trimmed-mean, krum, multikrum, bulyan\n"
+    "                            (docs/strategies.md)\n"
+    "  --server-lr X             server learning rate (fedavgm 1.0, fedadagrad 0.1,\n"
+    "                            fedadam 0.1, fedyogi 0.01)\n"
+    "  --server-momentum X       fedavgm's server momentum in [0, 1) (default 0)\n"
+    "  --beta1 X --beta2 X       adaptive strategies' moment decay rates in [0, 1)\n"
+    "                            (beta1: fedadagrad 0, fedadam/fedyogi 0.9; beta2 0.99)\n"
+    "  --tau X                   adaptivity > 0 (fedadagrad/fedadam 1e-9, fedyogi 1e-3)\n"
+    "  --proximal-mu X           fedprox's proximal term >= 0, sent to the clients (required)\n"
+    "  --trim-beta B             trimmed-mean: fraction cut from each end, in [0, 0.5) (0.2)\n"
+    "  --byzantine F             krum, multikrum, bulyan: faulty clients tolerated (0)\n"
+    "  --krum-m M                multikrum: updates averaged (default n - F)\n"
     "  --quiet                   no progress lines\n";
 
 enum {
@@ -53,7 +67,17 @@ enum {
     OPT_SEED,
     OPT_MAX_FRAME,
     OPT_DEVICE,
-    OPT_QUIET
+    OPT_QUIET,
+    OPT_STRATEGY,
+    OPT_SERVER_LR,
+    OPT_SERVER_MOMENTUM,
+    OPT_BETA1,
+    OPT_BETA2,
+    OPT_TAU,
+    OPT_PROXIMAL_MU,
+    OPT_TRIM_BETA,
+    OPT_BYZANTINE,
+    OPT_KRUM_M
 };
 
 const struct option server_cli_options[] = {{"listen", required_argument, NULL, OPT_LISTEN},
@@ -78,7 +102,19 @@ const struct option server_cli_options[] = {{"listen", required_argument, NULL, 
                                             {"max-frame-bytes", required_argument, NULL, OPT_MAX_FRAME},
                                             {"device", required_argument, NULL, OPT_DEVICE},
                                             {"quiet", no_argument, NULL, OPT_QUIET},
+                                            {"strategy", required_argument, NULL, OPT_STRATEGY},
+                                            {"server-lr", required_argument, NULL, OPT_SERVER_LR},
+                                            {"server-momentum", required_argument, NULL, OPT_SERVER_MOMENTUM},
+                                            {"beta1", required_argument, NULL, OPT_BETA1},
+                                            {"beta2", required_argument, NULL, OPT_BETA2},
+                                            {"tau", required_argument, NULL, OPT_TAU},
+                                            {"proximal-mu", required_argument, NULL, OPT_PROXIMAL_MU},
+                                            {"trim-beta", required_argument, NULL, OPT_TRIM_BETA},
+                                            {"byzantine", required_argument, NULL, OPT_BYZANTINE},
+                                            {"krum-m", required_argument, NULL, OPT_KRUM_M},
                                             {NULL, 0, NULL, 0}};
+_Static_assert(sizeof server_cli_options / sizeof server_cli_options[0] <= SERVER_CLI_MAX_OPTIONS,
+               "raise SERVER_CLI_MAX_OPTIONS");
 
 void server_cli_init(server_cli *c)
 {
@@ -89,6 +125,24 @@ void server_cli_init(server_cli *c)
     c->momentum = 0.9;
     c->epochs = 1;
     c->batch = 32;
+}
+
+/* Records a strategy hyperparameter under its key; fedc_strategy_create()
+ * checks later whether the strategy takes it and whether it is in range. */
+static int strategy_param(server_cli *c, const char *cmd, const char *flag, const char *arg)
+{
+    double x;
+    if (cli_double(cmd, flag, arg, -HUGE_VAL, HUGE_VAL, &x)) return -1;
+    char key[32];
+    snprintf(key, sizeof key, "%s", flag + 2);
+    for (char *p = key; *p; p++)
+        if (*p == '-') *p = '_';
+    if (!c->strategy_params) c->strategy_params = fedc_config_create();
+    if (!c->strategy_params || fedc_config_set_f64(c->strategy_params, key, x)) {
+        cli_error(cmd, "out of memory");
+        return -1;
+    }
+    return 0;
 }
 
 int server_cli_option(server_cli *c, const char *cmd, int opt, const char *arg)
@@ -133,6 +187,16 @@ int server_cli_option(server_cli *c, const char *cmd, int opt, const char *arg)
         return 0;
     case OPT_DEVICE: c->device_text = arg; return 0;
     case OPT_QUIET: c->quiet = 1; return 0;
+    case OPT_STRATEGY: c->strategy_name = arg; return 0;
+    case OPT_SERVER_LR: return strategy_param(c, cmd, "--server-lr", arg);
+    case OPT_SERVER_MOMENTUM: return strategy_param(c, cmd, "--server-momentum", arg);
+    case OPT_BETA1: return strategy_param(c, cmd, "--beta1", arg);
+    case OPT_BETA2: return strategy_param(c, cmd, "--beta2", arg);
+    case OPT_TAU: return strategy_param(c, cmd, "--tau", arg);
+    case OPT_PROXIMAL_MU: return strategy_param(c, cmd, "--proximal-mu", arg);
+    case OPT_TRIM_BETA: return strategy_param(c, cmd, "--trim-beta", arg);
+    case OPT_BYZANTINE: return strategy_param(c, cmd, "--byzantine", arg);
+    case OPT_KRUM_M: return strategy_param(c, cmd, "--krum-m", arg);
     default: return 1;
     }
 }
@@ -223,6 +287,22 @@ int server_cli_prepare(server_cli *c, const char *cmd)
         if (drc != FEDC_EXIT_OK) return drc;
         c->central.device = c->opt.device;
     }
+    if (c->strategy_name || c->strategy_params) {
+        if (fedc_strategy_create(c->strategy_name ? c->strategy_name : "fedavg", c->strategy_params,
+                                 &c->strategy, err, sizeof err)) {
+            cli_error(cmd, "--strategy: %s", err);
+            return FEDC_EXIT_USAGE;
+        }
+        c->opt.strategy = c->strategy;
+        if (c->strategy->min_updates > c->opt.min_clients) {
+            cli_error(cmd,
+                      "--strategy %s needs at least %u updates a round with these parameters (see "
+                      "--byzantine, --krum-m); raise --min-clients (now %u) to %u",
+                      c->strategy->name, c->strategy->min_updates, c->opt.min_clients,
+                      c->strategy->min_updates);
+            return FEDC_EXIT_USAGE;
+        }
+    }
     c->config = fedc_config_create();
     if (!c->config) {
         cli_error(cmd, "out of memory");
@@ -288,6 +368,11 @@ void server_cli_free(server_cli *c)
     fedc_model_destroy(c->central.model);
     fedc_dataset_destroy(c->central.test);
     fedc_config_destroy(c->config);
+    fedc_config_destroy(c->strategy_params);
+    fedc_strategy_destroy(c->strategy);
+    c->strategy_params = NULL;
+    c->strategy = NULL;
+    c->opt.strategy = NULL;
     memset(&c->central, 0, sizeof c->central);
     c->config = NULL;
 }

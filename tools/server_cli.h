@@ -8,6 +8,7 @@
 #include "fedc/data.h"
 #include "fedc/nn.h"
 #include "fedc/server.h"
+#include "fedc/strategy.h"
 
 /* Centralised evaluation with the built-in trainer (--test-data). */
 typedef struct server_central {
@@ -21,7 +22,10 @@ typedef struct server_cli {
     const char *model_name, *initial, *test_dir;
     double lr, momentum, weight_decay;
     uint64_t epochs, batch;
-    const char *device_text; /* --device as given (NULL: the CPU) */
+    const char *device_text;      /* --device as given (NULL: the CPU) */
+    const char *strategy_name;    /* --strategy (NULL: fedavg, with no strategy object) */
+    fedc_config *strategy_params; /* --server-lr and the like, by key; NULL: none given */
+    fedc_strategy *strategy;      /* made by server_cli_prepare() */
     int quiet;
     /* Filled by server_cli_prepare(). */
     fedc_params *init;
@@ -33,6 +37,9 @@ typedef struct server_cli {
 extern const char server_cli_help[];
 /* The long options (terminated by a zero entry); values are >= 256. */
 extern const struct option server_cli_options[];
+/* The most entries server_cli_options may have, its terminator included
+ * (checked when it is compiled): the size of the commands' option tables. */
+#define SERVER_CLI_MAX_OPTIONS 64
 
 void server_cli_init(server_cli *c);
 /* Handles option `opt` with `arg`: 0 if handled, 1 if not a server flag,

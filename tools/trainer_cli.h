@@ -7,13 +7,37 @@
 #include "fedc/data.h"
 #include "fedc/nn.h"
 
+/* A poisoned update, for testing robust aggregation (--attack). With u =
+ * trained - global, the client sends global - u (sign-flip), global + k*u
+ * (scale), or global + noise with each tensor's standard deviation of u
+ * (gaussian, seeded from the round's "seed" config key). */
+typedef enum trainer_attack_kind {
+    TRAINER_ATTACK_NONE = 0,
+    TRAINER_ATTACK_SIGN_FLIP,
+    TRAINER_ATTACK_GAUSSIAN,
+    TRAINER_ATTACK_SCALE
+} trainer_attack_kind;
+
+typedef struct trainer_attack {
+    trainer_attack_kind kind;
+    double scale; /* k of TRAINER_ATTACK_SCALE */
+} trainer_attack;
+
 typedef struct trainer {
     fedc_dataset *train, *test; /* the client's local data (test may be NULL) */
     fedc_model *model;          /* created on demand for the architecture asked for */
     const char *default_arch;   /* offered when the server has no model */
     uint64_t seed;              /* initialisation of that offered model */
     fedc_device device;         /* where the model trains (zero: the CPU) */
+    trainer_attack attack;      /* zero: honest updates */
 } trainer;
+
+/* Parses an --attack value: sign-flip, gaussian or scale:K with K a finite
+ * number. Returns 0, or -1 for anything else. */
+int trainer_attack_parse(const char *s, trainer_attack *out);
+
+/* The --attack values, for usage and error messages. */
+#define TRAINER_ATTACK_VALUES "sign-flip, gaussian or scale:K (K a finite number)"
 
 /* The callbacks; their user pointer is a trainer. */
 extern const fedc_client_callbacks trainer_callbacks;

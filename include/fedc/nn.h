@@ -111,7 +111,12 @@ fedc_device fedc_model_get_device(const fedc_model *m);
 
 /* Hyperparameters of fedc_model_train(). The update is PyTorch's SGD:
  *   g += weight_decay * w;  v = momentum * v + g;  w -= lr * v
- * applied to every parameter, biases included. */
+ * applied to every parameter, biases included. With proximal_mu > 0 the
+ * loss gains FedProx's proximal term mu/2 * ||w - w0||^2 (Li et al. 2020),
+ * w0 being the parameters at the start of the call, so each step first does
+ *   g += proximal_mu * (w - w0)
+ * (as in Flower's FedProx, where the term is part of the loss). Zero it
+ * (the default of a zero-initialised config) for plain SGD. */
 typedef struct fedc_train_config {
     double lr;           /* learning rate, > 0 */
     double momentum;     /* >= 0; 0 disables momentum */
@@ -119,6 +124,7 @@ typedef struct fedc_train_config {
     int epochs;          /* passes over the data, >= 1 */
     int batch_size;      /* examples per step, >= 1; the last batch may be smaller */
     uint64_t seed;       /* shuffling of the examples */
+    double proximal_mu;  /* FedProx's mu, finite and >= 0; 0 disables the term */
 } fedc_train_config;
 
 /* What fedc_model_train() reports. */

@@ -1,6 +1,7 @@
 /*
  * The server: holds the global model, runs rounds over the connected
- * clients, aggregates their updates with FedAvg and records metrics.
+ * clients, aggregates their updates with FedAvg (or another strategy,
+ * see fedc/strategy.h) and records metrics.
  *
  *   fedc_server_options opt;
  *   fedc_server_options_init(&opt);
@@ -25,6 +26,7 @@
 
 #include "fedc/config.h"
 #include "fedc/core.h"
+#include "fedc/strategy.h"
 #include "fedc/tensor.h"
 
 #ifdef __cplusplus
@@ -83,6 +85,11 @@ typedef struct fedc_server_options {
     /* Where the updates are summed (default the CPU). On a GPU the sums are
      * bit-identical to the CPU's; worth it for large models. */
     fedc_device device;
+    /* How the round's clients' models become the next global model, and
+     * extra keys for each training request (include/fedc/strategy.h).
+     * NULL: FedAvg, the weighted mean. Not owned: it must outlive the
+     * server, which calls it with the same state every round. */
+    const fedc_strategy *strategy;
     fedc_central_eval_fn central_eval;
     void *central_eval_user;
     void (*on_round)(void *user, const fedc_round_record *r);

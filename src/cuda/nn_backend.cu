@@ -316,6 +316,12 @@ __global__ void k_add(float *dst, const float *src, size_t n)
     GRID_STRIDE(i, n) dst[i] = __fadd_rn(dst[i], src[i]);
 }
 
+/* FedProx's term, rounded as the CPU backend rounds it. */
+__global__ void k_proximal_grad(float *g, const float *w, const float *w0, size_t n, float mu)
+{
+    GRID_STRIDE(i, n) g[i] = __fadd_rn(g[i], __fmul_rn(mu, __fsub_rn(w[i], w0[i])));
+}
+
 /* PyTorch's SGD, rounded as the CPU backend rounds it (no fused
  * multiply-add). */
 __global__ void k_sgd(float *w, const float *g, float *v, size_t n, float lr, float momentum,
@@ -604,6 +610,15 @@ void cu_sgd_update(void *ctx, float *w, const float *g, float *v, size_t n, floa
     launched(c);
 }
 
+void cu_proximal_grad(void *ctx, float *g, const float *w, const float *w0, size_t n, float mu)
+{
+    if (!n) return;
+    cuda_ctx *c = as_ctx(ctx);
+    enter(c);
+    k_proximal_grad<<<blocks_for(n), kThreads, 0, c->stream>>>(g, w, w0, n, mu);
+    launched(c);
+}
+
 void cu_gather_rows_dev(void *ctx, void *dst, const void *src, const uint32_t *idx, size_t count,
                         size_t row_len)
 {
@@ -646,6 +661,7 @@ fedc__nn_backend_i make_iface()
     i.softmax_xent = cu_softmax_xent;
     i.add = cu_add;
     i.sgd_update = cu_sgd_update;
+    i.proximal_grad = cu_proximal_grad;
     i.gather_rows_dev = cu_gather_rows_dev;
     i.softmax_xent_dev = cu_softmax_xent_dev;
     return i;

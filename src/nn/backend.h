@@ -133,6 +133,10 @@ typedef struct fedc__nn_backend_i {
     void (*sgd_update)(void *ctx, float *w, const float *g, float *v, size_t n, float lr, float momentum,
                        float weight_decay);
 
+    /* FedProx's proximal term on n values: g += mu * (w - w0), the gradient
+     * of mu/2 * ||w - w0||^2 added to the loss's (before sgd_update). */
+    void (*proximal_grad)(void *ctx, float *g, const float *w, const float *w0, size_t n, float mu);
+
     /* Optional (NULL on the CPU, where host data is used in place): data that
      * stays on the device. With both ops set, the trainer uploads a call's
      * examples and labels once (and each epoch's order of the examples once

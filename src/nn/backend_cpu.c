@@ -395,6 +395,13 @@ static void cpu_sgd_update(void *ctx, float *w, const float *g, float *v, size_t
     }
 }
 
+HOT_LOOP
+static void cpu_proximal_grad(void *ctx, float *g, const float *w, const float *w0, size_t n, float mu)
+{
+    (void)ctx;
+    for (size_t i = 0; i < n; i++) g[i] += mu * (w[i] - w0[i]);
+}
+
 static int cpu_conv_direct_supported(void *ctx, int c, int k, int stride, int pad)
 {
     (void)ctx;
@@ -441,6 +448,7 @@ static const fedc__nn_backend_i cpu_iface = {
     .softmax_xent = cpu_softmax_xent,
     .add = cpu_add,
     .sgd_update = cpu_sgd_update,
+    .proximal_grad = cpu_proximal_grad,
 };
 
 static const fedc__nn_backend cpu_backend = {&cpu_iface, NULL};

@@ -888,6 +888,8 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
 {
     uint32_t *perm = NULL;
     dev_data dd = {NULL, NULL, NULL};
+    /* FedProx: the parameters at the start of the call, on the device. */
+    float *anchor[MAX_TENSORS] = {NULL};
     int rc, uploaded = 0;
     if (stats) memset(stats, 0, sizeof(*stats));
     if (!m || !x || !y || !cfg) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: NULL argument");
@@ -905,6 +907,9 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
     if (!(cfg->weight_decay >= 0.0) || !isfinite(cfg->weight_decay))
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
                               "train: weight decay must be finite and >= 0, got %g", cfg->weight_decay);
+    if (!(cfg->proximal_mu >= 0.0) || !isfinite(cfg->proximal_mu))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "train: proximal mu must be finite and >= 0, got %g", cfg->proximal_mu);
     if (cfg->epochs < 1)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: epochs must be >= 1, got %d",
                               cfg->epochs);
@@ -933,6 +938,18 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
     params_to_device(m);
     uploaded = 1;
     for (size_t i = 0; i < m->ntensors; i++) bi->zero(ctx, m->mom[i], m->numel[i] * sizeof(float));
+    float mu = (float)cfg->proximal_mu;
+    if (mu != 0.0f) {
+        /* The host tensors still hold the starting parameters. */
+        for (size_t i = 0; i < m->ntensors; i++) {
+            anchor[i] = bi->alloc(ctx, m->numel[i] * sizeof(float));
+            if (!anchor[i]) {
+                rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "train: out of memory");
+                goto done;
+            }
+            bi->to_device(ctx, anchor[i], fedc_params_at(m->params, i)->data, m->numel[i] * sizeof(float));
+        }
+    }
 
     fedc_rng rng;
     fedc_rng_seed(&rng, cfg->seed);
@@ -954,8 +971,11 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
             j.scale = (float)(1.0 / (double)j.n);
             rc = run_job(m, &j, workers, &loss_sum, &correct, err, errlen);
             if (rc != FEDC_OK) goto done;
-            for (size_t i = 0; i < m->ntensors; i++)
+            for (size_t i = 0; i < m->ntensors; i++) {
+                if (mu != 0.0f)
+                    bi->proximal_grad(ctx, m->rep[0]->grad[i], m->dev[i], anchor[i], m->numel[i], mu);
                 bi->sgd_update(ctx, m->dev[i], m->rep[0]->grad[i], m->mom[i], m->numel[i], lr, mom, wd);
+            }
             steps++;
         }
         if (dd.perm) {
@@ -981,6 +1001,8 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
 done:
     /* The steps taken before a failure stay in the model, as documented. */
     if (uploaded) params_to_host(m);
+    if (m->be)
+        for (size_t i = 0; i < m->ntensors; i++) m->be->iface->free(m->be->context, anchor[i]);
     dev_data_free(m, &dd);
     fedc__nn_workers_destroy(workers);
     free(perm);

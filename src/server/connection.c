@@ -467,6 +467,19 @@ static double metric_or_nan(const fedc_config *c, const char *k1, const char *k2
 
 void fedc__srv_set_model(fedc_server *s, fedc_params *p);
 
+/* Makes room for one more fit result if it can; s->nfits < s->capfits
+ * says whether there is. */
+static void reserve_fit(fedc_server *s)
+{
+    if (s->nfits < s->capfits) return;
+    size_t nc = s->capfits ? 2 * s->capfits : 16;
+    fit_result *nf = realloc(s->fits, nc * sizeof *nf);
+    if (nf) {
+        s->fits = nf;
+        s->capfits = nc;
+    }
+}
+
 static void stream_finished(node *n)
 {
     fedc_server *s = n->srv;
@@ -524,22 +537,34 @@ static void stream_finished(node *n)
          * current result, but never commit what was not added. */
         reject_update(n, "update was not aggregated");
     }
+    const fedc_strategy *st = s->opt.strategy;
+    int keep_all = st && (st->flags & FEDC_STRATEGY_ALL_UPDATES);
+    fedc_params *whole = NULL;
+    if (current && !n->rejected && keep_all) {
+        /* The strategy needs the update itself, which was checked as it
+         * was folded: keep a copy (the staging buffer goes back), or refuse
+         * the update, taking it back out of the sums. */
+        reserve_fit(s);
+        if (n->remote_folded) {
+            /* Folded on another MPI rank: there is no update here to keep,
+             * and the rank takes it back out when told it was not kept. */
+            n->folding = 0;
+            reject_update(n, "the strategy needs the whole update, which was folded elsewhere");
+        } else {
+            whole = s->nfits < s->capfits && n->stream_params ? fedc_params_clone(n->stream_params) : NULL;
+            if (!whole) reject_update(n, "out of memory to keep the update");
+        }
+    }
     n->folding = 0;
     if (current && !n->rejected) {
         fedc__fedavg_commit(&s->agg, n->weight);
-        if (s->nfits == s->capfits) {
-            size_t nc = s->capfits ? 2 * s->capfits : 16;
-            fit_result *nf = realloc(s->fits, nc * sizeof *nf);
-            if (nf) {
-                s->fits = nf;
-                s->capfits = nc;
-            }
-        }
+        reserve_fit(s);
         if (s->nfits < s->capfits) {
             fit_result *f = &s->fits[s->nfits++];
             snprintf(f->id, sizeof f->id, "%s", n->id);
             f->n = n->weight;
             f->loss = metric_or_nan(n->metrics, "train_loss", "loss");
+            f->update = whole;
         }
         s->ok++;
         n->result_recorded = 1;

@@ -5,6 +5,15 @@
 
 static void start_round(fedc_server *s);
 
+/* Drops the whole updates kept for an all-updates strategy. */
+static void free_updates(fedc_server *s)
+{
+    for (size_t i = 0; i < s->nfits; i++) {
+        fedc_params_destroy(s->fits[i].update);
+        s->fits[i].update = NULL;
+    }
+}
+
 /* ---- the round driver ------------------------------------------------- */
 
 static int cmp_node_id(const void *a, const void *b)
@@ -84,6 +93,8 @@ static void send_request(fedc_server *s, node *n, req_kind kind)
     if (!rc && kind != REQ_GETPARAMS)
         rc = fedc_config_set_i64(
             cfg, "seed", (int64_t)(fedc_seed_derive(s->opt.seed, s->round, fedc_hash_string(n->id)) >> 1));
+    if (!rc && kind == REQ_FIT && s->opt.strategy && s->opt.strategy->configure_fit)
+        rc = s->opt.strategy->configure_fit(s->opt.strategy->state, s->round, cfg);
     if (!rc) rc = fedc__kvbuf_init(&kv, cfg);
     if (rc) {
         fedc_config_destroy(cfg);
@@ -202,6 +213,7 @@ static void start_round(fedc_server *s)
     s->round_sent0 = s->bytes_sent;
     s->round_received0 = s->bytes_received;
     s->ok = s->failed = 0;
+    free_updates(s);
     s->nfits = s->nevals = 0;
     s->fail_reason[0] = '\0';
     fedc_rng rng;
@@ -260,6 +272,63 @@ static int cmp_eval(const void *a, const void *b)
 static void start_eval(fedc_server *s);
 static void finish_round(fedc_server *s);
 
+/* Makes `next` (taken) the global model and starts the evaluation stage,
+ * or, when the strategy failed with rc, ends the federation with its
+ * message. */
+static void use_next(fedc_server *s, fedc_params *next, int rc, const char *err)
+{
+    if (rc) {
+        fedc_params_destroy(next);
+        fedc_set_error(s->errmsg, sizeof s->errmsg, rc, "strategy %s: %s", s->opt.strategy->name, err);
+        fedc__srv_begin_shutdown(s, rc);
+        return;
+    }
+    fedc__srv_set_model(s, next);
+    if (s->stopping) return;
+    start_eval(s);
+}
+
+/* The end of a fit stage for a strategy that takes every update: the
+ * updates kept by the reader go to aggregate_all in node-id order (s->fits
+ * is sorted). A refusal of the strategy (FEDC_ERR_INVALID: too few updates
+ * for its parameters) fails the round; any other failure ends the
+ * federation. */
+static void finish_fit_all(fedc_server *s)
+{
+    const fedc_strategy *st = s->opt.strategy;
+    char err[FEDC_ERRMSG_MAX];
+    size_t n = s->nfits;
+    const fedc_params **updates = malloc((n ? n : 1) * sizeof *updates);
+    uint64_t *weights = malloc((n ? n : 1) * sizeof *weights);
+    fedc_params *next = fedc_params_clone(s->model->params);
+    int rc = updates && weights && next ? FEDC_OK
+                                        : fedc_set_error(err, sizeof err, FEDC_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < n; i++) {
+        updates[i] = s->fits[i].update;
+        weights[i] = s->fits[i].n;
+        /* The reader keeps a copy of every update it accepts, or refuses it. */
+        if (!updates[i])
+            rc = fedc_set_error(err, sizeof err, FEDC_ERR_PROTOCOL,
+                                "an accepted update was not kept (it was folded outside the server)");
+    }
+    if (!rc)
+        rc = st->aggregate_all(st->state, s->round, s->model->params, (const fedc_params *const *)updates,
+                               weights, n, next, err, sizeof err);
+    free(updates);
+    free(weights);
+    free_updates(s);
+    if (rc == FEDC_ERR_INVALID) {
+        fedc_params_destroy(next);
+        s->rec.failed = 1;
+        fedc_set_error(s->fail_reason, sizeof s->fail_reason, rc, "strategy %s: %s", st->name, err);
+        fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "round %llu failed: %s", (unsigned long long)s->round,
+                 s->fail_reason);
+        finish_round(s);
+        return;
+    }
+    use_next(s, next, rc, err);
+}
+
 static void finish_fit(fedc_server *s)
 {
     uv_timer_stop(&s->stage_timer);
@@ -299,6 +368,11 @@ static void finish_fit(fedc_server *s)
         fedc__srv_begin_shutdown(s, rc);
         return;
     }
+    const fedc_strategy *st = s->opt.strategy;
+    if (st && (st->flags & FEDC_STRATEGY_ALL_UPDATES)) {
+        finish_fit_all(s);
+        return;
+    }
     fedc_params *next = fedc_params_clone(s->model->params);
     rc = next ? fedc__fedavg_finalize(&s->agg, next, err, sizeof err) : FEDC_ERR_NOMEM;
     if (rc) {
@@ -308,9 +382,15 @@ static void finish_fit(fedc_server *s)
         fedc__srv_begin_shutdown(s, rc);
         return;
     }
-    fedc__srv_set_model(s, next);
-    if (s->stopping) return;
-    start_eval(s);
+    if (st) {
+        /* The strategy turns the weighted mean into the next model. */
+        fedc_params *mean = next;
+        next = fedc_params_clone(s->model->params);
+        rc = next ? st->aggregate_fit(st->state, s->round, s->model->params, mean, next, err, sizeof err)
+                  : fedc_set_error(err, sizeof err, FEDC_ERR_NOMEM, "out of memory");
+        fedc_params_destroy(mean);
+    }
+    use_next(s, next, rc, err);
 }
 
 static void central_work_cb(uv_work_t *w)
@@ -630,6 +710,26 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
                NULL;
     if (opt->target_accuracy > 1)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "target-accuracy must be at most 1"), NULL;
+    if (opt->strategy && (opt->strategy->flags & ~FEDC_STRATEGY_KNOWN_FLAGS))
+        return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED,
+                              "strategy %s needs a mode this server does not support (flags 0x%x)",
+                              opt->strategy->name ? opt->strategy->name : "(unnamed)", opt->strategy->flags),
+               NULL;
+    if (opt->strategy && (!opt->strategy->name || ((opt->strategy->flags & FEDC_STRATEGY_ALL_UPDATES)
+                                                       ? !opt->strategy->aggregate_all
+                                                       : !opt->strategy->aggregate_fit)))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "the strategy has no name, or no aggregate_fit (aggregate_all with "
+                              "FEDC_STRATEGY_ALL_UPDATES)"),
+               NULL;
+    if (opt->strategy && (opt->strategy->flags & FEDC_STRATEGY_ALL_UPDATES) &&
+        opt->strategy->min_updates > opt->min_clients)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "strategy %s needs at least %u updates a round with its parameters; raise "
+                              "min-clients (now %u) to %u",
+                              opt->strategy->name, opt->strategy->min_updates, opt->min_clients,
+                              opt->strategy->min_updates),
+               NULL;
 
     fedc_server *s = calloc(1, sizeof *s);
     if (!s) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory"), NULL;
@@ -793,6 +893,7 @@ void fedc_server_destroy(fedc_server *s)
     free(s->slots);
     free(s->slot_busy);
     free(s->vnodes);
+    free_updates(s);
     free(s->fits);
     free(s->evals);
     if (s->metrics) fclose(s->metrics);

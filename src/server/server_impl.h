@@ -105,7 +105,8 @@ struct node {
 typedef struct fit_result {
     char id[129];
     uint64_t n;
-    double loss; /* NaN if not reported */
+    double loss;         /* NaN if not reported */
+    fedc_params *update; /* the whole update, with FEDC_STRATEGY_ALL_UPDATES only */
 } fit_result;
 
 typedef struct eval_result {

@@ -128,6 +128,7 @@ struct sim {
     int mpi, rank, nranks;
     struct sim_mpi *mpi_state;
     uint32_t max_frame; /* the server's largest frame, for reading answers on other ranks */
+    int whole_answers;  /* the strategy needs every update: other ranks fold nothing */
     int collecting;     /* rank 0's loop waits for the ranks' sums: nobody may wait for it */
 };
 

@@ -759,8 +759,10 @@ static int handle_from_root(sim *s, sim_mpi *m, MPI_Status *st)
             c->buf = uv_buf_init((char *)c->bytes + sizeof h, (unsigned)h.len);
             fedc__sim_mpi_model_unref(m->current);
             m->current = c;
-            /* The first model gives the layout of the sums. */
-            fedc__sim_fold_layout(&m->fold, c->bytes + sizeof h, (size_t)h.len);
+            /* The first model gives the layout of the sums. A strategy that
+             * needs every update gets none: without a layout this rank
+             * folds nothing and sends every answer whole to rank 0. */
+            if (!s->whole_answers) fedc__sim_fold_layout(&m->fold, c->bytes + sizeof h, (size_t)h.len);
         }
     } else if (st->MPI_TAG == TAG_JOB && len >= (int)sizeof(job_header)) {
         job_header h;

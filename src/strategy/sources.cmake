@@ -1,1 +1,1 @@
-fedc_sources(strategy/fedavg.c)
+fedc_sources(strategy/fedavg.c strategy/robust.c strategy/strategy.c)

@@ -4,3 +4,9 @@ fedc_test(NAME test_strategy_fedavg SOURCES unit/test_strategy_fedavg.c TIMEOUT 
 fedc_test(NAME test_strategy_fedavg_limits SOURCES unit/test_strategy_fedavg.c ARGS limits
           TIMEOUT 30 LABELS unit)
 fedc_test(NAME test_strategy_unfold SOURCES unit/test_strategy_unfold.c TIMEOUT 60)
+# The strategy API and the built-in strategies (fedavgm, fedadam, ... against naive computations).
+fedc_test(NAME test_strategy_builtin SOURCES unit/test_strategy_builtin.c TIMEOUT 30 LABELS unit)
+# The robust aggregators (median, trimmed-mean, krum, multikrum, bulyan) against naive computations,
+# their refusals and permutation invariance; "sim": the server's all-updates mode end to end.
+fedc_test(NAME test_strategy_robust SOURCES unit/test_strategy_robust.c TIMEOUT 60 LABELS unit)
+fedc_test(NAME test_strategy_robust_sim SOURCES unit/test_strategy_robust.c ARGS sim TIMEOUT 60 LABELS unit)

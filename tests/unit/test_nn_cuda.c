@@ -539,6 +539,18 @@ static void test_sgd(void)
                      hyper[hp][1]);
             expect_close("sgd_update w", shape, gw, w, n);
             expect_close("sgd_update v", shape, gv, v, n);
+            /* FedProx's term, against the first values of w as the anchor. */
+            if (hp == 0) {
+                float *w0 = host_alloc(n);
+                fill(w0, n, -1.0, 1.0);
+                float *gw0 = up(w0, n * 4);
+                cpu_be->iface->proximal_grad(NULL, g, w, w0, n, 0.3f);
+                gpu_be->iface->proximal_grad(gpu_be->context, gg, gw, gw0, n, 0.3f);
+                snprintf(shape, sizeof(shape), "n %zu mu 0.3", n);
+                expect_close("proximal_grad", shape, gg, g, n);
+                gfree(gw0);
+                free(w0);
+            }
             gfree(gw);
             gfree(gg);
             gfree(gv);
@@ -658,14 +670,14 @@ static void test_loss_grad(const char *arch, size_t nb)
 /* A short training on a fresh pair; non-zero when the GPU's parameters and
  * statistics agree with the CPU's. With `repeat`, also trains a second GPU
  * model the same way, which must give the same bits. */
-static int train_agrees(const char *what, const char *arch, size_t n, int batch, int epochs, uint64_t seed,
-                        int repeat)
+static int train_agrees(const char *what, const char *arch, size_t n, int batch, int epochs, double mu,
+                        uint64_t seed, int repeat)
 {
     pair p;
     int passed = 0;
     if (pair_make(&p, arch, seed, n)) {
         char err[FEDC_ERRMSG_MAX] = "";
-        fedc_train_config cfg = {0.01, 0.9, 1e-4, epochs, batch, seed};
+        fedc_train_config cfg = {0.01, 0.9, 1e-4, epochs, batch, seed, mu};
         fedc_train_stats sg, sc;
         int rg = fedc_model_train(p.gpu, p.data.x, p.data.y, n, &cfg, &sg, err, sizeof(err));
         int rc = fedc_model_train(p.cpu, p.data.x, p.data.y, n, &cfg, &sc, NULL, 0);
@@ -691,14 +703,15 @@ static int train_agrees(const char *what, const char *arch, size_t n, int batch,
     return passed;
 }
 
-static void test_train(const char *arch, size_t n, int batch, int epochs)
+/* mu > 0: with FedProx's proximal term. */
+static void test_train(const char *arch, size_t n, int batch, int epochs, double mu)
 {
     char what[96];
-    snprintf(what, sizeof(what), "%s %zu examples, batch %d, %d epoch%s", arch, n, batch, epochs,
-             epochs > 1 ? "s" : "");
+    snprintf(what, sizeof(what), "%s %zu examples, batch %d, %d epoch%s%s", arch, n, batch, epochs,
+             epochs > 1 ? "s" : "", mu > 0.0 ? ", fedprox" : "");
     int passed = 0;
     for (int attempt = 0; attempt < ATTEMPTS && !passed; attempt++)
-        passed = train_agrees(what, arch, n, batch, epochs, 3 + (uint64_t)attempt, attempt == 0);
+        passed = train_agrees(what, arch, n, batch, epochs, mu, 3 + (uint64_t)attempt, attempt == 0);
     CHECK(passed, "%s: GPU training agrees with the CPU's within %.0e on one of %d data sets", what, TOL,
           ATTEMPTS);
 }
@@ -747,7 +760,7 @@ static void test_divergence_and_moves(void)
     pair p;
     if (pair_make(&p, "mlp", 2, n)) {
         char err[FEDC_ERRMSG_MAX] = "";
-        fedc_train_config cfg = {1e6, 0.9, 0.0, 2, 8, 1};
+        fedc_train_config cfg = {1e6, 0.9, 0.0, 2, 8, 1, 0.0};
         int rc = fedc_model_train(p.gpu, p.data.x, p.data.y, n, &cfg, NULL, err, sizeof(err));
         printf("     lr 1e6 on the GPU: %s: %s\n", fedc_strerror(rc), err);
         CHECK_STATUS(rc, FEDC_ERR_NONFINITE, "a diverging training on the GPU");
@@ -823,10 +836,11 @@ int main(void)
     test_loss_grad("mlp", 300);
     test_loss_grad("cnn", 37);
     test_loss_grad("cnn", 300);
-    test_train("mlp", 200, 32, 2);
-    test_train("cnn", 200, 32, 1);
-    test_train("cnn", 600, 300, 1);
-    if (!small) test_train("mlp-large", 256, 64, 1);
+    test_train("mlp", 200, 32, 2, 0.0);
+    test_train("mlp", 200, 32, 2, 0.5);
+    test_train("cnn", 200, 32, 1, 0.0);
+    test_train("cnn", 600, 300, 1, 0.0);
+    if (!small) test_train("mlp-large", 256, 64, 1, 0.0);
     test_eval_predict("mlp");
     test_eval_predict("cnn");
     test_divergence_and_moves();

@@ -326,7 +326,7 @@ static void test_same_as_cpu(const char *arch, int batch, int epochs)
     fedc_model *ref = model_on(arch, 5, 0), *dev = model_on(arch, 5, 1);
     if (!ref || !dev) goto done;
     char err[FEDC_ERRMSG_MAX] = "";
-    fedc_train_config cfg = {0.05, 0.9, 1e-4, epochs, batch, 11};
+    fedc_train_config cfg = {0.05, 0.9, 1e-4, epochs, batch, 11, 0.0};
     fedc_train_stats sr, sd;
     int rr = fedc_model_train(ref, x, y, n, &cfg, &sr, err, sizeof(err));
     memset(&counts, 0, sizeof(counts));
@@ -419,7 +419,7 @@ static void test_divergence(void)
     fedc_model *dev = model_on("mlp", 1, 1), *ref = model_on("mlp", 1, 0);
     if (dev && ref) {
         char err[FEDC_ERRMSG_MAX] = "", err_ref[FEDC_ERRMSG_MAX] = "";
-        fedc_train_config cfg = {1e6, 0.9, 0.0, 2, 8, 1};
+        fedc_train_config cfg = {1e6, 0.9, 0.0, 2, 8, 1, 0.0};
         int rd = fedc_model_train(dev, x, y, n, &cfg, NULL, err, sizeof(err));
         int rr = fedc_model_train(ref, x, y, n, &cfg, NULL, err_ref, sizeof(err_ref));
         printf("     lr 1e6: stand-in: %s; cpu: %s\n", err, err_ref);

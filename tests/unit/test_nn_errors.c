@@ -17,7 +17,7 @@
 static float x[N * PIX];
 static int32_t y[N];
 
-static const fedc_train_config good = {0.05, 0.9, 1e-4, 1, 8, 1};
+static const fedc_train_config good = {0.05, 0.9, 1e-4, 1, 8, 1, 0.0};
 
 /* Runs one training that must fail with `want` and a message containing
  * `needle`. */
@@ -58,6 +58,13 @@ int main(void)
     cfg = good;
     cfg.batch_size = 0;
     expect_train(m, x, y, N, &cfg, FEDC_ERR_INVALID, "batch size", "batch_size 0");
+    cfg = good;
+    cfg.proximal_mu = -0.5;
+    expect_train(m, x, y, N, &cfg, FEDC_ERR_INVALID, "proximal mu", "proximal_mu -0.5");
+    cfg.proximal_mu = NAN;
+    expect_train(m, x, y, N, &cfg, FEDC_ERR_INVALID, "proximal mu", "proximal_mu NaN");
+    cfg.proximal_mu = INFINITY;
+    expect_train(m, x, y, N, &cfg, FEDC_ERR_INVALID, "proximal mu", "proximal_mu infinity");
     cfg = good;
     cfg.batch_size = -5;
     expect_train(m, x, y, N, &cfg, FEDC_ERR_INVALID, "batch size", "batch_size -5");
