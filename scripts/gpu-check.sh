@@ -83,6 +83,12 @@ done
 tail -n 4 "$res/sim.log"
 cmp "$work/sim1/model.safetensors" "$work/sim4/model.safetensors"
 record "fedc sim on the GPU: bit-identical models at concurrency 1 and 4" "$?"
+for s in "fedadam" "median" "fedprox --proximal-mu 0.1"; do
+  # shellcheck disable=SC2086
+  "$bin/fedc" sim --data "$work/full" --clients 7 --min-clients 7 --model mlp --rounds 2 --device cuda \
+    --strategy $s --seed 3 --out "$work/strategy" > "$res/strategy.log" 2>&1
+  record "fedc sim --device cuda --strategy $s" "$?"
+done
 rm -rf "$work"
 
 step "benchmarks"

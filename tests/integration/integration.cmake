@@ -8,7 +8,8 @@ target_link_libraries(poison_client PRIVATE fedc_static)
 set(FEDC_IT_ENV "FEDC_BIN=$<TARGET_FILE:fedc_cli>;FEDC_MAKE_SYNTHETIC=$<TARGET_FILE:make_synthetic>"
     "FEDC_POISON_CLIENT=$<TARGET_FILE:poison_client>;FEDC_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
 if(TARGET custom_client)
-  list(APPEND FEDC_IT_ENV "FEDC_EXAMPLE_CLIENT=$<TARGET_FILE:custom_client>")
+  list(APPEND FEDC_IT_ENV "FEDC_EXAMPLE_CLIENT=$<TARGET_FILE:custom_client>"
+       "FEDC_EXAMPLE_STRATEGY=$<TARGET_FILE:custom_strategy>")
 endif()
 
 # fedc_integration_test(name timeout labels)
@@ -36,6 +37,7 @@ endif()
 fedc_test(NAME test_sim_fold SOURCES integration/test_sim_fold.c TIMEOUT 60 LABELS integration)
 if(TARGET custom_client)
   fedc_integration_test(test_example_client 300 integration)
+  fedc_integration_test(test_example_strategy 120 integration)
 endif()
 
 # In-process: the server against hostile raw-protocol clients (also runs
