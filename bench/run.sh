@@ -9,10 +9,10 @@
 #
 # Steps: installs the Debian packages (scripts/setup-deps.sh --bench, which
 # adds python3-torch), builds in Release into build-bench/, then runs
-# bench_agg, bench_trainer, bench/pytorch_cnn.py and bench_round with 10 and
-# 50 clients. Everything runs on this machine (loopback only) and each step
-# has a time limit. A benchmark that fails is reported as null and makes the
-# script exit 1 after the others have run.
+# bench_agg, bench_trainer, bench/pytorch_cnn.py, bench_round with 10 and
+# 50 clients, then bench_strategy. Everything runs on this machine (loopback
+# only) and each step has a time limit. A benchmark that fails is reported
+# as null and makes the script exit 1 after the others have run.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -62,6 +62,7 @@ run trainer 300 "$bin/bench_trainer" --json
 run pytorch 600 /usr/bin/python3 bench/pytorch_cnn.py --json
 run round10 180 "$bin/bench_round" --clients 10 --timeout 120 --json
 run round50 300 "$bin/bench_round" --clients 50 --timeout 240 --json
+run strategy 300 "$bin/bench_strategy" --json
 
 cpu="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)"
 FEDC_BENCH_RESULTS="$results" FEDC_BENCH_JSON="$json" FEDC_BENCH_CPU="${cpu:-unknown}" \
@@ -75,6 +76,9 @@ def load(name):
 
 agg, tr, pt = load("agg"), load("trainer"), load("pytorch")
 r10, r50 = load("round10"), load("round50")
+strat = load("strategy")
+strategy_names = ["fedavg", "fedavgm", "fedprox", "fedadagrad", "fedadam", "fedyogi",
+                  "median", "trimmed-mean", "krum", "multikrum", "bulyan"]
 
 def ratio(a, b):
     return round(a / b, 3) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
@@ -92,6 +96,9 @@ out = {
     "round_seconds_50": r50.get("round_seconds"),
     "server_rss_mib_50": r50.get("server_rss_mib"),
     "server_rss_models_50": r50.get("server_rss_models"),
+    # Per strategy: seconds of one server round over 100 updates of a 4 MiB
+    # model, and the bytes it holds (computed, and measured peak RSS growth).
+    "strategies": {n: strat.get(n) for n in strategy_names},
     "cpu": os.environ["FEDC_BENCH_CPU"],
     "cores": int(os.environ["FEDC_BENCH_CORES"]),
 }
@@ -121,6 +128,12 @@ else:
         ("  server peak RSS", f(out["server_rss_mib_50"], ".1f") + " MiB",
          f(out["server_rss_models_50"], ".1f") + " x model"),
     ]
+    for n in strategy_names:
+        r = out["strategies"][n] or {}
+        held = r.get("held_models")
+        rss = r.get("rss_growth_models")
+        rows.append((f"strategy {n}, 100 x 4 MiB", f(r.get("seconds"), ".3f") + " s",
+                     "holds " + f(held, ".1f") + " x model, RSS +" + f(rss, ".1f") + " x model"))
     print(f"fedc benchmarks on {out['cpu']}, {out['cores']} cores")
     for name, value, note in rows:
         print(f"  {name:<34} {value:>18}  {note}")
