@@ -33,23 +33,10 @@ void fedc_client_options_init(fedc_client_options *opt)
     opt->max_model_bytes = 16ull << 30;
 }
 
-static int node_id_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 128) return 0;
-    for (; *s; s++) {
-        char ch = *s;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
-              ch == '_' || ch == ':' || ch == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 fedc_client *fedc_client_create(const fedc_client_options *opt, const fedc_client_callbacks *cb, void *user)
 {
     if (!opt || !opt->server || !cb || !cb->fit) return NULL;
-    if (opt->node_id && !node_id_valid(opt->node_id)) return NULL;
+    if (opt->node_id && !fedc__node_id_valid(opt->node_id)) return NULL;
     fedc_client *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->opt = *opt;

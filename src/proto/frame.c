@@ -122,3 +122,16 @@ int fedc__tensor_header_check(const Fedc__V1__TensorHeader *h, char *err, size_t
                               (unsigned long long)h->nbytes, (unsigned long long)n);
     return FEDC_OK;
 }
+
+int fedc__node_id_valid(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 128) return 0;
+    for (; *s; s++) {
+        char ch = *s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == ':' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}

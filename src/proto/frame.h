@@ -59,4 +59,8 @@ void fedc__tensor_header_init(Fedc__V1__TensorHeader *h, const struct fedc_tenso
  * numel * size, name non-empty and short). */
 int fedc__tensor_header_check(const Fedc__V1__TensorHeader *h, char *err, size_t errlen);
 
+/* Non-zero when s is a valid node id (docs/protocol.md): 1 to 128
+ * characters of [A-Za-z0-9._:-]. */
+int fedc__node_id_valid(const char *s);
+
 #endif

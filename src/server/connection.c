@@ -585,19 +585,6 @@ static void stream_finished(node *n)
 
 /* ---- messages ---------------------------------------------------------- */
 
-static int node_id_valid(const char *s)
-{
-    size_t len = strlen(s);
-    if (len == 0 || len > 128) return 0;
-    for (; *s; s++) {
-        char ch = *s;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
-              ch == '_' || ch == ':' || ch == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 static void on_hello(node *n, const Fedc__V1__Hello *h)
 {
     fedc_server *s = n->srv;
@@ -609,7 +596,7 @@ static void on_hello(node *n, const Fedc__V1__Hello *h)
         send_error_and_close(n, why);
         return;
     }
-    if (!h->node_id || !node_id_valid(h->node_id)) {
+    if (!h->node_id || !fedc__node_id_valid(h->node_id)) {
         fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "refused %s: invalid node id", n->peer);
         send_error_and_close(n, "invalid node id: 1 to 128 characters of [A-Za-z0-9._:-]");
         return;

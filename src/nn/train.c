@@ -1,0 +1,518 @@
+/* Training, evaluation and prediction of the built-in models, over the
+ * trainer's threads (each runs its share of a batch on a replica of the
+ * layers) or, on a GPU, with the data kept on the device. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/model_impl.h"
+#include "nn/workers.h"
+
+typedef enum job_kind { JOB_GRAD, JOB_EVAL, JOB_PREDICT } job_kind;
+
+/* Work split among the threads: examples [0, n) of x, in shares of
+ * consecutive examples, one per replica. */
+typedef struct job {
+    struct fedc_model *m;
+    job_kind kind;
+    const float *x;      /* host examples */
+    const int32_t *y;    /* host labels (not for JOB_PREDICT) */
+    const uint32_t *idx; /* JOB_GRAD: the job's examples are x[idx[i]], or x[i] if NULL */
+    size_t n;
+    int nthreads;
+    float scale;   /* JOB_GRAD: factor of the loss gradient (1 / batch size) */
+    float *logits; /* JOB_PREDICT: host output, n * classes */
+    /* The same examples, labels and order uploaded to the device, when the
+     * backend keeps data there (see fedc__nn_on_device()); NULL otherwise. The loss
+     * statistics then go to the model's accumulator, not to the replicas. */
+    const float *xd;
+    const int32_t *yd;
+    const uint32_t *idxd;
+} job;
+
+/* The tensors of fedc_model_params() are the truth between calls: a
+ * device backend copies them in before and out after each piece of work. */
+static void params_to_device(fedc_model *m)
+{
+    const fedc__nn_backend_i *bi = m->be->iface;
+    if (bi->host_memory) return;
+    for (size_t i = 0; i < m->ntensors; i++)
+        bi->to_device(m->be->context, m->dev[i], fedc_params_at(m->params, i)->data,
+                      m->numel[i] * sizeof(float));
+}
+
+static void params_to_host(fedc_model *m)
+{
+    const fedc__nn_backend_i *bi = m->be->iface;
+    if (bi->host_memory) return;
+    for (size_t i = 0; i < m->ntensors; i++)
+        bi->to_host(m->be->context, fedc_params_at(m->params, i)->data, m->dev[i],
+                    m->numel[i] * sizeof(float));
+}
+
+/* Runs replica r's layers over nb examples whose input is at `in` (device,
+ * NCHW) and returns the logits. */
+static const float *forward(const fedc_model *m, replica *r, const float *in, int nb)
+{
+    const fedc__nn_backend *be = m->be;
+    if (fedc__nn_first_layer_needs_cnhw(m)) {
+        be->iface->swap01(be->context, in, nb, m->arch->in_c, m->arch->in_h * m->arch->in_w, r->xt);
+        in = r->xt;
+    }
+    for (int i = 0; i < m->nlayers; i++) {
+        fedc__nn_layer_forward(be, &r->layers[i], in, nb);
+        in = r->layers[i].y;
+    }
+    return in;
+}
+
+/* Backpropagates r->dlogits through the layers after forward(m, r, in, nb). */
+static void backward(const fedc_model *m, replica *r, const float *in, int nb, int accumulate)
+{
+    if (fedc__nn_first_layer_needs_cnhw(m)) in = r->xt;
+    float *dy = r->dlogits;
+    for (int i = m->nlayers - 1; i >= 0; i--) {
+        fedc__nn_layer *l = &r->layers[i];
+        fedc__nn_layer_backward(m->be, l, i == 0 ? in : r->layers[i - 1].y, dy, nb, accumulate);
+        dy = l->dx;
+    }
+}
+
+/* The share of replica t: consecutive examples, ceil(n / threads) each, so
+ * that replica 0's is never empty when n > 0 (the later ones may be). */
+static void share(size_t n, int nthreads, int t, size_t *begin, size_t *end)
+{
+    size_t per = (n + (size_t)nthreads - 1) / (size_t)nthreads;
+    size_t b = per * (size_t)t, e = b + per;
+    *begin = b < n ? b : n;
+    *end = e < n ? e : n;
+}
+
+/* The error of a training whose loss went to NaN or infinity. */
+static int diverged(char *err, size_t errlen, double loss)
+{
+    return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE,
+                          "training diverged: the loss is %s (try a smaller learning rate)",
+                          isnan(loss) ? "NaN" : "infinite");
+}
+
+/* Thread t's part of a job, chunk by chunk. */
+static void run_share(void *arg, int t)
+{
+    const job *j = arg;
+    fedc_model *m = j->m;
+    replica *r = m->rep[t];
+    const fedc__nn_backend_i *bi = m->be->iface;
+    void *ctx = m->be->context;
+    const size_t row = fedc__nn_input_numel(m);
+    share(j->n, j->nthreads, t, &r->begin, &r->end);
+    r->loss_sum = 0.0;
+    r->correct = 0;
+    r->rc = FEDC_OK;
+    for (size_t start = r->begin; start < r->end; start += (size_t)r->cap) {
+        int cb = (int)(r->end - start < (size_t)r->cap ? r->end - start : (size_t)r->cap);
+        const float *in;
+        const int32_t *labels = j->y ? j->y + start : NULL;
+        const int32_t *dev_labels = NULL;
+        if (j->xd) {
+            /* The data is on the device: nothing crosses to the host. */
+            if (j->idxd) {
+                bi->gather_rows_dev(ctx, r->xb, j->xd, j->idxd + start, (size_t)cb, row);
+                bi->gather_rows_dev(ctx, r->ybd, j->yd, j->idxd + start, (size_t)cb, 1);
+                in = r->xb;
+                dev_labels = r->ybd;
+            } else {
+                in = j->xd + start * row;
+                dev_labels = j->yd ? j->yd + start : NULL;
+            }
+        } else if (j->idx) {
+            bi->gather_rows(ctx, r->xb, j->x, j->idx + start, (size_t)cb, row);
+            for (int i = 0; i < cb; i++) r->yb[i] = j->y[j->idx[start + i]];
+            in = r->xb;
+            labels = r->yb;
+        } else if (bi->host_memory) {
+            /* On the CPU the caller's array is the device input; it is only read. */
+            in = j->x + start * row;
+        } else {
+            bi->to_device(ctx, r->xb, j->x + start * row, (size_t)cb * row * sizeof(float));
+            in = r->xb;
+        }
+        const float *logits = forward(m, r, in, cb);
+        if (j->kind == JOB_PREDICT) {
+            bi->to_host(ctx, j->logits + start * (size_t)m->classes, logits,
+                        (size_t)cb * m->classes * sizeof(float));
+            continue;
+        }
+        if (j->xd) {
+            /* The loss statistics stay on the device until the caller reads
+             * them; a non-finite loss is found then. */
+            int grad = j->kind == JOB_GRAD;
+            bi->softmax_xent_dev(ctx, logits, dev_labels, cb, m->classes, grad ? j->scale : 0.0f,
+                                 grad ? r->dlogits : NULL, m->acc);
+            if (grad) backward(m, r, in, cb, start > r->begin);
+            continue;
+        }
+        if (j->kind == JOB_EVAL) {
+            bi->softmax_xent(ctx, logits, labels, cb, m->classes, 0.0f, NULL, &r->loss_sum, &r->correct);
+            continue;
+        }
+        double chunk_loss = 0.0;
+        bi->softmax_xent(ctx, logits, labels, cb, m->classes, j->scale, r->dlogits, &chunk_loss, &r->correct);
+        if (!isfinite(chunk_loss)) {
+            r->rc = diverged(r->err, sizeof(r->err), chunk_loss);
+            return;
+        }
+        r->loss_sum += chunk_loss;
+        backward(m, r, in, cb, start > r->begin);
+    }
+}
+
+/* How many threads a job of n examples gets. */
+static int threads_for(const fedc_model *m, size_t n)
+{
+    /* Replicas share the parameters in place, which needs host memory. */
+    if (!m->be->iface->host_memory) return 1;
+    size_t most = n / MIN_EXAMPLES_PER_THREAD;
+    int t = fedc_nn_get_threads();
+    return (size_t)t <= most ? t : most > 1 ? (int)most : 1;
+}
+
+/* Runs a job on its threads and sums their results: loss and hits, and for
+ * JOB_GRAD the gradients, into replica 0. Replica buffers must be reserved
+ * for j->nthreads threads. */
+static int run_job(fedc_model *m, job *j, fedc__nn_workers *workers, double *loss_sum, uint64_t *correct,
+                   char *err, size_t errlen)
+{
+    fedc__nn_workers_run(workers, run_share, j);
+    for (int t = 0; t < j->nthreads; t++) {
+        replica *r = m->rep[t];
+        if (r->rc != FEDC_OK) return fedc_set_error(err, errlen, r->rc, "%s", r->err);
+        *loss_sum += r->loss_sum;
+        *correct += r->correct;
+    }
+    if (j->kind == JOB_GRAD)
+        for (int t = 1; t < j->nthreads; t++) {
+            replica *r = m->rep[t];
+            if (r->begin == r->end) continue;
+            for (size_t i = 0; i < m->ntensors; i++)
+                m->be->iface->add(m->be->context, m->rep[0]->grad[i], r->grad[i], m->numel[i]);
+        }
+    return FEDC_OK;
+}
+
+/* Chooses the threads for jobs of up to `work` examples, processed in
+ * chunks of at most `chunk` (and FEDC__NN_MAX_CHUNK), reserves their
+ * buffers and starts them. *workers is NULL for one thread; the caller
+ * destroys it. Threads live for one call, so that no idle thread stays
+ * behind in a process that holds many models. */
+static int start_threads(fedc_model *m, size_t work, size_t chunk, int *nthreads, fedc__nn_workers **workers,
+                         char *err, size_t errlen)
+{
+    int t = threads_for(m, work);
+    *workers = NULL;
+    if (t > 1) {
+        *workers = fedc__nn_workers_create(t);
+        if (!*workers) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory starting threads");
+        t = fedc__nn_workers_count(*workers);
+    }
+    size_t cap = (work + (size_t)t - 1) / (size_t)t;
+    if (cap > chunk) cap = chunk;
+    if (cap > FEDC__NN_MAX_CHUNK) cap = FEDC__NN_MAX_CHUNK;
+    int rc = fedc__nn_model_reserve(m, t, cap < 1 ? 1 : (int)cap, err, errlen);
+    if (rc != FEDC_OK) {
+        fedc__nn_workers_destroy(*workers);
+        *workers = NULL;
+        return rc;
+    }
+    /* Each thread runs its own GEMMs; BLAS threads on top would only
+     * compete with them for the cores. */
+    m->be->iface->set_threads(m->be->context, 1);
+    *nthreads = t;
+    return FEDC_OK;
+}
+
+/* A call's examples, labels and order of the examples in device memory,
+ * on a backend that keeps data there (see fedc__nn_on_device()). */
+typedef struct dev_data {
+    float *x;
+    int32_t *y;
+    uint32_t *perm;
+} dev_data;
+
+static void dev_data_free(const fedc_model *m, dev_data *d)
+{
+    const fedc__nn_backend *be = m->be;
+    be->iface->free(be->context, d->x);
+    be->iface->free(be->context, d->perm);
+    be->iface->free(be->context, d->y);
+    memset(d, 0, sizeof(*d));
+}
+
+/* On a backend that keeps data on the device: uploads n examples and their
+ * labels (when y is not NULL), makes room for an order of the examples
+ * (when `order`), points the job at them and clears the loss statistics.
+ * Elsewhere leaves *d empty and the job as it is. */
+static int dev_data_upload(fedc_model *m, job *j, const float *x, const int32_t *y, size_t n, int order,
+                           dev_data *d, char *err, size_t errlen)
+{
+    const fedc__nn_backend_i *bi = m->be->iface;
+    void *ctx = m->be->context;
+    memset(d, 0, sizeof(*d));
+    if (!fedc__nn_on_device(m->be)) return FEDC_OK;
+    size_t xbytes = n * fedc__nn_input_numel(m) * sizeof(float);
+    d->x = bi->alloc(ctx, xbytes);
+    if (y) d->y = bi->alloc(ctx, n * sizeof(int32_t));
+    if (order) d->perm = bi->alloc(ctx, n * sizeof(uint32_t));
+    if (!d->x || (y && !d->y) || (order && !d->perm)) {
+        dev_data_free(m, d);
+        return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of %s memory for %zu examples", bi->name, n);
+    }
+    bi->to_device(ctx, d->x, x, xbytes);
+    if (y) bi->to_device(ctx, d->y, y, n * sizeof(int32_t));
+    bi->zero(ctx, m->acc, sizeof(*m->acc));
+    j->xd = d->x;
+    j->yd = d->y;
+    return FEDC_OK;
+}
+
+/* Adds the loss statistics gathered on the device to *loss_sum and
+ * *correct. */
+static void acc_read(const fedc_model *m, double *loss_sum, uint64_t *correct)
+{
+    fedc__nn_xent_acc acc;
+    m->be->iface->to_host(m->be->context, &acc, m->acc, sizeof(acc));
+    *loss_sum += acc.loss_sum;
+    *correct += acc.correct;
+}
+
+/* Runs job j once over all of its j->n examples, in chunks of at most
+ * `chunk`: starts its threads, puts its examples on the device when the
+ * backend keeps data there, and sums loss and hits into *loss_sum and
+ * *correct (which start at zero). */
+static int run_once(fedc_model *m, job *j, size_t chunk, double *loss_sum, uint64_t *correct, char *err,
+                    size_t errlen)
+{
+    fedc__nn_workers *workers;
+    dev_data dd;
+    *loss_sum = 0.0;
+    *correct = 0;
+    int rc = start_threads(m, j->n, chunk, &j->nthreads, &workers, err, errlen);
+    if (rc != FEDC_OK) return rc;
+    rc = dev_data_upload(m, j, j->x, j->y, j->n, 0, &dd, err, errlen);
+    if (rc == FEDC_OK) {
+        params_to_device(m);
+        rc = run_job(m, j, workers, loss_sum, correct, err, errlen);
+        if (j->xd && j->kind != JOB_PREDICT) acc_read(m, loss_sum, correct);
+        dev_data_free(m, &dd);
+    }
+    fedc__nn_workers_destroy(workers);
+    return rc;
+}
+
+int fedc__nn_model_loss_grad(fedc_model *m, const float *x, const int32_t *y, size_t nb, double *loss,
+                             char *err, size_t errlen)
+{
+    job j = {m, JOB_GRAD, x, y, NULL, nb, 1, (float)(1.0 / (double)nb), NULL, NULL, NULL, NULL};
+    double sum;
+    uint64_t correct;
+    int rc = run_once(m, &j, nb, &sum, &correct, err, errlen);
+    if (loss) *loss = sum / (double)nb;
+    return rc;
+}
+
+/* Checks the examples: finite inputs and labels in range (y may be NULL). */
+static int check_examples(const fedc_model *m, const float *x, const int32_t *y, size_t n, char *err,
+                          size_t errlen)
+{
+    size_t row = fedc__nn_input_numel(m);
+    for (size_t i = 0; i < n; i++) {
+        if (y && (y[i] < 0 || y[i] >= m->classes))
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                                  "label %ld of example %zu is outside [0, %d)", (long)y[i], i, m->classes);
+        const float *xi = x + i * row;
+        /* A branch-free scan of the exponent bits (all ones for NaN and
+         * infinity) keeps the common, all-finite case one vectorised pass. */
+        uint32_t bad = 0;
+        for (size_t j = 0; j < row; j++) {
+            uint32_t bits;
+            memcpy(&bits, &xi[j], sizeof(bits));
+            bad |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
+        }
+        if (bad) {
+            for (size_t j = 0; j < row; j++)
+                if (!isfinite(xi[j]))
+                    return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE,
+                                          "input value %zu of example %zu is %s", j, i,
+                                          isnan(xi[j]) ? "NaN" : "infinite");
+        }
+    }
+    return FEDC_OK;
+}
+
+int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, const fedc_train_config *cfg,
+                     fedc_train_stats *stats, char *err, size_t errlen)
+{
+    uint32_t *perm = NULL;
+    dev_data dd = {NULL, NULL, NULL};
+    /* FedProx: the parameters at the start of the call, on the device. */
+    float *anchor[MAX_TENSORS] = {NULL};
+    int rc, uploaded = 0;
+    if (stats) memset(stats, 0, sizeof(*stats));
+    if (!m || !x || !y || !cfg) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: NULL argument");
+    if (n == 0) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: no training examples");
+    if (n > UINT32_MAX)
+        return fedc_set_error(err, errlen, FEDC_ERR_TOO_LARGE,
+                              "train: %zu examples is more than the trainer's limit of %lu", n,
+                              (unsigned long)UINT32_MAX);
+    if (!(cfg->lr > 0.0) || !isfinite(cfg->lr))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "train: learning rate must be finite and > 0, got %g", cfg->lr);
+    if (!(cfg->momentum >= 0.0) || !isfinite(cfg->momentum))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "train: momentum must be finite and >= 0, got %g", cfg->momentum);
+    if (!(cfg->weight_decay >= 0.0) || !isfinite(cfg->weight_decay))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "train: weight decay must be finite and >= 0, got %g", cfg->weight_decay);
+    if (!(cfg->proximal_mu >= 0.0) || !isfinite(cfg->proximal_mu))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "train: proximal mu must be finite and >= 0, got %g", cfg->proximal_mu);
+    if (cfg->epochs < 1)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: epochs must be >= 1, got %d",
+                              cfg->epochs);
+    if (cfg->batch_size < 1)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: batch size must be >= 1, got %d",
+                              cfg->batch_size);
+    rc = check_examples(m, x, y, n, err, errlen);
+    if (rc != FEDC_OK) return rc;
+
+    size_t bs = (size_t)cfg->batch_size < n ? (size_t)cfg->batch_size : n;
+    fedc__nn_workers *workers = NULL;
+    job j = {m, JOB_GRAD, x, y, NULL, 0, 1, 0.0f, NULL, NULL, NULL, NULL};
+    rc = start_threads(m, bs, bs, &j.nthreads, &workers, err, errlen);
+    if (rc != FEDC_OK) return rc;
+    perm = malloc(n * sizeof(uint32_t));
+    if (!perm) {
+        rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "train: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) perm[i] = (uint32_t)i;
+    rc = dev_data_upload(m, &j, x, y, n, 1, &dd, err, errlen);
+    if (rc != FEDC_OK) goto done;
+
+    const fedc__nn_backend_i *bi = m->be->iface;
+    void *ctx = m->be->context;
+    params_to_device(m);
+    uploaded = 1;
+    for (size_t i = 0; i < m->ntensors; i++) bi->zero(ctx, m->mom[i], m->numel[i] * sizeof(float));
+    float mu = (float)cfg->proximal_mu;
+    if (mu != 0.0f) {
+        /* The host tensors still hold the starting parameters. */
+        for (size_t i = 0; i < m->ntensors; i++) {
+            anchor[i] = bi->alloc(ctx, m->numel[i] * sizeof(float));
+            if (!anchor[i]) {
+                rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "train: out of memory");
+                goto done;
+            }
+            bi->to_device(ctx, anchor[i], fedc_params_at(m->params, i)->data, m->numel[i] * sizeof(float));
+        }
+    }
+
+    fedc_rng rng;
+    fedc_rng_seed(&rng, cfg->seed);
+    float lr = (float)cfg->lr, mom = (float)cfg->momentum, wd = (float)cfg->weight_decay;
+    double loss_sum = 0.0;
+    uint64_t correct = 0, steps = 0;
+    for (int epoch = 0; epoch < cfg->epochs; epoch++) {
+        fedc_rng_shuffle_u32(&rng, perm, n);
+        loss_sum = 0.0;
+        correct = 0;
+        if (dd.perm) {
+            bi->to_device(ctx, dd.perm, perm, n * sizeof(uint32_t));
+            bi->zero(ctx, m->acc, sizeof(*m->acc));
+        }
+        for (size_t start = 0; start < n; start += bs) {
+            j.n = n - start < bs ? n - start : bs;
+            j.idx = perm + start;
+            j.idxd = dd.perm ? dd.perm + start : NULL;
+            j.scale = (float)(1.0 / (double)j.n);
+            rc = run_job(m, &j, workers, &loss_sum, &correct, err, errlen);
+            if (rc != FEDC_OK) goto done;
+            for (size_t i = 0; i < m->ntensors; i++) {
+                if (mu != 0.0f)
+                    bi->proximal_grad(ctx, m->rep[0]->grad[i], m->dev[i], anchor[i], m->numel[i], mu);
+                bi->sgd_update(ctx, m->dev[i], m->rep[0]->grad[i], m->mom[i], m->numel[i], lr, mom, wd);
+            }
+            steps++;
+        }
+        if (dd.perm) {
+            /* Data on the device is checked once per epoch, not per chunk:
+             * the steps after the loss went bad are in the parameters. */
+            acc_read(m, &loss_sum, &correct);
+            if (!isfinite(loss_sum)) {
+                rc = diverged(err, errlen, loss_sum);
+                goto done;
+            }
+        }
+    }
+    params_to_host(m);
+    uploaded = 0;
+    rc = fedc_params_check_finite(m->params, err, errlen);
+    if (rc != FEDC_OK) goto done;
+    if (stats) {
+        stats->loss = loss_sum / (double)n;
+        stats->accuracy = (double)correct / (double)n;
+        stats->num_examples = n;
+        stats->steps = steps;
+    }
+done:
+    /* The steps taken before a failure stay in the model, as documented. */
+    if (uploaded) params_to_host(m);
+    if (m->be)
+        for (size_t i = 0; i < m->ntensors; i++) m->be->iface->free(m->be->context, anchor[i]);
+    dev_data_free(m, &dd);
+    fedc__nn_workers_destroy(workers);
+    free(perm);
+    return rc;
+}
+
+int fedc_model_evaluate(fedc_model *m, const float *x, const int32_t *y, size_t n, int batch_size,
+                        fedc_eval_stats *stats, char *err, size_t errlen)
+{
+    if (stats) memset(stats, 0, sizeof(*stats));
+    if (!m || !x || !y) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "evaluate: NULL argument");
+    if (n == 0) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "evaluate: no examples");
+    if (batch_size < 1)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "evaluate: batch size must be >= 1, got %d",
+                              batch_size);
+    int rc = check_examples(m, x, y, n, err, errlen);
+    if (rc != FEDC_OK) return rc;
+    /* The batch size only bounds the working memory: each thread takes a
+     * share of all n examples, in chunks of at most batch_size. */
+    job j = {m, JOB_EVAL, x, y, NULL, n, 1, 0.0f, NULL, NULL, NULL, NULL};
+    double loss_sum;
+    uint64_t correct;
+    rc = run_once(m, &j, (size_t)batch_size, &loss_sum, &correct, err, errlen);
+    if (rc != FEDC_OK) return rc;
+    if (!isfinite(loss_sum))
+        return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE,
+                              "evaluate: the loss is not finite (the parameters hold NaN or "
+                              "overflow)");
+    if (stats) {
+        stats->loss = loss_sum / (double)n;
+        stats->accuracy = (double)correct / (double)n;
+        stats->num_examples = n;
+    }
+    return FEDC_OK;
+}
+
+int fedc_model_predict(fedc_model *m, const float *x, size_t n, float *logits, char *err, size_t errlen)
+{
+    if (!m || !x || !logits) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "predict: NULL argument");
+    if (n == 0) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "predict: no examples");
+    int rc = check_examples(m, x, NULL, n, err, errlen);
+    if (rc != FEDC_OK) return rc;
+    job j = {m, JOB_PREDICT, x, NULL, NULL, n, 1, 0.0f, logits, NULL, NULL, NULL};
+    double unused_loss;
+    uint64_t unused_correct;
+    return run_once(m, &j, n, &unused_loss, &unused_correct, err, errlen);
+}
