@@ -7,5 +7,6 @@ int fedc_cmd_server(int argc, char **argv);
 int fedc_cmd_client(int argc, char **argv);
 int fedc_cmd_partition(int argc, char **argv);
 int fedc_cmd_sim(int argc, char **argv);
+int fedc_cmd_privacy(int argc, char **argv);
 
 #endif

@@ -20,6 +20,7 @@ static void usage(FILE *f)
             "  client      run a client that trains the built-in model on its local data\n"
             "  partition   split a dataset into per-client data directories\n"
             "  sim         run the server and many virtual clients in one process\n"
+            "  privacy     the (epsilon, delta) spent by steps of the sampled Gaussian mechanism\n"
             "  version     print the version\n"
             "\n"
             "'fedc COMMAND --help' lists a command's flags. Documentation: docs/.\n",
@@ -55,6 +56,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "client")) return fedc_cmd_client(argc - 1, argv + 1);
     if (!strcmp(cmd, "partition")) return fedc_cmd_partition(argc - 1, argv + 1);
     if (!strcmp(cmd, "sim")) return fedc_cmd_sim(argc - 1, argv + 1);
+    if (!strcmp(cmd, "privacy")) return fedc_cmd_privacy(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("fedc %s (protocol 1)\n", FEDC_VERSION_STRING);
         print_devices();

@@ -1,0 +1,85 @@
+/*
+ * Privacy accounting: a Renyi-DP (RDP) accountant for the sampled Gaussian
+ * mechanism, the mechanism of DP-SGD and of DP federated averaging (each
+ * record, or each client, takes part in a step with probability q and the
+ * clipped sum gets Gaussian noise of standard deviation z times the clip).
+ *
+ *   double eps, order;
+ *   char err[FEDC_ERRMSG_MAX];
+ *   if (fedc_privacy_epsilon(0.01, 1.1, 10000, 1e-5, NULL, 0, &eps, &order, err, sizeof err)) ...
+ *
+ * The RDP of one step is that of Mironov, Talwar and Zhang (2019), "Renyi
+ * Differential Privacy of the Sampled Gaussian Mechanism" (arXiv:1908.10530),
+ * computed the way TensorFlow Privacy's rdp_accountant and Google's
+ * dp_accounting (rdp/rdp_privacy_accountant.py) compute it: for an integer
+ * order the binomial sum of Section 3.3 in log space; for a fractional order
+ * the expansion into two series (the integrals below and above
+ * z0 = z^2 log(1/q - 1) + 1/2), summed in log space until a term of both
+ * falls below exp(-30). RDP composes additively, so T steps have T times the
+ * RDP of one (Mironov 2017, "Renyi Differential Privacy", Proposition 1).
+ *
+ * The conversion to (epsilon, delta)-DP is the improved one of Canonne,
+ * Kamath and Steinke (2020), "The Discrete Gaussian for Differential Privacy"
+ * (arXiv:2004.00010, Proposition 12; also Asoodeh et al. 2020, arXiv:2001.05990
+ * Equation 20), with dp_accounting's rules: per order a,
+ *   epsilon(a) = 0                                  if delta^2 + expm1(-rdp) > 0
+ *                                                   (the KL bound already gives delta),
+ *              = rdp + log1p(-1/a) - log(delta a) / (a - 1)   else if a > 1.01,
+ *              = +inf                               otherwise;
+ * the result is the smallest over the orders (the first order among equals),
+ * clamped at 0. For order +inf with a finite RDP the formula's limit, rdp,
+ * is used (pure DP).
+ *
+ * Arguments are checked: q outside [0, 1] or NaN, z <= 0, +inf or NaN, delta
+ * outside (0, 1), an order <= 1 or NaN, a finite order above
+ * FEDC_RDP_MAX_ORDER, an RDP value that is negative or NaN, n == 0 or a NULL
+ * array give FEDC_ERR_INVALID with a message naming the argument. A series
+ * that fails numerically (it never has in the tests) gives FEDC_ERR_RANGE.
+ * The functions keep no state and may be called from any thread (lgamma's
+ * global signgam aside, which they never read).
+ */
+#ifndef FEDC_PRIVACY_H
+#define FEDC_PRIVACY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The largest finite order accepted (the integer series has order + 1 terms). */
+#define FEDC_RDP_MAX_ORDER 1e6
+
+/* The default orders, those of dp_accounting's DEFAULT_RDP_ORDERS: 1 + x/10
+ * for x = 1..99 (1.1 to 10.9 in steps of 0.1), 11 to 63, and 128, 256, 512,
+ * 1024 (156 orders). Sets *n to their number; the array is static. */
+const double *fedc_rdp_default_orders(size_t *n);
+
+/* RDP at each of the n orders of `steps` compositions of the sampled
+ * Gaussian mechanism with sampling rate q in [0, 1] and noise multiplier
+ * z > 0 (Mironov, Talwar, Zhang 2019), for integer and fractional orders
+ * > 1, written to rdp[0..n-1]. q == 0 gives 0 at every order (+inf
+ * included); q == 1 gives steps * order / (2 z^2), the Gaussian mechanism;
+ * order +inf gives +inf unless q == 0. steps == 0 gives 0. */
+int fedc_rdp_sampled_gaussian(double q, double z, uint64_t steps, const double *orders, size_t n, double *rdp,
+                              char *err, size_t errlen);
+
+/* The smallest epsilon over the n (order, RDP) pairs for the given delta in
+ * (0, 1), with the conversion of Canonne, Kamath and Steinke 2020 as in
+ * dp_accounting's _compute_epsilon (rules above), and the order that gave
+ * it. Either output may be NULL. */
+int fedc_rdp_epsilon(const double *orders, const double *rdp, size_t n, double delta, double *epsilon,
+                     double *order, char *err, size_t errlen);
+
+/* Both in one call: the epsilon of `steps` steps of the sampled Gaussian
+ * mechanism at the given delta, over `orders` (NULL: the default orders,
+ * n is then ignored). */
+int fedc_privacy_epsilon(double q, double z, uint64_t steps, double delta, const double *orders, size_t n,
+                         double *epsilon, double *order, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,1 @@
+fedc_sources(privacy/rdp.c)
