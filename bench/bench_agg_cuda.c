@@ -128,7 +128,7 @@ int main(int argc, char **argv)
     int agg_ready = 0;
     float *d_updates = NULL, *d_copy = NULL, *d_out = NULL, *h_base = NULL, *h_out = NULL;
     const float **ptrs = NULL;
-    uint64_t *weights = NULL;
+    double *weights = NULL;
     int64_t *sums = NULL;
     double *t_agg = NULL, *t_copy = NULL, *t_host = NULL;
     cudaEvent_t ev[4] = {NULL, NULL, NULL, NULL};

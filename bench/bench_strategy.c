@@ -10,10 +10,13 @@
  * bulyan's n >= 4f + 3 holds; every other parameter at its default), one
  * timed round is, as in the server:
  *   streaming strategies (fedavg, fedavgm, fedprox, fedadagrad, fedadam,
- *   fedyogi): reset the fixed-point accumulator, check and fold each
- *   update (fedc__fedavg_check_weight, fedc__fedavg_check_fold, commit),
- *   finalize the weighted mean into a new model, then aggregate_fit into
- *   another new model;
+ *   fedyogi, scaffold, fednova): reset the fixed-point accumulator, check
+ *   and fold each update (fedc__fedavg_check_weight, fedc__fedavg_check_fold,
+ *   commit), finalize the weighted mean into a new model, then
+ *   aggregate_fit into another new model. SCAFFOLD's updates also carry a
+ *   control-variate change of N values (the accumulator covers 2N values);
+ *   FedNova's carry the metrics local_steps (10 to 29) and local_momentum
+ *   0.9, from which fit_weight gives each update's weight;
  *   all-updates strategies (median, trimmed-mean, krum, multikrum,
  *   bulyan): the same check and fold of each update, plus a copy of it
  *   (fedc_params_clone, as the server keeps each accepted update), then
@@ -29,9 +32,12 @@
  *   held_bytes   computed from sizes: the accumulator (8 bytes per value),
  *                the round's output models (mean and next: 8 bytes per
  *                value; next only for all-updates: 4), the strategy's
- *                state (8 bytes per value for fedavgm's momentum, 16 for
- *                the adaptive ones), the kept updates (U x 4 bytes per
- *                value) and Krum's U x U distances;
+ *                state (8 bytes per value for fedavgm's momentum and
+ *                SCAFFOLD's c, 16 for the adaptive ones), SCAFFOLD's
+ *                doubled sums, mean and control tensors and its request,
+ *                a copy of the model and c (8 + 4 + 4 + 8 bytes per value
+ *                more), the kept updates (U x 4 bytes per value) and
+ *                Krum's U x U distances;
  *   rss_growth_bytes  measured: each strategy runs in a forked child (the
  *                updates, made before the fork, are shared and not
  *                counted), which reports its peak RSS (VmHWM of
@@ -60,8 +66,9 @@
 #include "fedc/tensor.h"
 #include "strategy/fedavg.h"
 
-static const char *const names[] = {"fedavg", "fedavgm",      "fedprox", "fedadagrad", "fedadam", "fedyogi",
-                                    "median", "trimmed-mean", "krum",    "multikrum",  "bulyan"};
+static const char *const names[] = {"fedavg",  "fedavgm",   "fedprox", "fedadagrad", "fedadam",
+                                    "fedyogi", "scaffold",  "fednova", "median",     "trimmed-mean",
+                                    "krum",    "multikrum", "bulyan"};
 #define NSTRAT (sizeof names / sizeof names[0])
 
 /* What a child reports to the parent through a pipe. */
@@ -124,27 +131,40 @@ static int make_strategy(const char *name, long f, fedc_strategy **out, char *er
     return rc;
 }
 
-/* One round of strategy st over the updates; *next gets the result. */
-static int one_round(fedc_strategy *st, fedc__fedavg *agg, const fedc_params *global,
-                     fedc_params *const *updates, size_t n, fedc_params **next, double *collect_s, char *err,
-                     size_t errlen)
+/* One round of strategy st over the updates; *next gets the result.
+ * `sent` is what the clients were sent (global, then any fit_tensors);
+ * metrics[u] is update u's FitRes metrics. */
+static int one_round(fedc_strategy *st, fedc__fedavg *agg, const fedc_params *global, const fedc_params *sent,
+                     fedc_params *const *updates, fedc_config *const *metrics, size_t n, fedc_params **next,
+                     double *collect_s, char *err, size_t errlen)
 {
     double t0 = now_s();
     int all = (st->flags & FEDC_STRATEGY_ALL_UPDATES) != 0;
     fedc_params **kept = all ? calloc(n, sizeof *kept) : NULL;
     uint64_t *weights = all ? malloc(n * sizeof *weights) : NULL;
+    fedc_fit_info *fits = calloc(n, sizeof *fits);
+    char(*ids)[24] = calloc(n, sizeof *ids);
     fedc_params *mean = NULL;
     int rc = FEDC_OK;
-    if (all && (!kept || !weights)) rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    if ((all && (!kept || !weights)) || !fits || !ids)
+        rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
     fedc__fedavg_reset(agg, (uint64_t)n);
     for (size_t u = 0; !rc && u < n; u++) {
-        const uint64_t weight = 1;
+        double weight = 1;
         const fedc_tensor *t = fedc_params_at(updates[u], 0);
-        rc = fedc__fedavg_check_weight(agg, weight, err, errlen);
-        if (!rc)
-            rc = fedc__fedavg_check_fold(agg, 0, 0, t->data, (size_t)fedc_tensor_numel(t), weight, err,
+        if (st->fit_weight) {
+            rc = st->fit_weight(st->state, 1, 1, metrics[u], &weight, err, errlen);
+            weight = fedc__fedavg_round_weight(weight);
+        }
+        if (!rc) rc = fedc__fedavg_check_weight(agg, weight, err, errlen);
+        /* Every tensor of the request (SCAFFOLD's control change: the
+         * update's values again). */
+        for (size_t ti = 0; !rc && ti < fedc_params_count(sent); ti++)
+            rc = fedc__fedavg_check_fold(agg, ti, 0, t->data, (size_t)fedc_tensor_numel(t), weight, err,
                                          errlen);
         if (rc) break;
+        snprintf(ids[u], sizeof ids[u], "u%05zu", u);
+        fits[u] = (fedc_fit_info){ids[u], 1, weight, metrics[u]};
         if (all) {
             kept[u] = fedc_params_clone(updates[u]);
             weights[u] = weight;
@@ -158,19 +178,22 @@ static int one_round(fedc_strategy *st, fedc__fedavg *agg, const fedc_params *gl
     }
     *collect_s = now_s() - t0;
     if (!rc && !all) {
-        mean = fedc_params_clone(global);
+        mean = fedc_params_clone(sent);
         rc = mean ? fedc__fedavg_finalize(agg, mean, err, errlen)
                   : fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
     }
     fedc_params *out = rc ? NULL : fedc_params_clone(global);
     if (!rc && !out) rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    fedc_round_info info = {1, (uint32_t)n, (uint32_t)n, n, fits};
     if (!rc && all)
-        rc = st->aggregate_all(st->state, 1, global, (const fedc_params *const *)kept, weights, n, out, err,
-                               errlen);
+        rc = st->aggregate_all(st->state, &info, global, (const fedc_params *const *)kept, weights, n, out,
+                               err, errlen);
     else if (!rc)
-        rc = st->aggregate_fit(st->state, 1, global, mean, out, err, errlen);
+        rc = st->aggregate_fit(st->state, &info, sent, mean, out, err, errlen);
     for (size_t u = 0; kept && u < n; u++) fedc_params_destroy(kept[u]);
     free(kept);
+    free(fits);
+    free(ids);
     free(weights);
     fedc_params_destroy(mean);
     if (rc) {
@@ -198,17 +221,41 @@ static void run_strategy(const char *name, long f, long reps, const fedc_params 
     fedc_strategy *st = NULL;
     fedc__fedavg agg;
     int agg_ready = 0;
-    fedc_params *next = NULL;
+    fedc_params *next = NULL, *request = NULL;
+    const fedc_params *sent = global; /* what the clients are sent */
+    fedc_config **metrics = calloc(n, sizeof *metrics);
     double *times = calloc(2 * (size_t)reps, sizeof *times), *collect = times + reps;
-    int rc = times ? FEDC_OK : fedc_set_error(r->err, sizeof r->err, FEDC_ERR_NOMEM, "out of memory");
+    int rc =
+        times && metrics ? FEDC_OK : fedc_set_error(r->err, sizeof r->err, FEDC_ERR_NOMEM, "out of memory");
+    for (size_t u = 0; !rc && u < n; u++) {
+        metrics[u] = fedc_config_create();
+        if (!metrics[u] || fedc_config_set_i64(metrics[u], "local_steps", 10 + (int64_t)(u % 20)) ||
+            fedc_config_set_f64(metrics[u], "local_momentum", 0.9))
+            rc = fedc_set_error(r->err, sizeof r->err, FEDC_ERR_NOMEM, "out of memory");
+    }
     if (!rc) rc = make_strategy(name, f, &st, r->err, sizeof r->err);
     /* The all-updates strategies take seconds a round: one is enough. */
     if (!rc && (st->flags & FEDC_STRATEGY_ALL_UPDATES)) reps = 1;
-    if (!rc) rc = fedc__fedavg_init(&agg, global, (uint64_t)n, r->err, sizeof r->err);
+    if (!rc && st->fit_tensors) {
+        /* What the server sends: a copy of the model, then the strategy's
+         * tensors (the server makes the same copy each round). */
+        const fedc_params *extra = NULL;
+        rc = st->fit_tensors(st->state, global, &extra, r->err, sizeof r->err);
+        if (!rc && !(request = fedc_params_clone(global)))
+            rc = fedc_set_error(r->err, sizeof r->err, FEDC_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; !rc && i < fedc_params_count(extra); i++) {
+            const fedc_tensor *t = fedc_params_at(extra, i);
+            rc = fedc_params_add(request, t->name, t->dtype, t->ndim, t->shape, t->data, NULL, r->err,
+                                 sizeof r->err);
+        }
+        sent = request;
+    }
+    if (!rc) rc = fedc__fedavg_init(&agg, sent, (uint64_t)n, r->err, sizeof r->err);
     if (!rc) agg_ready = 1;
     for (long i = 0; !rc && i < reps; i++) {
         double t0 = now_s();
-        rc = one_round(st, &agg, global, updates, n, &next, &collect[i], r->err, sizeof r->err);
+        rc =
+            one_round(st, &agg, global, sent, updates, metrics, n, &next, &collect[i], r->err, sizeof r->err);
         times[i] = now_s() - t0;
         /* The peak of the first round: later rounds run with glibc's
          * raised mmap threshold, whose freed blocks may stay resident. */
@@ -238,6 +285,9 @@ static void run_strategy(const char *name, long f, long reps, const fedc_params 
             } else {
                 held += 8 * v; /* mean and next */
                 if (!strcmp(name, "fedavgm")) held += 8 * v;
+                /* c's sums, c, its float copy, c's mean, and the request
+                 * (a copy of the model and c) */
+                if (!strcmp(name, "scaffold")) held += 8 * v + 8 * v + 4 * v + 4 * v + 8 * v;
                 if (!strcmp(name, "fedadagrad") || !strcmp(name, "fedadam") || !strcmp(name, "fedyogi"))
                     held += 16 * v;
             }
@@ -246,6 +296,9 @@ static void run_strategy(const char *name, long f, long reps, const fedc_params 
         }
     }
     free(times);
+    for (size_t u = 0; metrics && u < n; u++) fedc_config_destroy(metrics[u]);
+    free(metrics);
+    fedc_params_destroy(request);
     fedc_params_destroy(next);
     if (agg_ready) fedc__fedavg_free(&agg);
     fedc_strategy_destroy(st);

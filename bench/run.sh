@@ -78,7 +78,7 @@ agg, tr, pt = load("agg"), load("trainer"), load("pytorch")
 r10, r50 = load("round10"), load("round50")
 strat = load("strategy")
 strategy_names = ["fedavg", "fedavgm", "fedprox", "fedadagrad", "fedadam", "fedyogi",
-                  "median", "trimmed-mean", "krum", "multikrum", "bulyan"]
+                  "scaffold", "fednova", "median", "trimmed-mean", "krum", "multikrum", "bulyan"]
 
 def ratio(a, b):
     return round(a / b, 3) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None

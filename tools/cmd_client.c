@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "data/data_internal.h"
 #include "fedc/client.h"
 #include "fedc/data.h"
 #include "fedc/nn.h"
@@ -32,6 +33,9 @@ static const char usage_text[] =
     "  --threads N             BLAS threads for training (default 1)\n"
     "  --device cpu|cuda[:N]   where the model trains (default cpu); a GPU that\n"
     "                          cannot be used is an error, never a silent CPU run\n"
+    "  --state-dir DIR         where state kept across rounds and restarts lives (made if\n"
+    "                          missing): SCAFFOLD's control variate, DIR/scaffold.safetensors.\n"
+    "                          One directory per client and federation (default: memory only)\n"
     "  --attack MODE           testing tool for robust aggregation (default: off): after\n"
     "                          honest training, send a poisoned update instead, with\n"
     "                          u = trained - global: sign-flip sends global - u,\n"
@@ -55,6 +59,7 @@ enum {
     OPT_THREADS,
     OPT_DEVICE,
     OPT_ATTACK,
+    OPT_STATE_DIR,
     OPT_HELP
 };
 
@@ -69,6 +74,7 @@ int fedc_cmd_client(int argc, char **argv)
                                              {"threads", required_argument, NULL, OPT_THREADS},
                                              {"device", required_argument, NULL, OPT_DEVICE},
                                              {"attack", required_argument, NULL, OPT_ATTACK},
+                                             {"state-dir", required_argument, NULL, OPT_STATE_DIR},
                                              {"help", no_argument, NULL, OPT_HELP},
                                              {NULL, 0, NULL, 0}};
     fedc_client_options opt;
@@ -76,7 +82,8 @@ int fedc_cmd_client(int argc, char **argv)
     const char *data = NULL;
     trainer t = {.default_arch = "cnn"};
     uint64_t threads = 1;
-    const char *device = "cpu";
+    const char *device = "cpu", *state_dir = NULL;
+    char state_path[4096];
     int c;
     opterr = 0;
     optind = 1;
@@ -103,6 +110,7 @@ int fedc_cmd_client(int argc, char **argv)
                 return FEDC_EXIT_USAGE;
             }
             break;
+        case OPT_STATE_DIR: state_dir = optarg; break;
         case OPT_HELP: fputs(usage_text, stdout); return FEDC_EXIT_OK;
         default: cli_unknown_flag(CMD, argv[optind - 1]); return FEDC_EXIT_USAGE;
         }
@@ -118,6 +126,18 @@ int fedc_cmd_client(int argc, char **argv)
     int drc = cli_device(CMD, device, &t.device);
     if (drc != FEDC_EXIT_OK) return drc;
     char err[FEDC_ERRMSG_MAX];
+    if (state_dir) {
+        if ((size_t)snprintf(state_path, sizeof state_path, "%s/scaffold.safetensors", state_dir) >=
+            sizeof state_path) {
+            cli_error(CMD, "--state-dir: path too long");
+            return FEDC_EXIT_USAGE;
+        }
+        if (fedc__mkdirs(state_dir, err, sizeof err)) {
+            cli_error(CMD, "--state-dir: %s", err);
+            return FEDC_EXIT_FAILURE;
+        }
+        t.state_path = state_path;
+    }
     if (fedc_model_create(t.default_arch, 0, &t.model, err, sizeof err)) {
         cli_error(CMD, "--model: %s", err);
         return FEDC_EXIT_USAGE;
@@ -172,7 +192,7 @@ int fedc_cmd_client(int argc, char **argv)
     }
 done:
     fedc_client_destroy(cl);
-    fedc_model_destroy(t.model);
+    trainer_release(&t);
     fedc_dataset_destroy(t.train);
     fedc_dataset_destroy(t.test);
     return exit_code;

@@ -2,15 +2,19 @@
  * The dataset is partitioned in memory exactly as fedc partition would, and
  * each virtual client trains the built-in model on its share, through the
  * same client callbacks as fedc client. */
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "commands.h"
+#include "data/data_internal.h"
 #include "fedc/sim.h"
 #include "server_cli.h"
 #include "trainer_cli.h"
@@ -42,6 +46,9 @@ static const char usage_head[] =
     "  --attack MODE             testing tool for robust aggregation (default: off): the\n"
     "                            attacking clients train honestly, then send a poisoned\n"
     "                            update (sign-flip, gaussian or scale:K, as fedc client --attack)\n"
+    "  --state-dir DIR           where the clients keep state across rounds, one file each\n"
+    "                            (SCAFFOLD's control variates; default OUT/client-state,\n"
+    "                            emptied of an earlier run's files at start)\n"
     "  --attack-fraction F       share of clients that attack, in (0, 1] (default 1): the\n"
     "                            first ceil(F*N) client indices, 0 .. ceil(F*N)-1\n"
 
@@ -55,7 +62,8 @@ typedef struct sim_data {
     uint64_t seed;
     fedc_device device; /* where the clients train (--device) */
     trainer_attack attack;
-    uint32_t attackers; /* clients 0 .. attackers-1 send poisoned updates */
+    uint32_t attackers;    /* clients 0 .. attackers-1 send poisoned updates */
+    const char *state_dir; /* clients' state across rounds (SCAFFOLD), or NULL */
 } sim_data;
 
 /* Each worker thread keeps one model between the clients it serves, freed
@@ -84,6 +92,19 @@ static int open_client(void *user, uint32_t index, void **client_user, char *err
     t->seed = sd->seed;
     t->device = sd->device;
     if (index < sd->attackers) t->attack = sd->attack;
+    if (sd->state_dir) {
+        size_t len = strlen(sd->state_dir) + 48;
+        char *path = malloc(len);
+        if (!path) {
+            fedc_dataset_destroy(t->train);
+            fedc_dataset_destroy(t->test);
+            free(t);
+            return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+        }
+        snprintf(path, len, "%s/scaffold-%u.safetensors", sd->state_dir, index);
+        t->state_path = path;
+        t->control_announced = 1; /* the simulator says where, once */
+    }
     t->model = pthread_getspecific(g_model_key);
     pthread_setspecific(g_model_key, NULL);
     *client_user = t;
@@ -96,9 +117,35 @@ static void close_client(void *user, uint32_t index, void *client_user)
     (void)user;
     (void)index;
     pthread_setspecific(g_model_key, t->model);
+    free((char *)t->state_path);
+    fedc_params_destroy(t->control);
     fedc_dataset_destroy(t->train);
     fedc_dataset_destroy(t->test);
     free(t);
+}
+
+/* Makes the clients' state directory and (rank 0, before any client
+ * trains) removes the state files a previous run left there: a new
+ * federation starts from zero. */
+static int prepare_state_dir(const char *dir, int rank, char *err, size_t errlen)
+{
+    int rc = fedc__mkdirs(dir, err, errlen);
+    if (rc || rank != 0) return rc;
+    DIR *dp = opendir(dir);
+    if (!dp) return fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot open '%s': %s", dir, strerror(errno));
+    unsigned removed = 0;
+    char path[4096];
+    for (struct dirent *e; (e = readdir(dp));) {
+        size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, "scaffold-", 9) || len < 12 || strcmp(e->d_name + len - 12, ".safetensors"))
+            continue;
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < sizeof path && unlink(path) == 0)
+            removed++;
+    }
+    closedir(dp);
+    if (removed)
+        fedc_log(FEDC_LOG_INFO, CMD, "removed %u clients' state of an earlier run from %s", removed, dir);
+    return FEDC_OK;
 }
 
 enum {
@@ -118,6 +165,7 @@ enum {
     OPT_MPI,
     OPT_ATTACK,
     OPT_ATTACK_FRACTION,
+    OPT_STATE_DIR,
     OPT_HELP
 };
 
@@ -140,6 +188,7 @@ int fedc_cmd_sim(int argc, char **argv)
         {"mpi", no_argument, NULL, OPT_MPI},
         {"attack", required_argument, NULL, OPT_ATTACK},
         {"attack-fraction", required_argument, NULL, OPT_ATTACK_FRACTION},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {"help", no_argument, NULL, OPT_HELP},
     };
     struct option opts[SERVER_CLI_MAX_OPTIONS + sizeof own / sizeof own[0]];
@@ -160,6 +209,8 @@ int fedc_cmd_sim(int argc, char **argv)
     int have_pseed = 0;
     trainer_attack attack = {TRAINER_ATTACK_NONE, 0.0};
     double attack_fraction = -1.0;
+    const char *state_dir = NULL;
+    char default_state_dir[4096];
     uint64_t u;
     int opt;
     opterr = 0;
@@ -223,6 +274,7 @@ int fedc_cmd_sim(int argc, char **argv)
                 bad = 1;
             }
             break;
+        case OPT_STATE_DIR: state_dir = optarg; break;
         case OPT_HELP: printf("%s%s", usage_head, server_cli_help); return FEDC_EXIT_OK;
         default: {
             int r = server_cli_option(&c, CMD, opt, optarg);
@@ -254,6 +306,13 @@ int fedc_cmd_sim(int argc, char **argv)
     }
     if (!have_pseed) po.seed = c.opt.seed;
     so.fault_seed = c.opt.seed;
+    if (!state_dir) {
+        /* Under the output directory, named before ranks other than 0 drop
+         * it: each rank keeps the state of its own clients. */
+        snprintf(default_state_dir, sizeof default_state_dir, "%s/client-state",
+                 c.opt.out_dir ? c.opt.out_dir : "out");
+        state_dir = default_state_dir;
+    }
     int rank = 0, nranks = 1;
     char err[FEDC_ERRMSG_MAX];
     if (so.mpi) {
@@ -290,7 +349,16 @@ int fedc_cmd_sim(int argc, char **argv)
         cli_error(CMD, "cannot create thread-local storage");
         goto done;
     }
-    sim_data sd = {d, map, c.model_name ? c.model_name : "cnn", c.opt.seed, c.opt.device, attack, 0};
+    sim_data sd = {d, map, c.model_name ? c.model_name : "cnn", c.opt.seed, c.opt.device, attack, 0, NULL};
+    if (c.opt.strategy && c.opt.strategy->fit_tensors) {
+        /* The clients keep state between rounds (SCAFFOLD's c_i), in
+         * files: a simulated client exists only while it answers. */
+        if (prepare_state_dir(state_dir, rank, err, sizeof err)) {
+            cli_error(CMD, "--state-dir: %s", err);
+            goto done;
+        }
+        sd.state_dir = state_dir;
+    }
     if (attack.kind != TRAINER_ATTACK_NONE) {
         double f = attack_fraction >= 0.0 ? attack_fraction : 1.0;
         /* The slack keeps a fraction such as 2/7 from rounding up to 3 of 7. */

@@ -2,7 +2,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "fedc/strategy.h"
 #include "trainer_cli.h"
 
 /* Makes sure the model has the architecture the server asked for. */
@@ -92,13 +94,193 @@ static int cb_get_parameters(void *user, const fedc_config *cfg, fedc_params **o
     return *out ? FEDC_OK : FEDC_ERR_NOMEM;
 }
 
+void trainer_release(trainer *t)
+{
+    fedc_model_destroy(t->model);
+    t->model = NULL;
+    fedc_params_destroy(t->control);
+    t->control = NULL;
+}
+
+/* ---- SCAFFOLD (Karimireddy et al. 2020), the client's side ------------- */
+
+#define SCAFFOLD_PREFIX "scaffold/"
+
+/* A request of a SCAFFOLD round carries the model's T tensors, then the
+ * server's control variate c as T tensors named "scaffold/<name>". Copies
+ * the model part into a new parameter set (*model). */
+static int scaffold_split(const fedc_params *params, const fedc_params *layout, fedc_params **model,
+                          char *err, size_t errlen)
+{
+    size_t nt = fedc_params_count(layout);
+    if (fedc_params_count(params) != 2 * nt)
+        return fedc_set_error(err, errlen, FEDC_ERR_SHAPE,
+                              "scaffold: the request has %zu tensors, expected the model's %zu and as many "
+                              "control variates",
+                              fedc_params_count(params), nt);
+    fedc_params *m = fedc_params_create();
+    int rc = m ? FEDC_OK : fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < nt; i++) {
+        const fedc_tensor *w = fedc_params_at(params, i), *c = fedc_params_at(params, nt + i);
+        if (strncmp(c->name, SCAFFOLD_PREFIX, strlen(SCAFFOLD_PREFIX)) ||
+            strcmp(c->name + strlen(SCAFFOLD_PREFIX), w->name) || c->dtype != FEDC_F32 ||
+            fedc_tensor_numel(c) != fedc_tensor_numel(w))
+            rc = fedc_set_error(
+                err, errlen, FEDC_ERR_SHAPE,
+                "scaffold: tensor %zu is '%s', expected the control variate '%s%s' of the same "
+                "size",
+                nt + i, c->name, SCAFFOLD_PREFIX, w->name);
+        else
+            rc = fedc_params_add(m, w->name, w->dtype, w->ndim, w->shape, w->data, NULL, err, errlen);
+    }
+    if (rc) {
+        fedc_params_destroy(m);
+        return rc;
+    }
+    *model = m;
+    return FEDC_OK;
+}
+
+/* This client's c_i: from its state file or memory, else zero. */
+static int control_load(trainer *t, const fedc_params *layout, fedc_params **ci, char *err, size_t errlen)
+{
+    fedc_params *c = NULL;
+    int rc = FEDC_OK;
+    if (t->control) {
+        c = fedc_params_clone(t->control);
+        if (!c) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    } else if (t->state_path && access(t->state_path, F_OK) == 0) {
+        rc = fedc_params_load(t->state_path, &c, err, errlen);
+        if (rc) return rc;
+    }
+    if (c) {
+        char why[FEDC_ERRMSG_MAX];
+        if (fedc_params_check_same_layout(layout, c, why, sizeof why)) {
+            fedc_params_destroy(c);
+            return fedc_set_error(
+                err, errlen, FEDC_ERR_SHAPE,
+                "scaffold: the saved control variate %s does not fit this model (%s); remove "
+                "it or use another --state-dir",
+                t->state_path ? t->state_path : "(in memory)", why);
+        }
+        *ci = c;
+        return FEDC_OK;
+    }
+    c = fedc_params_clone(layout);
+    if (!c) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < fedc_params_count(c); i++)
+        memset(fedc_params_at(c, i)->data, 0, fedc_params_at(c, i)->nbytes);
+    *ci = c;
+    return FEDC_OK;
+}
+
+/* Keeps c_i for the next round (taking it). */
+static int control_store(trainer *t, fedc_params *ci, char *err, size_t errlen)
+{
+    if (!t->state_path) {
+        fedc_params_destroy(t->control);
+        t->control = ci;
+        return FEDC_OK;
+    }
+    static const char *const keys[] = {"fedc.state"};
+    static const char *const values[] = {"scaffold client control variate"};
+    int rc = fedc_params_save(ci, t->state_path, keys, values, 1, err, errlen);
+    fedc_params_destroy(ci);
+    return rc;
+}
+
+/*
+ * One SCAFFOLD round (option II of the paper): train with the gradient
+ * corrected by c - c_i, then c_i+ = c_i - c + (x - y) / (K lr) after K
+ * steps (K: fedc_sgd_norm of the steps and momentum). The answer is the model y followed by delta c_i = c_i+ - c_i in
+ * the control variate's tensors. `params` holds x then c on entry.
+ */
+static int scaffold_fit(trainer *t, fedc_params *params, fedc_train_config *tc, fedc_train_stats *st,
+                        char *err, size_t errlen)
+{
+    const fedc_params *layout = fedc_model_params(t->model);
+    size_t nt = fedc_params_count(layout);
+    fedc_params *x = NULL, *ci = NULL;
+    float **corr = calloc(nt ? nt : 1, sizeof *corr);
+    int rc = corr ? FEDC_OK : fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    if (!rc) rc = scaffold_split(params, layout, &x, err, errlen);
+    if (!rc) rc = fedc_model_set_params(t->model, x, err, errlen);
+    int had_file = t->state_path && access(t->state_path, F_OK) == 0;
+    if (!rc) rc = control_load(t, layout, &ci, err, errlen);
+    for (size_t i = 0; !rc && i < nt; i++) {
+        const fedc_tensor *c = fedc_params_at(params, nt + i), *own = fedc_params_at(ci, i);
+        size_t n = (size_t)fedc_tensor_numel(c);
+        corr[i] = malloc((n ? n : 1) * sizeof(float));
+        if (!corr[i]) {
+            rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+            break;
+        }
+        for (size_t j = 0; j < n; j++)
+            corr[i][j] = ((const float *)c->data)[j] - ((const float *)own->data)[j];
+    }
+    if (!rc && !t->control_announced) {
+        t->control_announced = 1;
+        if (t->state_path)
+            fedc_log(FEDC_LOG_INFO, "client", "scaffold: control variate kept in %s (%s)", t->state_path,
+                     had_file ? "continuing from the saved one" : "new, starting from zero");
+        else
+            fedc_log(FEDC_LOG_WARN, "client",
+                     "scaffold: no --state-dir, so the control variate is kept in memory only and lost if "
+                     "this client restarts");
+    }
+    if (!rc) {
+        tc->grad_correction = (const float *const *)corr;
+        rc = fedc_model_train(t->model, t->train->x, t->train->y, t->train->n, tc, st, err, errlen);
+        tc->grad_correction = NULL;
+    }
+    if (!rc) {
+        /* c_i+ into ci, delta c_i into the answer's control tensors. With
+         * momentum, (x - y) / lr is about norm * (mean gradient), not
+         * steps * (mean gradient): FedNova's norm takes the place of the
+         * step count (the same for momentum 0). */
+        double k_lr = fedc_sgd_norm((double)st->steps, tc->momentum) * tc->lr;
+        for (size_t i = 0; i < nt; i++) {
+            const float *xv = fedc_params_at(x, i)->data, *yv = fedc_params_at(layout, i)->data;
+            float *own = fedc_params_at(ci, i)->data, *delta = fedc_params_at(params, nt + i)->data;
+            const float *c = delta; /* holds c until overwritten, element by element */
+            size_t n = (size_t)fedc_tensor_numel(fedc_params_at(layout, i));
+            for (size_t j = 0; j < n; j++) {
+                float next = (float)((double)own[j] - (double)c[j] + ((double)xv[j] - (double)yv[j]) / k_lr);
+                delta[j] = next - own[j];
+                own[j] = next;
+            }
+        }
+        rc = fedc_params_check_finite(ci, err, errlen);
+    }
+    if (!rc) {
+        /* The model part of the answer; the attack, if any, poisons it. */
+        if (t->attack.kind != TRAINER_ATTACK_NONE)
+            poison(&t->attack, x, layout, tc->seed);
+        else
+            rc = fedc_params_copy_data(x, layout, err, errlen);
+        for (size_t i = 0; !rc && i < nt; i++)
+            memcpy(fedc_params_at(params, i)->data, fedc_params_at(x, i)->data, fedc_params_at(x, i)->nbytes);
+    }
+    if (!rc) {
+        rc = control_store(t, ci, err, errlen);
+        ci = NULL;
+    }
+    for (size_t i = 0; corr && i < nt; i++) free(corr[i]);
+    free(corr);
+    fedc_params_destroy(x);
+    fedc_params_destroy(ci);
+    return rc;
+}
+
 static int cb_fit(void *user, fedc_params *params, const fedc_config *cfg, uint64_t *num_examples,
                   fedc_config *metrics, char *err, size_t errlen)
 {
     trainer *t = user;
+    int scaffold = 0;
+    if (fedc_config_get_bool(cfg, "scaffold", &scaffold) != FEDC_OK) scaffold = 0;
     int rc = ensure_model(t, cfg, err, errlen);
     if (!rc) rc = trainer_check_geometry(t, t->train, err, errlen);
-    if (!rc) rc = fedc_model_set_params(t->model, params, err, errlen);
+    if (!rc && !scaffold) rc = fedc_model_set_params(t->model, params, err, errlen);
     if (rc) return rc;
     fedc_train_config tc = {
         .lr = fedc_config_f64_or(cfg, "lr", 0.05),
@@ -111,16 +293,23 @@ static int cb_fit(void *user, fedc_params *params, const fedc_config *cfg, uint6
         .proximal_mu = fedc_config_f64_or(cfg, "proximal_mu", 0.0),
     };
     fedc_train_stats st;
-    rc = fedc_model_train(t->model, t->train->x, t->train->y, t->train->n, &tc, &st, err, errlen);
-    if (rc) return rc;
-    if (t->attack.kind != TRAINER_ATTACK_NONE)
-        poison(&t->attack, params, fedc_model_params(t->model), tc.seed);
-    else
-        rc = fedc_params_copy_data(params, fedc_model_params(t->model), err, errlen);
+    if (scaffold) {
+        rc = scaffold_fit(t, params, &tc, &st, err, errlen);
+    } else {
+        rc = fedc_model_train(t->model, t->train->x, t->train->y, t->train->n, &tc, &st, err, errlen);
+        if (rc) return rc;
+        if (t->attack.kind != TRAINER_ATTACK_NONE)
+            poison(&t->attack, params, fedc_model_params(t->model), tc.seed);
+        else
+            rc = fedc_params_copy_data(params, fedc_model_params(t->model), err, errlen);
+    }
     if (rc) return rc;
     *num_examples = t->train->n;
     fedc_config_set_f64(metrics, "train_loss", st.loss);
     fedc_config_set_f64(metrics, "train_accuracy", st.accuracy);
+    /* What FedNova normalises by (any strategy may read them). */
+    fedc_config_set_i64(metrics, "local_steps", (int64_t)st.steps);
+    fedc_config_set_f64(metrics, "local_momentum", tc.momentum);
     return FEDC_OK;
 }
 

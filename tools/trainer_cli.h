@@ -30,7 +30,17 @@ typedef struct trainer {
     uint64_t seed;              /* initialisation of that offered model */
     fedc_device device;         /* where the model trains (zero: the CPU) */
     trainer_attack attack;      /* zero: honest updates */
+    /* SCAFFOLD's client control variate c_i, kept across rounds: in the
+     * file state_path when set (so it survives a restart; written
+     * atomically after each round), else in memory (`control`). */
+    const char *state_path;
+    fedc_params *control;
+    int control_announced; /* the first SCAFFOLD round has been logged */
 } trainer;
+
+/* Frees what the trainer made (its model and in-memory state), not the
+ * data. */
+void trainer_release(trainer *t);
 
 /* Parses an --attack value: sign-flip, gaussian or scale:K with K a finite
  * number. Returns 0, or -1 for anything else. */

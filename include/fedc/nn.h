@@ -116,7 +116,11 @@ fedc_device fedc_model_get_device(const fedc_model *m);
  * w0 being the parameters at the start of the call, so each step first does
  *   g += proximal_mu * (w - w0)
  * (as in Flower's FedProx, where the term is part of the loss). Zero it
- * (the default of a zero-initialised config) for plain SGD. */
+ * (the default of a zero-initialised config) for plain SGD. With
+ * grad_correction set, each step then adds SCAFFOLD's control variate
+ * correction c - c_i (Karimireddy et al. 2020), fixed for the call:
+ *   g += grad_correction[t]
+ * for each tensor t, before the weight decay and the momentum. */
 typedef struct fedc_train_config {
     double lr;           /* learning rate, > 0 */
     double momentum;     /* >= 0; 0 disables momentum */
@@ -125,6 +129,12 @@ typedef struct fedc_train_config {
     int batch_size;      /* examples per step, >= 1; the last batch may be smaller */
     uint64_t seed;       /* shuffling of the examples */
     double proximal_mu;  /* FedProx's mu, finite and >= 0; 0 disables the term */
+    /* SCAFFOLD's c - c_i: per tensor, in model order (see fedc_model_params()),
+     * numel floats in host memory added to the gradient of every step (before
+     * momentum and weight decay); NULL (the default of a zero-initialised
+     * config): none. Every array must be given and every value finite. Read
+     * during the call only; stays owned by the caller. */
+    const float *const *grad_correction;
 } fedc_train_config;
 
 /* What fedc_model_train() reports. */
@@ -147,10 +157,12 @@ typedef struct fedc_train_stats {
  * Returns FEDC_ERR_INVALID for n == 0, a label out of range or a bad
  * configuration (the message names the field or the example),
  * FEDC_ERR_TOO_LARGE for more than 2^32 - 1 examples, FEDC_ERR_NONFINITE for
- * a NaN or infinite input value (the model is then unchanged) or when the
- * loss or the parameters diverge to NaN or infinity (the parameters are then
- * left as they were after the last step taken; restore them with
- * fedc_model_set_params()), FEDC_ERR_NOMEM when out of memory.
+ * a NaN or infinite input value or value of cfg->grad_correction (the
+ * message names the example, or the tensor and the element; the model is
+ * then unchanged) or when the loss or the parameters diverge to NaN or
+ * infinity (the parameters are then left as they were after the last step
+ * taken; restore them with fedc_model_set_params()), FEDC_ERR_NOMEM when out
+ * of memory.
  */
 int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, const fedc_train_config *cfg,
                      fedc_train_stats *stats, char *err, size_t errlen);

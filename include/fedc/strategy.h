@@ -50,6 +50,32 @@ extern "C" {
  * contain any other bit is refused by fedc_server_create(). */
 #define FEDC_STRATEGY_KNOWN_FLAGS FEDC_STRATEGY_ALL_UPDATES
 
+/* One accepted update of a round, as aggregate_fit and aggregate_all see
+ * it. Everything belongs to the server and lives until the call returns. */
+typedef struct fedc_fit_info {
+    const char *node_id;
+    uint64_t num_examples;      /* what the client reported */
+    double weight;              /* its aggregation weight (fit_weight's, else num_examples) */
+    const fedc_config *metrics; /* the client's FitRes metrics (e.g. "local_steps") */
+} fedc_fit_info;
+
+/* One client's answer to an evaluation request. */
+typedef struct fedc_eval_info {
+    const char *node_id;
+    uint64_t num_examples;
+    double loss;
+    double accuracy; /* NaN when the client reported none */
+} fedc_eval_info;
+
+/* What the server knows of the round being aggregated. */
+typedef struct fedc_round_info {
+    uint64_t round;            /* 1-based */
+    uint32_t population;       /* clients connected and idle when the round was sampled */
+    uint32_t sampled;          /* clients sent a training request */
+    size_t nfits;              /* accepted updates ... */
+    const fedc_fit_info *fits; /* ... in node-id order */
+} fedc_round_info;
+
 typedef struct fedc_strategy {
     /* Short name, e.g. "fedadam"; owned by the strategy. */
     const char *name;
@@ -63,6 +89,16 @@ typedef struct fedc_strategy {
     /* Passed as the first argument of every function below. */
     void *state;
 
+    /* Optional (NULL: the server's sampling stands). Which clients train
+     * in `round`: ids holds the n idle clients in node-id order, and
+     * chosen[i] is 1 for those the server's sampling picked (--sampling,
+     * --fraction-fit, from the seed), else 0; the strategy may change
+     * chosen. It must depend on the state, round and ids only and must not
+     * change the state. Choosing fewer than --min-clients fails the round.
+     * A failure ends the federation. */
+    int (*select_fit)(void *state, uint64_t round, const char *const *ids, size_t n, unsigned char *chosen,
+                      char *err, size_t errlen);
+
     /* Adds the strategy's keys to the config sent with a training request
      * of `round` (1-based), e.g. "proximal_mu". May be called once per
      * sampled client, so it must depend on the state and round only, and
@@ -70,29 +106,82 @@ typedef struct fedc_strategy {
      * status (FEDC_ERR_NOMEM). */
     int (*configure_fit)(void *state, uint64_t round, fedc_config *cfg);
 
-    /* Makes the next global model. `global` is the model the clients were
-     * sent in `round`, `mean` the weighted mean of the models they returned
-     * (FedAvg's result); both are read only. `next` has their layout and
-     * holds a copy of `global` on entry; the strategy overwrites it. Called
+    /* Optional (NULL: none). Tensors sent to every client after the model
+     * in each training request of a round, e.g. SCAFFOLD's server control
+     * variate. Called at the start of every round with the global model;
+     * set *out to the strategy's own tensors (names distinct from the
+     * model's), whose layout must stay the same from round to round; the
+     * server copies them. A client must then answer with its model
+     * followed by tensors of exactly that layout, which are aggregated with
+     * the model: in aggregate_fit, `global` holds the model's tensors
+     * followed by these, and `mean` the weighted mean of the clients'
+     * model tensors followed by the weighted mean of their extra ones;
+     * `next` holds the model's tensors only. Evaluation requests carry the
+     * model only. Not allowed with FEDC_STRATEGY_ALL_UPDATES. Returns a
+     * fedc status with a message; a failure ends the federation. */
+    int (*fit_tensors)(void *state, const fedc_params *global, const fedc_params **out, char *err,
+                       size_t errlen);
+
+    /* Optional (NULL: each update weighs its num_examples). The aggregation
+     * weight of one update, from what its FitRes says, decided before its
+     * tensors are folded in: FedNova divides by the client's local steps,
+     * for instance. The update's num_examples must itself be a valid weight
+     * (1 to 2^32) first. The server rounds *weight to a multiple of 2^-16; it
+     * must be finite, at least 2^-16 and at most 2^32. Called on the
+     * server's thread for every update of the round; it must depend on the
+     * state, round, num_examples and metrics only and must not change the
+     * state. A failure (FEDC_ERR_INVALID with a message, e.g. a missing
+     * metric) rejects that update only. Not allowed with
+     * FEDC_STRATEGY_ALL_UPDATES. */
+    int (*fit_weight)(void *state, uint64_t round, uint64_t num_examples, const fedc_config *metrics,
+                      double *weight, char *err, size_t errlen);
+
+    /* Makes the next global model. `info` describes the round (its number
+     * and accepted updates). `global` is the model the clients were sent,
+     * `mean` the weighted mean of the models they returned (FedAvg's
+     * result); both are read only (with fit_tensors, both are followed by
+     * the extra tensors). `next` has the model's layout and holds a copy
+     * of it on entry; the strategy overwrites it. Called
      * once per successful round, in order; a failed round (too few results)
      * does not call it. Required unless flags has FEDC_STRATEGY_ALL_UPDATES
      * (then unused, may be NULL). Returns a fedc status with a message in
      * err; a failure ends the federation. */
-    int (*aggregate_fit)(void *state, uint64_t round, const fedc_params *global, const fedc_params *mean,
-                         fedc_params *next, char *err, size_t errlen);
+    int (*aggregate_fit)(void *state, const fedc_round_info *info, const fedc_params *global,
+                         const fedc_params *mean, fedc_params *next, char *err, size_t errlen);
 
     /* With FEDC_STRATEGY_ALL_UPDATES (required then): makes the next global
-     * model from the n >= 1 accepted updates of `round`, in node-id order
-     * (so the result does not depend on arrival order); weights[i] is
-     * update i's num_examples. Everything but `next` is read only and
+     * model from the n >= 1 accepted updates of the round, in node-id order
+     * (so the result does not depend on arrival order; info->fits[i]
+     * describes updates[i]); weights[i] is update i's num_examples. Everything but `next` is read only and
      * belongs to the server; `next` has global's layout and holds a copy of
      * it on entry. FEDC_ERR_INVALID (with a message naming what is wrong,
      * e.g. too few updates for the strategy's parameters) fails the round:
      * the model stays as it was and the federation goes on. Any other
      * failure ends the federation. */
-    int (*aggregate_all)(void *state, uint64_t round, const fedc_params *global,
+    int (*aggregate_all)(void *state, const fedc_round_info *info, const fedc_params *global,
                          const fedc_params *const *updates, const uint64_t *weights, size_t n,
                          fedc_params *next, char *err, size_t errlen);
+
+    /* Optional: adds keys to the config sent with each evaluation request
+     * of `round`, under the same rules as configure_fit. */
+    int (*configure_evaluate)(void *state, uint64_t round, fedc_config *cfg);
+
+    /* Optional (NULL: the means weighted by num_examples). Turns the n >= 1
+     * evaluation answers of `round` (node-id order) into the round's
+     * federated loss and accuracy (NaN: none), recorded in metrics.jsonl as
+     * fed_eval_loss and fed_eval_accuracy and used for --target-accuracy
+     * when there is no central evaluation. A failure ends the federation. */
+    int (*aggregate_evaluate)(void *state, uint64_t round, const fedc_eval_info *evals, size_t n,
+                              double *loss, double *accuracy, char *err, size_t errlen);
+
+    /* Optional: centralised evaluation of the new global model of `round`
+     * on data the server holds, recorded as central_eval_loss and
+     * central_eval_accuracy (NaN: none). It runs on a worker thread while
+     * the clients evaluate, so it must not touch what the other functions
+     * change. A failure is logged and the round goes on. A server refuses a
+     * strategy with evaluate together with fedc_server_options.central_eval. */
+    int (*evaluate)(void *state, uint64_t round, const fedc_params *model, double *loss, double *accuracy,
+                    char *err, size_t errlen);
 
     /* Serialises the state to a new buffer (*buf, *len), which the caller
      * frees with free(). The bytes are portable (little-endian) and name the
@@ -113,13 +202,17 @@ typedef struct fedc_strategy {
 
 /*
  * Creates a built-in strategy: "fedavg", "fedavgm", "fedadagrad",
- * "fedadam", "fedyogi", "fedprox", or one of the robust aggregators
+ * "fedadam", "fedyogi", "fedprox", "scaffold" (which sends its control
+ * variate with fit_tensors), "fednova" (which weighs updates with
+ * fit_weight, from the metrics "local_steps" and "local_momentum"), or one
+ * of the robust aggregators
  * "median", "trimmed-mean", "krum", "multikrum", "bulyan" (which set
  * FEDC_STRATEGY_ALL_UPDATES and ignore the weights). `params` (NULL: none) holds its
  * hyperparameters as doubles under these keys, each of which is also a
  * command-line flag (`_` spelt `-`):
  *
- *   server_lr        fedavgm 1.0, fedadagrad 0.1, fedadam 0.1, fedyogi 0.01
+ *   server_lr        fedavgm 1.0, fedadagrad 0.1, fedadam 0.1, fedyogi 0.01,
+ *                    scaffold 1.0
  *   server_momentum  fedavgm 0.0 (in [0, 1))
  *   beta1            fedadagrad 0.0, fedadam 0.9, fedyogi 0.9 (in [0, 1))
  *   beta2            fedadam 0.99, fedyogi 0.99 (in [0, 1))
@@ -137,6 +230,17 @@ typedef struct fedc_strategy {
  */
 int fedc_strategy_create(const char *name, const fedc_config *params, fedc_strategy **out, char *err,
                          size_t errlen);
+
+/*
+ * The norm of the local aggregation vector of `steps` steps of SGD with
+ * heavy-ball momentum (buffer starting at zero), as FedNova (Wang et al.
+ * 2020) defines it: the sum over k = 1..steps of (1 - momentum^k) / (1 -
+ * momentum), which is `steps` for momentum 0. A client's total movement
+ * is about lr * norm * (its mean gradient): FedNova divides by it, and the
+ * built-in trainer's SCAFFOLD uses it in place of the step count. NaN for
+ * steps < 1 or momentum outside [0, 1).
+ */
+double fedc_sgd_norm(double steps, double momentum);
 
 /* Calls s->destroy(s->state). No-op on NULL. */
 void fedc_strategy_destroy(fedc_strategy *s);

@@ -14,6 +14,7 @@
  * order costs nothing on a GPU (col2im, the max-pool backward, the bias
  * gradient of a dense layer), so that those ops match the CPU bit for bit.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -619,6 +620,21 @@ void cu_proximal_grad(void *ctx, float *g, const float *w, const float *w0, size
     launched(c);
 }
 
+/* cuBLAS on the model's stream; it counts in ints, so a longer vector goes
+ * in pieces. */
+void cu_axpy(void *ctx, float *y, const float *x, size_t n, float alpha)
+{
+    if (!n) return;
+    cuda_ctx *c = as_ctx(ctx);
+    enter(c);
+    const size_t most = (size_t)INT_MAX;
+    for (size_t done = 0; done < n; done += most) {
+        size_t len = n - done < most ? n - done : most;
+        FEDC_CUBLAS_CHECK(cublasSaxpy(c->blas, (int)len, &alpha, x + done, 1, y + done, 1));
+    }
+    if (c->sync_each_op) FEDC_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
 void cu_gather_rows_dev(void *ctx, void *dst, const void *src, const uint32_t *idx, size_t count,
                         size_t row_len)
 {
@@ -662,6 +678,7 @@ fedc__nn_backend_i make_iface()
     i.add = cu_add;
     i.sgd_update = cu_sgd_update;
     i.proximal_grad = cu_proximal_grad;
+    i.axpy = cu_axpy;
     i.gather_rows_dev = cu_gather_rows_dev;
     i.softmax_xent_dev = cu_softmax_xent_dev;
     return i;

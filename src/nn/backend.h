@@ -137,6 +137,10 @@ typedef struct fedc__nn_backend_i {
      * of mu/2 * ||w - w0||^2 added to the loss's (before sgd_update). */
     void (*proximal_grad)(void *ctx, float *g, const float *w, const float *w0, size_t n, float mu);
 
+    /* y += alpha * x, n values (SCAFFOLD's gradient correction, added to the
+     * gradient before sgd_update). */
+    void (*axpy)(void *ctx, float *y, const float *x, size_t n, float alpha);
+
     /* Optional (NULL on the CPU, where host data is used in place): data that
      * stays on the device. With both ops set, the trainer uploads a call's
      * examples and labels once (and each epoch's order of the examples once

@@ -1,5 +1,6 @@
 /* The CPU compute backend: OpenBLAS for the GEMMs, the AVX2 direct convolutions of
  * conv_direct.c where the CPU has them, plain loops for the rest. */
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -402,6 +403,17 @@ static void cpu_proximal_grad(void *ctx, float *g, const float *w, const float *
     for (size_t i = 0; i < n; i++) g[i] += mu * (w[i] - w0[i]);
 }
 
+static void cpu_axpy(void *ctx, float *y, const float *x, size_t n, float alpha)
+{
+    (void)ctx;
+    /* CBLAS counts in ints: a longer vector goes in pieces. */
+    const size_t most = (size_t)INT_MAX;
+    for (size_t done = 0; done < n; done += most) {
+        size_t len = n - done < most ? n - done : most;
+        cblas_saxpy((int)len, alpha, x + done, 1, y + done, 1);
+    }
+}
+
 static int cpu_conv_direct_supported(void *ctx, int c, int k, int stride, int pad)
 {
     (void)ctx;
@@ -449,6 +461,7 @@ static const fedc__nn_backend_i cpu_iface = {
     .add = cpu_add,
     .sgd_update = cpu_sgd_update,
     .proximal_grad = cpu_proximal_grad,
+    .axpy = cpu_axpy,
 };
 
 static const fedc__nn_backend cpu_backend = {&cpu_iface, NULL};

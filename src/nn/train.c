@@ -349,6 +349,23 @@ static int check_examples(const fedc_model *m, const float *x, const int32_t *y,
     return FEDC_OK;
 }
 
+/* Checks SCAFFOLD's gradient correction: one array per tensor, finite. */
+static int check_correction(const fedc_model *m, const float *const *corr, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < m->ntensors; i++) {
+        const char *name = fedc_params_at(m->params, i)->name;
+        if (!corr[i])
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                                  "train: gradient correction of tensor '%s' is NULL", name);
+        for (size_t k = 0; k < m->numel[i]; k++)
+            if (!isfinite(corr[i][k]))
+                return fedc_set_error(err, errlen, FEDC_ERR_NONFINITE,
+                                      "train: gradient correction of tensor '%s' element %zu is %s", name, k,
+                                      isnan(corr[i][k]) ? "NaN" : "infinite");
+    }
+    return FEDC_OK;
+}
+
 int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, const fedc_train_config *cfg,
                      fedc_train_stats *stats, char *err, size_t errlen)
 {
@@ -356,6 +373,8 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
     dev_data dd = {NULL, NULL, NULL};
     /* FedProx: the parameters at the start of the call, on the device. */
     float *anchor[MAX_TENSORS] = {NULL};
+    /* SCAFFOLD: the gradient correction, on the device. */
+    float *corr[MAX_TENSORS] = {NULL};
     int rc, uploaded = 0;
     if (stats) memset(stats, 0, sizeof(*stats));
     if (!m || !x || !y || !cfg) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: NULL argument");
@@ -384,6 +403,10 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
                               cfg->batch_size);
     rc = check_examples(m, x, y, n, err, errlen);
     if (rc != FEDC_OK) return rc;
+    if (cfg->grad_correction) {
+        rc = check_correction(m, cfg->grad_correction, err, errlen);
+        if (rc != FEDC_OK) return rc;
+    }
 
     size_t bs = (size_t)cfg->batch_size < n ? (size_t)cfg->batch_size : n;
     fedc__nn_workers *workers = NULL;
@@ -416,6 +439,16 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
             bi->to_device(ctx, anchor[i], fedc_params_at(m->params, i)->data, m->numel[i] * sizeof(float));
         }
     }
+    if (cfg->grad_correction) {
+        for (size_t i = 0; i < m->ntensors; i++) {
+            corr[i] = bi->alloc(ctx, m->numel[i] * sizeof(float));
+            if (!corr[i]) {
+                rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "train: out of memory");
+                goto done;
+            }
+            bi->to_device(ctx, corr[i], cfg->grad_correction[i], m->numel[i] * sizeof(float));
+        }
+    }
 
     fedc_rng rng;
     fedc_rng_seed(&rng, cfg->seed);
@@ -440,6 +473,7 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
             for (size_t i = 0; i < m->ntensors; i++) {
                 if (mu != 0.0f)
                     bi->proximal_grad(ctx, m->rep[0]->grad[i], m->dev[i], anchor[i], m->numel[i], mu);
+                if (corr[i]) bi->axpy(ctx, m->rep[0]->grad[i], corr[i], m->numel[i], 1.0f);
                 bi->sgd_update(ctx, m->dev[i], m->rep[0]->grad[i], m->mom[i], m->numel[i], lr, mom, wd);
             }
             steps++;
@@ -468,7 +502,10 @@ done:
     /* The steps taken before a failure stay in the model, as documented. */
     if (uploaded) params_to_host(m);
     if (m->be)
-        for (size_t i = 0; i < m->ntensors; i++) m->be->iface->free(m->be->context, anchor[i]);
+        for (size_t i = 0; i < m->ntensors; i++) {
+            m->be->iface->free(m->be->context, anchor[i]);
+            m->be->iface->free(m->be->context, corr[i]);
+        }
     dev_data_free(m, &dd);
     fedc__nn_workers_destroy(workers);
     free(perm);

@@ -562,8 +562,14 @@ static void stream_finished(node *n)
         if (s->nfits < s->capfits) {
             fit_result *f = &s->fits[s->nfits++];
             snprintf(f->id, sizeof f->id, "%s", n->id);
-            f->n = n->weight;
+            f->n = n->num_examples;
+            f->weight = n->weight;
             f->loss = metric_or_nan(n->metrics, "train_loss", "loss");
+            f->metrics = fedc_config_create();
+            if (f->metrics && fedc_config_merge(f->metrics, n->metrics)) {
+                fedc_config_destroy(f->metrics);
+                f->metrics = NULL;
+            }
             f->update = whole;
         }
         s->ok++;
@@ -644,7 +650,7 @@ static int acquire_slot(node *n)
     for (uint32_t i = 0; i < s->opt.max_inflight_updates; i++) {
         if (s->slot_busy[i]) continue;
         if (!s->slots[i]) {
-            s->slots[i] = fedc_params_clone(s->model->params);
+            s->slots[i] = fedc_params_clone(s->fit->params);
             if (!s->slots[i]) return -1;
         }
         s->slot_busy[i] = 1;
@@ -672,18 +678,39 @@ static void on_fit_res(node *n, const Fedc__V1__FitRes *r)
     n->stream_index = 0;
     n->rejected = 0;
     n->reject_reason[0] = '\0';
-    n->weight = r->num_examples;
+    n->num_examples = r->num_examples;
+    n->weight = (double)r->num_examples;
     n->stale = !(n->req_round == s->round && s->ph == PHASE_FIT && !n->result_recorded);
     fedc_config_clear(n->metrics);
     fedc__config_from_kv(n->metrics, r->metrics, r->n_metrics);
     char why[FEDC_ERRMSG_MAX];
     if (!n->stale) {
-        if (r->num_tensors != fedc_params_count(s->model->params)) {
-            snprintf(why, sizeof why, "it sent %u tensors, the model has %zu", r->num_tensors,
-                     fedc_params_count(s->model->params));
+        const fedc_strategy *st = s->opt.strategy;
+        size_t want = fedc_params_count(s->fit->params);
+        if (r->num_tensors != want) {
+            if (want == fedc_params_count(s->model->params))
+                snprintf(why, sizeof why, "it sent %u tensors, the model has %zu", r->num_tensors, want);
+            else
+                snprintf(why, sizeof why, "it sent %u tensors; strategy %s needs the model's %zu and its %zu",
+                         r->num_tensors, st->name, fedc_params_count(s->model->params),
+                         want - fedc_params_count(s->model->params));
             reject_update(n, why);
-        } else if (fedc__fedavg_check_weight(&s->agg, r->num_examples, why, sizeof why)) {
+        } else if (fedc__fedavg_check_weight(&s->agg, n->weight, why, sizeof why)) {
             reject_update(n, why);
+        } else if (st && st->fit_weight) {
+            /* The strategy weighs the update by what its FitRes says. */
+            double w = 0;
+            char serr[FEDC_ERRMSG_MAX] = "";
+            if (st->fit_weight(st->state, s->round, r->num_examples, n->metrics, &w, serr, sizeof serr)) {
+                snprintf(why, sizeof why, "strategy %s: %s", st->name, serr);
+                reject_update(n, why);
+            } else {
+                n->weight = fedc__fedavg_round_weight(w);
+                if (fedc__fedavg_check_weight(&s->agg, n->weight, serr, sizeof serr)) {
+                    snprintf(why, sizeof why, "strategy %s gave it a bad weight: %s", st->name, serr);
+                    reject_update(n, why);
+                }
+            }
         }
     }
     if (n->stream_total == 0) {

@@ -5,12 +5,15 @@
 
 static void start_round(fedc_server *s);
 
-/* Drops the whole updates kept for an all-updates strategy. */
+/* Drops what the fit results hold: the whole updates kept for an
+ * all-updates strategy, and the metrics. */
 static void free_updates(fedc_server *s)
 {
     for (size_t i = 0; i < s->nfits; i++) {
         fedc_params_destroy(s->fits[i].update);
         s->fits[i].update = NULL;
+        fedc_config_destroy(s->fits[i].metrics);
+        s->fits[i].metrics = NULL;
     }
 }
 
@@ -81,6 +84,53 @@ void fedc__srv_set_model(fedc_server *s, fedc_params *p)
 
 static void on_stage_timeout(uv_timer_t *t);
 
+/* Makes s->fit, what this round's training requests carry: the model, then
+ * the strategy's extra tensors (fit_tensors), with the accumulator laid out
+ * for both. A failure ends the federation. */
+static int prepare_fit(fedc_server *s)
+{
+    const fedc_strategy *st = s->opt.strategy;
+    char err[FEDC_ERRMSG_MAX];
+    fedc__srv_blob_unref(s->fit);
+    s->fit = NULL;
+    if (!st || !st->fit_tensors) {
+        s->fit = s->model;
+        s->model->refs++;
+        return FEDC_OK;
+    }
+    const fedc_params *extra = NULL;
+    fedc_params *p = NULL;
+    int rc = st->fit_tensors(st->state, s->model->params, &extra, err, sizeof err);
+    if (!rc && !extra) rc = fedc_set_error(err, sizeof err, FEDC_ERR_INVALID, "fit_tensors gave no tensors");
+    if (!rc && !(p = fedc_params_clone(s->model->params)))
+        rc = fedc_set_error(err, sizeof err, FEDC_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < fedc_params_count(extra); i++) {
+        const fedc_tensor *t = fedc_params_at(extra, i);
+        rc = fedc_params_add(p, t->name, t->dtype, t->ndim, t->shape, t->data, NULL, err, sizeof err);
+    }
+    if (!rc && s->fit_layout_set && s->agg.ntensors != fedc_params_count(p))
+        rc = fedc_set_error(err, sizeof err, FEDC_ERR_SHAPE, "fit_tensors changed its layout");
+    if (!rc && !s->fit_layout_set) {
+        /* The first round: the sums take the extra tensors too. */
+        fedc__fedavg_free(&s->agg);
+        s->agg_ready = 0;
+        rc = fedc__fedavg_init_on(&s->agg, p, 1, s->opt.device, err, sizeof err);
+        s->agg_ready = rc == FEDC_OK;
+        s->fit_layout_set = s->agg_ready;
+    }
+    if (!rc) {
+        s->fit = fedc__srv_blob_new(p, err, sizeof err);
+        if (!s->fit) rc = FEDC_ERR_NOMEM;
+        p = NULL;
+    }
+    if (rc) {
+        fedc_params_destroy(p);
+        fedc_set_error(s->errmsg, sizeof s->errmsg, rc, "strategy %s: %s", st->name, err);
+        fedc__srv_begin_shutdown(s, rc);
+    }
+    return rc;
+}
+
 static void send_request(fedc_server *s, node *n, req_kind kind)
 {
     fedc_config *cfg = fedc_config_create();
@@ -95,6 +145,8 @@ static void send_request(fedc_server *s, node *n, req_kind kind)
             cfg, "seed", (int64_t)(fedc_seed_derive(s->opt.seed, s->round, fedc_hash_string(n->id)) >> 1));
     if (!rc && kind == REQ_FIT && s->opt.strategy && s->opt.strategy->configure_fit)
         rc = s->opt.strategy->configure_fit(s->opt.strategy->state, s->round, cfg);
+    if (!rc && kind == REQ_EVAL && s->opt.strategy && s->opt.strategy->configure_evaluate)
+        rc = s->opt.strategy->configure_evaluate(s->opt.strategy->state, s->round, cfg);
     if (!rc) rc = fedc__kvbuf_init(&kv, cfg);
     if (rc) {
         fedc_config_destroy(cfg);
@@ -106,10 +158,10 @@ static void send_request(fedc_server *s, node *n, req_kind kind)
         fi.round = s->round;
         fi.config = kv.ptrs;
         fi.n_config = kv.n;
-        fi.num_tensors = (uint32_t)fedc_params_count(s->model->params);
+        fi.num_tensors = (uint32_t)fedc_params_count(s->fit->params);
         m.body_case = FEDC__V1__MESSAGE__BODY_FIT_INS;
         m.fit_ins = &fi;
-        blob = s->model;
+        blob = s->fit;
     } else if (kind == REQ_EVAL) {
         ei.round = s->round;
         ei.config = kv.ptrs;
@@ -193,6 +245,40 @@ static void ask_initial_parameters(fedc_server *s)
     start_stage_timer(s);
 }
 
+/* Lets the strategy's select_fit change the round's sample. all: the n
+ * idle clients (any order); v: the *k sampled, in id order. On return v
+ * holds the chosen ones in id order and *k their number. A failure ends
+ * the federation. */
+static int strategy_select(fedc_server *s, node **all, size_t n, node **v, size_t *k)
+{
+    const fedc_strategy *st = s->opt.strategy;
+    char err[FEDC_ERRMSG_MAX] = "";
+    const char **ids = malloc((n ? n : 1) * sizeof *ids);
+    unsigned char *chosen = calloc(n ? n : 1, 1);
+    int rc = ids && chosen ? FEDC_OK : fedc_set_error(err, sizeof err, FEDC_ERR_NOMEM, "out of memory");
+    if (!rc) {
+        qsort(all, n, sizeof *all, cmp_node_id);
+        for (size_t i = 0; i < *k; i++) {
+            node **hit = bsearch(&v[i], all, n, sizeof *all, cmp_node_id);
+            if (hit) chosen[hit - all] = 1;
+        }
+        for (size_t i = 0; i < n; i++) ids[i] = all[i]->id;
+        rc = st->select_fit(st->state, s->round, ids, n, chosen, err, sizeof err);
+    }
+    if (!rc) {
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (chosen[i]) v[m++] = all[i];
+        *k = m;
+    } else {
+        fedc_set_error(s->errmsg, sizeof s->errmsg, rc, "strategy %s: %s", st->name, err);
+        fedc__srv_begin_shutdown(s, rc);
+    }
+    free(ids);
+    free(chosen);
+    return rc;
+}
+
 static void start_round(fedc_server *s)
 {
     if (s->stopping) return;
@@ -208,6 +294,10 @@ static void start_round(fedc_server *s)
         return;
     }
     uv_timer_stop(&s->wait_timer);
+    if (prepare_fit(s)) {
+        free(v);
+        return;
+    }
     s->round++;
     s->round_start = fedc_now();
     s->round_sent0 = s->bytes_sent;
@@ -218,6 +308,18 @@ static void start_round(fedc_server *s)
     s->fail_reason[0] = '\0';
     fedc_rng rng;
     fedc_rng_seed(&rng, fedc_seed_derive(s->opt.seed, s->round, 0x666974 /* "fit" */));
+    const fedc_strategy *st = s->opt.strategy;
+    node **all = NULL;
+    if (st && st->select_fit) {
+        /* The sampling below reorders v: the strategy chooses among all. */
+        all = malloc(n * sizeof *all);
+        if (!all) {
+            free(v);
+            fedc__srv_begin_shutdown(s, FEDC_ERR_NOMEM);
+            return;
+        }
+        memcpy(all, v, n * sizeof *all);
+    }
     size_t k;
     if (s->opt.sampling == FEDC_SAMPLING_POISSON) {
         /* Each client independently with probability q, in id order. */
@@ -230,6 +332,17 @@ static void start_round(fedc_server *s)
         if (k > n) k = n;
         choose(&rng, v, n, k);
     }
+    int changed = 0; /* the strategy made the final choice */
+    if (all) {
+        int src = strategy_select(s, all, n, v, &k);
+        free(all);
+        if (src) {
+            free(v);
+            return;
+        }
+        changed = 1; /* what remains is the strategy's choice */
+    }
+    s->population = (uint32_t)n;
     s->sampled = (uint32_t)k;
     s->ph = PHASE_FIT;
     s->stage_pending = 0;
@@ -244,8 +357,8 @@ static void start_round(fedc_server *s)
         return;
     }
     if (k < s->opt.min_clients) {
-        snprintf(s->fail_reason, sizeof s->fail_reason, "poisson sampling drew %zu clients; a round needs %u",
-                 k, s->opt.min_clients);
+        snprintf(s->fail_reason, sizeof s->fail_reason, "%s %zu clients; a round needs %u",
+                 changed ? "the strategy chose" : "poisson sampling drew", k, s->opt.min_clients);
         free(v);
         fedc__srv_maybe_finish_stage(s);
         return;
@@ -271,6 +384,25 @@ static int cmp_eval(const void *a, const void *b)
 
 static void start_eval(fedc_server *s);
 static void finish_round(fedc_server *s);
+
+/* The round as a strategy sees it; info->fits (NULL when out of memory)
+ * is freed by the caller. */
+static fedc_fit_info *round_info(const fedc_server *s, fedc_round_info *info)
+{
+    fedc_fit_info *f = calloc(s->nfits ? s->nfits : 1, sizeof *f);
+    for (size_t i = 0; f && i < s->nfits; i++) {
+        f[i].node_id = s->fits[i].id;
+        f[i].num_examples = s->fits[i].n;
+        f[i].weight = s->fits[i].weight;
+        f[i].metrics = s->fits[i].metrics;
+    }
+    info->round = s->round;
+    info->population = s->population;
+    info->sampled = s->sampled;
+    info->nfits = f ? s->nfits : 0;
+    info->fits = f;
+    return f;
+}
 
 /* Makes `next` (taken) the global model and starts the evaluation stage,
  * or, when the strategy failed with rc, ends the federation with its
@@ -301,8 +433,11 @@ static void finish_fit_all(fedc_server *s)
     const fedc_params **updates = malloc((n ? n : 1) * sizeof *updates);
     uint64_t *weights = malloc((n ? n : 1) * sizeof *weights);
     fedc_params *next = fedc_params_clone(s->model->params);
-    int rc = updates && weights && next ? FEDC_OK
-                                        : fedc_set_error(err, sizeof err, FEDC_ERR_NOMEM, "out of memory");
+    fedc_round_info info;
+    fedc_fit_info *fi = round_info(s, &info);
+    int rc = updates && weights && next && fi
+                 ? FEDC_OK
+                 : fedc_set_error(err, sizeof err, FEDC_ERR_NOMEM, "out of memory");
     for (size_t i = 0; !rc && i < n; i++) {
         updates[i] = s->fits[i].update;
         weights[i] = s->fits[i].n;
@@ -312,8 +447,9 @@ static void finish_fit_all(fedc_server *s)
                                 "an accepted update was not kept (it was folded outside the server)");
     }
     if (!rc)
-        rc = st->aggregate_all(st->state, s->round, s->model->params, (const fedc_params *const *)updates,
+        rc = st->aggregate_all(st->state, &info, s->model->params, (const fedc_params *const *)updates,
                                weights, n, next, err, sizeof err);
+    free(fi);
     free(updates);
     free(weights);
     free_updates(s);
@@ -373,7 +509,9 @@ static void finish_fit(fedc_server *s)
         finish_fit_all(s);
         return;
     }
-    fedc_params *next = fedc_params_clone(s->model->params);
+    /* The mean has the layout of what the clients were sent (with a
+     * strategy's extra tensors after the model's). */
+    fedc_params *next = fedc_params_clone(s->fit->params);
     rc = next ? fedc__fedavg_finalize(&s->agg, next, err, sizeof err) : FEDC_ERR_NOMEM;
     if (rc) {
         fedc_params_destroy(next);
@@ -385,9 +523,12 @@ static void finish_fit(fedc_server *s)
     if (st) {
         /* The strategy turns the weighted mean into the next model. */
         fedc_params *mean = next;
+        fedc_round_info info;
+        fedc_fit_info *fi = round_info(s, &info);
         next = fedc_params_clone(s->model->params);
-        rc = next ? st->aggregate_fit(st->state, s->round, s->model->params, mean, next, err, sizeof err)
-                  : fedc_set_error(err, sizeof err, FEDC_ERR_NOMEM, "out of memory");
+        rc = next && fi ? st->aggregate_fit(st->state, &info, s->fit->params, mean, next, err, sizeof err)
+                        : fedc_set_error(err, sizeof err, FEDC_ERR_NOMEM, "out of memory");
+        free(fi);
         fedc_params_destroy(mean);
     }
     use_next(s, next, rc, err);
@@ -396,10 +537,16 @@ static void finish_fit(fedc_server *s)
 static void central_work_cb(uv_work_t *w)
 {
     fedc_server *s = w->data;
+    const fedc_strategy *st = s->opt.strategy;
     s->central_err[0] = '\0';
-    s->central_rc =
-        s->opt.central_eval(s->opt.central_eval_user, s->model->params, s->round, &s->central_loss,
-                            &s->central_acc, s->central_err, sizeof s->central_err);
+    s->central_loss = s->central_acc = NAN;
+    if (st && st->evaluate)
+        s->central_rc = st->evaluate(st->state, s->round, s->model->params, &s->central_loss, &s->central_acc,
+                                     s->central_err, sizeof s->central_err);
+    else
+        s->central_rc =
+            s->opt.central_eval(s->opt.central_eval_user, s->model->params, s->round, &s->central_loss,
+                                &s->central_acc, s->central_err, sizeof s->central_err);
 }
 
 static void central_after_cb(uv_work_t *w, int status)
@@ -431,7 +578,7 @@ static void start_eval(fedc_server *s)
     }
     for (size_t i = 0; i < k; i++) send_request(s, v[i], REQ_EVAL);
     free(v);
-    if (s->opt.central_eval) {
+    if (s->opt.central_eval || (s->opt.strategy && s->opt.strategy->evaluate)) {
         s->central_running = 1;
         s->central_work.data = s;
         if (uv_queue_work(&s->loop, &s->central_work, central_work_cb, central_after_cb))
@@ -477,7 +624,24 @@ static void finish_round(fedc_server *s)
 {
     uv_timer_stop(&s->stage_timer);
     fedc_round_record *r = &s->rec;
-    if (!r->failed) {
+    const fedc_strategy *st = s->opt.strategy;
+    if (!r->failed && s->nevals && st && st->aggregate_evaluate) {
+        qsort(s->evals, s->nevals, sizeof *s->evals, cmp_eval);
+        char err[FEDC_ERRMSG_MAX] = "";
+        fedc_eval_info *e = malloc(s->nevals * sizeof *e);
+        int rc = e ? FEDC_OK : fedc_set_error(err, sizeof err, FEDC_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; e && i < s->nevals; i++)
+            e[i] = (fedc_eval_info){s->evals[i].id, s->evals[i].n, s->evals[i].loss, s->evals[i].acc};
+        if (!rc)
+            rc = st->aggregate_evaluate(st->state, s->round, e, s->nevals, &r->fed_eval_loss,
+                                        &r->fed_eval_accuracy, err, sizeof err);
+        free(e);
+        if (rc) {
+            fedc_set_error(s->errmsg, sizeof s->errmsg, rc, "strategy %s: %s", st->name, err);
+            fedc__srv_begin_shutdown(s, rc);
+            return;
+        }
+    } else if (!r->failed) {
         if (s->nevals) qsort(s->evals, s->nevals, sizeof *s->evals, cmp_eval);
         double w = 0, l = 0, aw = 0, a = 0;
         for (size_t i = 0; i < s->nevals; i++) {
@@ -722,6 +886,18 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
                               "the strategy has no name, or no aggregate_fit (aggregate_all with "
                               "FEDC_STRATEGY_ALL_UPDATES)"),
                NULL;
+    if (opt->strategy && opt->strategy->evaluate && opt->central_eval)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "strategy %s evaluates centrally, and so does central_eval: set one of them",
+                              opt->strategy->name),
+               NULL;
+    if (opt->strategy && (opt->strategy->flags & FEDC_STRATEGY_ALL_UPDATES) &&
+        (opt->strategy->fit_tensors || opt->strategy->fit_weight))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "strategy %s: fit_tensors and fit_weight do not go with "
+                              "FEDC_STRATEGY_ALL_UPDATES",
+                              opt->strategy->name),
+               NULL;
     if (opt->strategy && (opt->strategy->flags & FEDC_STRATEGY_ALL_UPDATES) &&
         opt->strategy->min_updates > opt->min_clients)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
@@ -887,6 +1063,7 @@ void fedc_server_destroy(fedc_server *s)
         uv_loop_close(&s->loop);
     }
     fedc__srv_bury(s);
+    fedc__srv_blob_unref(s->fit);
     fedc__srv_blob_unref(s->model);
     if (s->agg_ready) fedc__fedavg_free(&s->agg);
     for (uint32_t i = 0; s->slots && i < s->opt.max_inflight_updates; i++) fedc_params_destroy(s->slots[i]);

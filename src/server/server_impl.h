@@ -98,15 +98,18 @@ struct node {
     int folding;       /* this update's chunks are being folded into the aggregate */
     int rejected;
     char reject_reason[FEDC_ERRMSG_MAX];
-    uint64_t weight;
+    uint64_t num_examples; /* of the FitRes being read */
+    double weight;         /* its aggregation weight (see fedc_strategy.fit_weight) */
     fedc_config *metrics;
 };
 
 typedef struct fit_result {
     char id[129];
-    uint64_t n;
-    double loss;         /* NaN if not reported */
-    fedc_params *update; /* the whole update, with FEDC_STRATEGY_ALL_UPDATES only */
+    uint64_t n;           /* num_examples */
+    double weight;        /* the aggregation weight */
+    double loss;          /* NaN if not reported */
+    fedc_config *metrics; /* the FitRes metrics (NULL when out of memory) */
+    fedc_params *update;  /* the whole update, with FEDC_STRATEGY_ALL_UPDATES only */
 } fit_result;
 
 typedef struct eval_result {
@@ -148,8 +151,10 @@ struct fedc_server {
     uint8_t discard[DISCARD_BYTES];
 
     model_blob *model;
-    fedc__fedavg agg;
+    model_blob *fit;  /* what training requests carry: the model, then the strategy's fit_tensors */
+    fedc__fedavg agg; /* laid out as fit */
     int agg_ready;
+    int fit_layout_set; /* agg has been laid out for a strategy's fit_tensors */
     fedc_params **slots;
     int *slot_busy;
     node *wait_head, *wait_tail;
@@ -161,6 +166,7 @@ struct fedc_server {
     double round_start;
     uint64_t bytes_sent, bytes_received, round_sent0, round_received0;
     uint32_t stage_pending; /* requests whose result is still due */
+    uint32_t population;    /* idle clients when the round was sampled */
     uint32_t sampled, ok, failed;
     fit_result *fits;
     size_t nfits, capfits;

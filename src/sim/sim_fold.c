@@ -203,7 +203,7 @@ int fedc__sim_fold_answer(fedc__sim_fold *f, const uint8_t *answer, size_t len, 
     if (!m) return 0;
     const Fedc__V1__FitRes *r = m->fit_res;
     int ok = r->round == f->round && r->num_tensors == f->ntensors && r->num_tensors > 0 &&
-             fedc__fedavg_check_weight(&f->acc, r->num_examples, NULL, 0) == FEDC_OK;
+             fedc__fedavg_check_weight(&f->acc, (double)r->num_examples, NULL, 0) == FEDC_OK;
     uint64_t w = r->num_examples;
     fedc__msg_free(m);
     size_t start = c.off;
@@ -247,5 +247,6 @@ void fedc__sim_fold_unfold(fedc__sim_fold *f, const uint8_t *answer, size_t len,
     each_chunk(f, answer, len, fitres_len, CHUNK_UNFOLD, weight, SIZE_MAX);
     /* The counts a commit added, taken back. */
     f->acc.updates--;
-    f->acc.weight_sum -= weight;
+    f->acc.weight_units -= weight << FEDC_FEDAVG_WEIGHT_BITS;
+    f->acc.weight_sum = (double)f->acc.weight_units / (double)(1u << FEDC_FEDAVG_WEIGHT_BITS);
 }

@@ -453,13 +453,15 @@ static void collect_sums(sim *s, sim_mpi *m)
     uint64_t want = m->kept_round == m->collect_round ? m->kept_updates : 0;
     uint64_t want_w = m->kept_round == m->collect_round ? m->kept_weight : 0;
     m->collect_rc = FEDC_OK;
-    if (total[0] != want || total[1] != want_w)
+    /* The ranks count weight in the accumulator's units. */
+    if (total[0] != want || total[1] != want_w << FEDC_FEDAVG_WEIGHT_BITS)
         m->collect_rc = fedc_set_error(
             m->collect_err, sizeof m->collect_err, FEDC_ERR_PROTOCOL,
             "round %llu: the MPI ranks' sums hold %llu updates of total weight %llu, the server kept %llu "
             "of weight %llu",
-            (unsigned long long)m->collect_round, (unsigned long long)total[0], (unsigned long long)total[1],
-            (unsigned long long)want, (unsigned long long)want_w);
+            (unsigned long long)m->collect_round, (unsigned long long)total[0],
+            (unsigned long long)(total[1] >> FEDC_FEDAVG_WEIGHT_BITS), (unsigned long long)want,
+            (unsigned long long)want_w);
     m->stat_reduces++;
     atomic_store(&m->collect_state, COLLECT_DONE);
     pthread_cond_broadcast(&m->collected);
@@ -735,7 +737,7 @@ static void on_reduce(sim_mpi *m, const uint8_t *buf, int len)
     if (f->round == h.round) f->open = 0;
     /* Sums of another round (or none) count as zeros; rank 0's count check
      * would then catch what is missing. */
-    uint64_t counts[2] = {mine ? f->acc.updates : 0, mine ? f->acc.weight_sum : 0};
+    uint64_t counts[2] = {mine ? f->acc.updates : 0, mine ? f->acc.weight_units : 0};
     reduce_sums(h.ntensors, numel, mine ? f->acc.acc : NULL, NULL, counts, NULL);
     free(numel);
 }

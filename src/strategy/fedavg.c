@@ -116,16 +116,43 @@ void fedc__fedavg_reset(fedc__fedavg *a, uint64_t max_updates)
     else
         for (size_t i = 0; i < a->ntensors; i++) memset(a->acc[i], 0, a->numel[i] * sizeof(int64_t));
     a->updates = 0;
+    a->weight_units = 0;
     a->weight_sum = 0;
     a->max_updates = max_updates ? max_updates : 1;
     a->bound = bound_for(a->max_updates);
 }
 
-int fedc__fedavg_check_weight(const fedc__fedavg *a, uint64_t weight, char *err, size_t errlen)
+#define WEIGHT_UNIT ((double)(1u << FEDC_FEDAVG_WEIGHT_BITS))
+
+double fedc__fedavg_round_weight(double w)
 {
-    if (weight == 0 || weight > FEDC_FEDAVG_MAX_WEIGHT)
-        return fedc_set_error(err, errlen, FEDC_ERR_RANGE, "num_examples %llu is outside 1..%llu",
-                              (unsigned long long)weight, (unsigned long long)FEDC_FEDAVG_MAX_WEIGHT);
+    return isfinite(w) ? nearbyint(w * WEIGHT_UNIT) / WEIGHT_UNIT : w;
+}
+
+/* A weight the accumulator takes: finite, in range, on the 2^-16 grid. */
+static int weight_ok(double w)
+{
+    return w >= 1.0 / WEIGHT_UNIT && w <= (double)FEDC_FEDAVG_MAX_WEIGHT &&
+           w * WEIGHT_UNIT == floor(w * WEIGHT_UNIT);
+}
+
+/* "num_examples 12" (`what`) for whole weights, as clients report them,
+ * else the weight a strategy made. */
+static int weight_error(char *err, size_t errlen, const char *what, double w)
+{
+    if (w == floor(w) && w >= 0 && w < 1e19)
+        return fedc_set_error(err, errlen, FEDC_ERR_RANGE, "%s %.0f is outside 1..%llu", what, w,
+                              (unsigned long long)FEDC_FEDAVG_MAX_WEIGHT);
+    return fedc_set_error(
+        err, errlen, FEDC_ERR_RANGE, "weight %.17g is not a multiple of 2^-%d from 2^-%d to %llu", w,
+        FEDC_FEDAVG_WEIGHT_BITS, FEDC_FEDAVG_WEIGHT_BITS, (unsigned long long)FEDC_FEDAVG_MAX_WEIGHT);
+}
+
+int fedc__fedavg_check_weight(const fedc__fedavg *a, double weight, char *err, size_t errlen)
+{
+    if (!weight_ok(weight)) return weight_error(err, errlen, "num_examples", weight);
+    if ((uint64_t)(weight * WEIGHT_UNIT) > UINT64_MAX - a->weight_units)
+        return fedc_set_error(err, errlen, FEDC_ERR_RANGE, "the round's total weight would overflow");
     if (a->updates >= a->max_updates)
         return fedc_set_error(err, errlen, FEDC_ERR_RANGE, "more updates than the %llu expected this round",
                               (unsigned long long)a->max_updates);
@@ -138,7 +165,7 @@ int fedc__fedavg_check_weight(const fedc__fedavg *a, uint64_t weight, char *err,
 #define FEDC_MULTIVERSION
 #endif
 
-static float limit_for(const fedc__fedavg *a, uint64_t weight);
+static float limit_for(const fedc__fedavg *a, double weight);
 
 /* Returns nonzero if any |x[i]| > lim or x[i] is NaN. Branch-free so it
  * vectorises; the caller searches for the culprit only on failure. */
@@ -151,13 +178,11 @@ static int any_out_of_range(const float *restrict x, size_t n, float lim)
 }
 
 int fedc__fedavg_check(const fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
-                       uint64_t weight, char *err, size_t errlen)
+                       double weight, char *err, size_t errlen)
 {
     if (ti >= a->ntensors || offset > a->numel[ti] || n > a->numel[ti] - offset)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "values outside the tensor");
-    if (weight == 0 || weight > FEDC_FEDAVG_MAX_WEIGHT)
-        return fedc_set_error(err, errlen, FEDC_ERR_RANGE, "weight %llu is outside 1..%llu",
-                              (unsigned long long)weight, (unsigned long long)FEDC_FEDAVG_MAX_WEIGHT);
+    if (!weight_ok(weight)) return weight_error(err, errlen, "weight", weight);
     float lim = limit_for(a, weight);
     if (!any_out_of_range(x, n, lim)) return FEDC_OK;
     for (size_t i = 0; i < n; i++) {
@@ -167,8 +192,8 @@ int fedc__fedavg_check(const fedc__fedavg *a, size_t ti, size_t offset, const fl
         if (!(fabsf(x[i]) <= lim))
             return fedc_set_error(
                 err, errlen, FEDC_ERR_RANGE,
-                "tensor '%s' element %zu = %g is too large to aggregate with weight %llu (limit %g)",
-                a->names[ti], offset + i, (double)x[i], (unsigned long long)weight, (double)lim);
+                "tensor '%s' element %zu = %g is too large to aggregate with weight %g (limit %g)",
+                a->names[ti], offset + i, (double)x[i], weight, (double)lim);
     }
     return FEDC_OK;
 }
@@ -223,9 +248,9 @@ static void unfold_f32(uint64_t *restrict acc, const float *restrict x, size_t n
     }
 }
 
-static float limit_for(const fedc__fedavg *a, uint64_t weight)
+static float limit_for(const fedc__fedavg *a, double weight)
 {
-    double limd = a->bound / ((double)weight * FIXED_SCALE);
+    double limd = a->bound / (weight * FIXED_SCALE);
     float lim = (float)limd;
     if ((double)lim > limd) lim = nextafterf(lim, 0.0f);
     return lim;
@@ -234,9 +259,9 @@ static float limit_for(const fedc__fedavg *a, uint64_t weight)
 /* The device checks while it folds; on failure it takes the values back
  * out and the host values, checked here, name the culprit. */
 static int device_check_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
-                             uint64_t weight, char *err, size_t errlen)
+                             double weight, char *err, size_t errlen)
 {
-    double s = (double)weight * FIXED_SCALE;
+    double s = weight * FIXED_SCALE;
     float lim = limit_for(a, weight);
     int bad = 0;
     int rc = a->backend->fold_host(a->backend_ctx, ti, offset, x, n, s, lim, 0, &bad, err, errlen);
@@ -252,49 +277,49 @@ static int device_check_fold(fedc__fedavg *a, size_t ti, size_t offset, const fl
 }
 
 int fedc__fedavg_check_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
-                            uint64_t weight, char *err, size_t errlen)
+                            double weight, char *err, size_t errlen)
 {
-    if (ti >= a->ntensors || offset > a->numel[ti] || n > a->numel[ti] - offset || weight == 0 ||
-        weight > FEDC_FEDAVG_MAX_WEIGHT)
+    if (ti >= a->ntensors || offset > a->numel[ti] || n > a->numel[ti] - offset || !weight_ok(weight))
         return fedc__fedavg_check(a, ti, offset, x, n, weight, err, errlen);
     if (a->backend) return device_check_fold(a, ti, offset, x, n, weight, err, errlen);
     uint64_t *acc = (uint64_t *)(a->acc[ti] + offset);
-    double s = (double)weight * FIXED_SCALE;
+    double s = weight * FIXED_SCALE;
     if (!check_fold_f32(acc, x, n, s, limit_for(a, weight))) return FEDC_OK;
     unfold_f32(acc, x, n, s);
     return fedc__fedavg_check(a, ti, offset, x, n, weight, err, errlen);
 }
 
-void fedc__fedavg_unfold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n, uint64_t weight)
+void fedc__fedavg_unfold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n, double weight)
 {
     if (a->backend) {
-        (void)a->backend->fold_host(a->backend_ctx, ti, offset, x, n, (double)weight * FIXED_SCALE, 0.0f, 1,
-                                    NULL, NULL, 0);
+        (void)a->backend->fold_host(a->backend_ctx, ti, offset, x, n, weight * FIXED_SCALE, 0.0f, 1, NULL,
+                                    NULL, 0);
         return;
     }
-    unfold_f32((uint64_t *)(a->acc[ti] + offset), x, n, (double)weight * FIXED_SCALE);
+    unfold_f32((uint64_t *)(a->acc[ti] + offset), x, n, weight * FIXED_SCALE);
 }
 
-void fedc__fedavg_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n, uint64_t weight)
+void fedc__fedavg_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n, double weight)
 {
     if (a->backend) {
-        (void)a->backend->fold_host(a->backend_ctx, ti, offset, x, n, (double)weight * FIXED_SCALE, 0.0f, 0,
-                                    NULL, NULL, 0);
+        (void)a->backend->fold_host(a->backend_ctx, ti, offset, x, n, weight * FIXED_SCALE, 0.0f, 0, NULL,
+                                    NULL, 0);
         return;
     }
-    fold_f32((uint64_t *)(a->acc[ti] + offset), x, n, (double)weight * FIXED_SCALE);
+    fold_f32((uint64_t *)(a->acc[ti] + offset), x, n, weight * FIXED_SCALE);
 }
 
-void fedc__fedavg_fold_params(fedc__fedavg *a, const fedc_params *p, uint64_t weight)
+void fedc__fedavg_fold_params(fedc__fedavg *a, const fedc_params *p, double weight)
 {
     for (size_t i = 0; i < a->ntensors; i++)
         fedc__fedavg_fold(a, i, 0, fedc_params_at(p, i)->data, a->numel[i], weight);
 }
 
-void fedc__fedavg_commit(fedc__fedavg *a, uint64_t weight)
+void fedc__fedavg_commit(fedc__fedavg *a, double weight)
 {
     a->updates++;
-    a->weight_sum += weight;
+    a->weight_units += (uint64_t)(weight * WEIGHT_UNIT);
+    a->weight_sum = (double)a->weight_units / WEIGHT_UNIT;
 }
 
 int fedc__fedavg_finalize(const fedc__fedavg *a, fedc_params *out, char *err, size_t errlen)
@@ -302,9 +327,9 @@ int fedc__fedavg_finalize(const fedc__fedavg *a, fedc_params *out, char *err, si
     /* A device that failed earlier (in a reset, say) is reported first. */
     int rc = fedc__fedavg_status(a, err, errlen);
     if (rc) return rc;
-    if (a->updates == 0 || a->weight_sum == 0)
+    if (a->updates == 0 || a->weight_units == 0)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "no update to average");
-    double denom = (double)a->weight_sum * FIXED_SCALE;
+    double denom = (double)a->weight_units * (FIXED_SCALE / WEIGHT_UNIT);
     if (a->backend) {
         float **o = malloc((a->ntensors ? a->ntensors : 1) * sizeof *o);
         if (!o) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
@@ -335,7 +360,7 @@ static int for_update(size_t j, int rc, char *err, size_t errlen)
 /* A CPU accumulator: the updates are in host memory; each is checked and
  * folded as the server does, the earlier ones taken back on failure. */
 static int host_check_fold_many(fedc__fedavg *a, size_t ti, const float *const *updates,
-                                const uint64_t *weights, size_t k, char *err, size_t errlen)
+                                const double *weights, size_t k, char *err, size_t errlen)
 {
     for (size_t j = 0; j < k; j++) {
         int rc = fedc__fedavg_check_fold(a, ti, 0, updates[j], a->numel[ti], weights[j], err, errlen);
@@ -351,7 +376,7 @@ static int host_check_fold_many(fedc__fedavg *a, size_t ti, const float *const *
 /* A GPU accumulator: one pass folds and checks all k; on failure a second
  * takes them back out and the first bad value is looked up on the GPU. */
 static int device_check_fold_many(fedc__fedavg *a, size_t ti, const float *const *updates,
-                                  const uint64_t *weights, size_t k, char *err, size_t errlen)
+                                  const double *weights, size_t k, char *err, size_t errlen)
 {
     double *scale = malloc(k * sizeof *scale);
     float *lim = malloc(k * sizeof *lim);
@@ -396,7 +421,7 @@ done:
 }
 
 int fedc__fedavg_check_fold_device(fedc__fedavg *a, size_t ti, const float *const *updates,
-                                   const uint64_t *weights, size_t k, char *err, size_t errlen)
+                                   const double *weights, size_t k, char *err, size_t errlen)
 {
     int rc = fedc__fedavg_status(a, err, errlen);
     if (rc) return rc;

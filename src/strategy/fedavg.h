@@ -19,8 +19,12 @@ extern "C" {
 #endif
 
 #define FEDC_FEDAVG_FRACTION_BITS 24
-/* Largest aggregation weight (num_examples) accepted for one update. */
-#define FEDC_FEDAVG_MAX_WEIGHT (1ull << 32)
+/* An update's aggregation weight (num_examples, or what a strategy's
+ * fit_weight made of it) is a multiple of 2^-FEDC_FEDAVG_WEIGHT_BITS from
+ * that to FEDC_FEDAVG_MAX_WEIGHT: the weights then add up exactly (as
+ * integer units), so the mean does not depend on arrival order either. */
+#define FEDC_FEDAVG_WEIGHT_BITS 16
+#define FEDC_FEDAVG_MAX_WEIGHT  (1ull << 32)
 
 /*
  * Where the sums live when they are not in host memory (a GPU). The
@@ -70,8 +74,9 @@ typedef struct fedc__fedavg {
     double bound; /* largest |x * weight * 2^24| one update may add */
     uint64_t max_updates;
     uint64_t updates;
-    uint64_t weight_sum;
-    fedc_device device;                  /* where the sums live */
+    uint64_t weight_units; /* the committed weights' sum, in units of 2^-FEDC_FEDAVG_WEIGHT_BITS */
+    double weight_sum;     /* the same in weight (exact below 2^37) */
+    fedc_device device;    /* where the sums live */
     const fedc__fedavg_backend *backend; /* NULL for the CPU */
     void *backend_ctx;
 } fedc__fedavg;
@@ -93,31 +98,33 @@ void fedc__fedavg_free(fedc__fedavg *a);
 /* Zeroes the sums for a new round and sets the update capacity. */
 void fedc__fedavg_reset(fedc__fedavg *a, uint64_t max_updates);
 
+/* Rounds a weight to the nearest multiple of 2^-FEDC_FEDAVG_WEIGHT_BITS
+ * (non-finite values are returned as they are, for the check to refuse). */
+double fedc__fedavg_round_weight(double w);
 /* Checks n values of tensor ti that start at element `offset` before they
  * are folded with this weight: every value finite and within range.
  * FEDC_ERR_NONFINITE or FEDC_ERR_RANGE name the tensor and element. */
 int fedc__fedavg_check(const fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
-                       uint64_t weight, char *err, size_t errlen);
-/* Checks the weight of an update (1 .. FEDC_FEDAVG_MAX_WEIGHT) and that the
- * round still has room for it. */
-int fedc__fedavg_check_weight(const fedc__fedavg *a, uint64_t weight, char *err, size_t errlen);
+                       double weight, char *err, size_t errlen);
+/* Checks the weight of an update (a multiple of 2^-16 from 2^-16 to
+ * FEDC_FEDAVG_MAX_WEIGHT) and that the round still has room for it. */
+int fedc__fedavg_check_weight(const fedc__fedavg *a, double weight, char *err, size_t errlen);
 
 /* Checks and folds in one pass over x (the values are read once, while in
  * cache). On failure the values are taken back out, so the accumulator is
  * exactly as before, and the error is that of fedc__fedavg_check(). */
 int fedc__fedavg_check_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
-                            uint64_t weight, char *err, size_t errlen);
+                            double weight, char *err, size_t errlen);
 /* Takes back values folded earlier with the same weight: integer sums make
  * this exact, so a rejected update leaves no trace. */
-void fedc__fedavg_unfold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n,
-                         uint64_t weight);
+void fedc__fedavg_unfold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n, double weight);
 
 /* Adds weight * x (checked values) to tensor ti at `offset`. */
-void fedc__fedavg_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n, uint64_t weight);
+void fedc__fedavg_fold(fedc__fedavg *a, size_t ti, size_t offset, const float *x, size_t n, double weight);
 /* Adds a whole checked update (same layout as the accumulator). */
-void fedc__fedavg_fold_params(fedc__fedavg *a, const fedc_params *p, uint64_t weight);
+void fedc__fedavg_fold_params(fedc__fedavg *a, const fedc_params *p, double weight);
 /* Records that one complete update of this weight has been folded. */
-void fedc__fedavg_commit(fedc__fedavg *a, uint64_t weight);
+void fedc__fedavg_commit(fedc__fedavg *a, double weight);
 
 /* Writes the weighted mean into out (same layout). FEDC_ERR_INVALID when no
  * update was committed. */
@@ -139,7 +146,7 @@ int fedc__fedavg_finalize(const fedc__fedavg *a, fedc_params *out, char *err, si
  * complete when called (written on the legacy default stream, or their
  * stream synchronised); they are not kept. */
 int fedc__fedavg_check_fold_device(fedc__fedavg *a, size_t ti, const float *const *updates,
-                                   const uint64_t *weights, size_t k, char *err, size_t errlen);
+                                   const double *weights, size_t k, char *err, size_t errlen);
 /* Like fedc__fedavg_finalize, into out[i] (numel[i] floats of tensor i) in
  * the accumulator's device memory, so the mean can stay on the GPU. */
 int fedc__fedavg_finalize_device(const fedc__fedavg *a, float *const *out, char *err, size_t errlen);

@@ -1,11 +1,14 @@
 /* The built-in strategies (include/fedc/strategy.h, docs/strategies.md):
  * FedAvg, FedProx's server side, FedAvgM and the adaptive optimisers of
  * Reddi et al. (FedAdagrad, FedAdam, FedYogi) start from the round's
- * weighted mean that the fixed-point accumulator made; the robust
+ * weighted mean that the fixed-point accumulator made, as do SCAFFOLD
+ * (whose control variates travel as extra tensors) and FedNova (whose
+ * weights divide by each client's local steps); the robust
  * aggregators (median, trimmed mean, Krum, multi-Krum, Bulyan: robust.c)
  * take every update. They share one state layout and one save format; the
  * arithmetic is done in double, in a fixed order, hence deterministic. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +23,8 @@ typedef enum kind {
     K_FEDADAGRAD,
     K_FEDADAM,
     K_FEDYOGI,
+    K_SCAFFOLD,
+    K_FEDNOVA,
     K_MEDIAN,
     K_TRIMMED_MEAN,
     K_KRUM,
@@ -56,6 +61,8 @@ static const struct {
     {"fedadam", K_FEDADAM, H_LR | H_B1 | H_B2 | H_TAU, {0.1, 0, 0.9, 0.99, 1e-9}, 2},
     {"fedyogi", K_FEDYOGI, H_LR | H_B1 | H_B2 | H_TAU, {0.01, 0, 0.9, 0.99, 1e-3}, 2},
     {"fedprox", K_FEDPROX, H_MU, {0, 0, 0, 0, 0, NAN}, 0},
+    {"scaffold", K_SCAFFOLD, H_LR, {1.0}, 1},
+    {"fednova", K_FEDNOVA, 0, {0}, 0},
     {"median", K_MEDIAN, 0, {0}, 0},
     {"trimmed-mean", K_TRIMMED_MEAN, H_BETA, {0, 0, 0, 0, 0, 0, 0.2}, 0},
     {"krum", K_KRUM, H_F, {0}, 0},
@@ -72,21 +79,29 @@ typedef struct state {
     fedc__robust_params robust; /* the robust aggregators' parameters */
     uint64_t rounds;            /* rounds aggregated so far */
     size_t n;                   /* model elements; 0 until the first round */
-    double *m;                  /* fedavgm's velocity, or the first moment */
+    double *m;                  /* fedavgm's velocity, the first moment, or SCAFFOLD's c */
     double *v;                  /* the second moment */
+    fedc_params *ctl;           /* SCAFFOLD: c as the tensors sent to the clients */
+    double a_ref;               /* FedNova: the previous round's tau_eff (1 before) */
 } state;
+
+/* SCAFFOLD's control variate of model tensor "w" travels as "scaffold/w". */
+#define SCAFFOLD_PREFIX "scaffold/"
 
 const char *fedc_strategy_names(void)
 {
-    return "fedavg, fedavgm, fedadagrad, fedadam, fedyogi, fedprox, median, trimmed-mean, krum, multikrum, "
-           "bulyan";
+    return "fedavg, fedavgm, fedadagrad, fedadam, fedyogi, fedprox, scaffold, fednova, median, trimmed-mean, "
+           "krum, multikrum, bulyan";
 }
 
 static int configure_fit(void *st, uint64_t round, fedc_config *cfg)
 {
     const state *s = st;
     (void)round;
-    return s->k == K_FEDPROX ? fedc_config_set_f64(cfg, "proximal_mu", s->mu) : FEDC_OK;
+    if (s->k == K_FEDPROX) return fedc_config_set_f64(cfg, "proximal_mu", s->mu);
+    /* Tells the clients that the request carries c after the model. */
+    if (s->k == K_SCAFFOLD) return fedc_config_set_bool(cfg, "scaffold", 1);
+    return FEDC_OK;
 }
 
 int fedc__strategy_check_models(const fedc_params *global, const fedc_params *const *models, size_t n,
@@ -160,12 +175,194 @@ static float step(const state *s, float g, float mean, double *m, double *v)
     }
 }
 
-static int aggregate_fit(void *st, uint64_t round, const fedc_params *global, const fedc_params *mean,
-                         fedc_params *next, char *err, size_t errlen)
+/* ---- SCAFFOLD (Karimireddy et al. 2020) ------------------------------ */
+
+/* The tensors of c, named after the model's, on the first round. */
+static int make_control(state *s, const fedc_params *global, char *err, size_t errlen)
+{
+    fedc_params *c = fedc_params_create();
+    if (!c) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < fedc_params_count(global); i++) {
+        const fedc_tensor *t = fedc_params_at(global, i);
+        char name[FEDC_MAX_NAME];
+        if ((size_t)snprintf(name, sizeof name, "%s%s", SCAFFOLD_PREFIX, t->name) >= sizeof name) {
+            fedc_params_destroy(c);
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                                  "tensor name '%s' is too long to carry scaffold's prefix '%s'", t->name,
+                                  SCAFFOLD_PREFIX);
+        }
+        int rc = fedc_params_add(c, name, t->dtype, t->ndim, t->shape, NULL, NULL, err, errlen);
+        if (rc) {
+            fedc_params_destroy(c);
+            return rc;
+        }
+    }
+    s->ctl = c;
+    return FEDC_OK;
+}
+
+static int scaffold_fit_tensors(void *st, const fedc_params *global, const fedc_params **out, char *err,
+                                size_t errlen)
 {
     state *s = st;
     size_t n;
+    int rc = fedc__strategy_check_models(global, NULL, 0, global, &n, err, errlen);
+    if (!rc) rc = ensure_vectors(s, n, err, errlen);
+    if (!rc && !s->ctl) rc = make_control(s, global, err, errlen);
+    if (rc) return rc;
+    size_t at = 0;
+    for (size_t i = 0; i < fedc_params_count(s->ctl); i++) {
+        fedc_tensor *t = fedc_params_at(s->ctl, i);
+        float *d = t->data;
+        for (int64_t j = 0; j < fedc_tensor_numel(t); j++) d[j] = (float)s->m[at++];
+    }
+    *out = s->ctl;
+    return FEDC_OK;
+}
+
+/* global and mean: the model's T tensors, then c's (or the mean of the
+ * clients' delta c); next: the model's. */
+static int scaffold_aggregate(state *s, const fedc_round_info *info, const fedc_params *global,
+                              const fedc_params *mean, fedc_params *next, char *err, size_t errlen)
+{
+    size_t nt = fedc_params_count(next), n;
+    if (fedc_params_count(global) != 2 * nt || fedc_params_count(mean) != 2 * nt)
+        return fedc_set_error(err, errlen, FEDC_ERR_SHAPE,
+                              "scaffold: expected the model's %zu tensors and as many control variates, got "
+                              "%zu and %zu",
+                              nt, fedc_params_count(global), fedc_params_count(mean));
+    int rc = fedc__strategy_check_models(next, NULL, 0, next, &n, err, errlen);
+    if (!rc) rc = ensure_vectors(s, n, err, errlen);
+    if (rc) return rc;
+    for (size_t i = 0; i < 2 * nt; i++) {
+        const fedc_tensor *w = fedc_params_at(next, i % nt);
+        if (fedc_tensor_numel(fedc_params_at(global, i)) != fedc_tensor_numel(w) ||
+            fedc_tensor_numel(fedc_params_at(mean, i)) != fedc_tensor_numel(w) ||
+            fedc_params_at(global, i)->dtype != FEDC_F32 || fedc_params_at(mean, i)->dtype != FEDC_F32)
+            return fedc_set_error(err, errlen, FEDC_ERR_SHAPE, "scaffold: tensor %zu does not match '%s'", i,
+                                  w->name);
+    }
+    /* c <- c + |S|/N * mean(delta c_i), with S the clients that answered
+     * and N those that could have been sampled. */
+    double frac = info->population ? (double)info->nfits / (double)info->population : 1.0;
+    if (frac > 1.0) frac = 1.0;
+    size_t at = 0;
+    for (size_t i = 0; i < nt; i++) {
+        const float *x = fedc_params_at(global, i)->data;
+        const float *y = fedc_params_at(mean, i)->data;
+        const float *dc = fedc_params_at(mean, nt + i)->data;
+        float *out = fedc_params_at(next, i)->data;
+        size_t numel = (size_t)fedc_tensor_numel(fedc_params_at(next, i));
+        for (size_t j = 0; j < numel; j++, at++) {
+            /* x <- x + lr (mean y - x): with lr 1, FedAvg's mean exactly. */
+            out[j] = s->lr == 1.0 ? y[j] : (float)((double)x[j] + s->lr * ((double)y[j] - (double)x[j]));
+            s->m[at] += frac * (double)dc[j];
+        }
+    }
+    s->rounds++;
+    return FEDC_OK;
+}
+
+/* ---- FedNova (Wang et al. 2020) --------------------------------------- */
+
+double fedc_sgd_norm(double steps, double momentum)
+{
+    if (!(steps >= 1) || !(momentum >= 0 && momentum < 1)) return NAN;
+    if (momentum == 0) return steps;
+    /* The closed form of the sum, as in the paper's code. */
+    return (steps - momentum * (1.0 - pow(momentum, steps)) / (1.0 - momentum)) / (1.0 - momentum);
+}
+
+/* The norm a_i of a client's local aggregation vector, from the metrics
+ * "local_steps" and "local_momentum" (0 when absent). */
+static int fednova_norm(const fedc_config *metrics, double *a, char *err, size_t errlen)
+{
+    double tau, rho = 0.0;
+    int rc = fedc_config_get_f64(metrics, "local_steps", &tau);
+    if (rc != FEDC_OK && rc != FEDC_ERR_NOTFOUND)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "metric 'local_steps' must be a number");
+    if (rc != FEDC_OK)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "the update has no metric 'local_steps' (the number of local SGD steps), which "
+                              "fednova needs");
+    if (!(tau >= 1 && tau <= 1e12 && tau == floor(tau)))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "metric 'local_steps' must be a whole number >= 1, got %g", tau);
+    rc = fedc_config_get_f64(metrics, "local_momentum", &rho);
+    if (rc != FEDC_OK && rc != FEDC_ERR_NOTFOUND)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "metric 'local_momentum' must be a number");
+    if (rc == FEDC_OK && !(rho >= 0 && rho < 1))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "metric 'local_momentum' must be in [0, 1), got %g", rho);
+    *a = fedc_sgd_norm(tau, rho);
+    return FEDC_OK;
+}
+
+/* Weight n_i * a_ref / a_i: the mean is then the normalised average; a_ref
+ * cancels out in aggregate_fit, but when every client's a_i equals it the
+ * weights are exactly FedAvg's. */
+static int fednova_fit_weight(void *st, uint64_t round, uint64_t num_examples, const fedc_config *metrics,
+                              double *weight, char *err, size_t errlen)
+{
+    const state *s = st;
+    double a = 1.0;
     (void)round;
+    int rc = fednova_norm(metrics, &a, err, errlen);
+    if (rc) return rc;
+    *weight = (double)num_examples * (s->a_ref / a);
+    return FEDC_OK;
+}
+
+/*
+ * x <- x - tau_eff * sum_i p_i (x - y_i) / a_i, with p_i = n_i / sum n and
+ * tau_eff = sum_i p_i a_i. With weights w_i = n_i a_ref / a_i, the mean M
+ * of the y_i gives sum_i p_i (x - y_i) / a_i = (sum w / (a_ref sum n)) (x - M),
+ * so x <- x + f (M - x) with f = tau_eff sum w / (a_ref sum n), which is
+ * exactly 1 when all a_i are equal to a_ref.
+ */
+static int fednova_aggregate(state *s, const fedc_round_info *info, const fedc_params *global,
+                             const fedc_params *mean, fedc_params *next, char *err, size_t errlen)
+{
+    size_t n;
+    int rc = fedc__strategy_check_models(global, &mean, 1, next, &n, err, errlen);
+    if (rc) return rc;
+    if (info->nfits == 0) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "fednova: no update");
+    double sum_n = 0, sum_na = 0, sum_w = 0, a0 = 0;
+    int equal = 1;
+    for (size_t i = 0; i < info->nfits; i++) {
+        double a = 1.0;
+        char why[FEDC_ERRMSG_MAX];
+        if (fednova_norm(info->fits[i].metrics, &a, why, sizeof why))
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "fednova: update of %s: %s",
+                                  info->fits[i].node_id, why);
+        if (i == 0) a0 = a;
+        equal &= a == a0;
+        sum_n += (double)info->fits[i].num_examples;
+        sum_na += (double)info->fits[i].num_examples * a;
+        sum_w += info->fits[i].weight;
+    }
+    double tau_eff = equal ? a0 : sum_na / sum_n;
+    double f = (tau_eff * sum_w) / (s->a_ref * sum_n);
+    for (size_t i = 0; i < fedc_params_count(global); i++) {
+        const float *x = fedc_params_at(global, i)->data;
+        const float *mu = fedc_params_at(mean, i)->data;
+        float *out = fedc_params_at(next, i)->data;
+        size_t numel = (size_t)fedc_tensor_numel(fedc_params_at(global, i));
+        for (size_t j = 0; j < numel; j++)
+            out[j] = f == 1.0 ? mu[j] : (float)((double)x[j] + f * ((double)mu[j] - (double)x[j]));
+    }
+    s->a_ref = tau_eff;
+    s->rounds++;
+    return FEDC_OK;
+}
+
+static int aggregate_fit(void *st, const fedc_round_info *info, const fedc_params *global,
+                         const fedc_params *mean, fedc_params *next, char *err, size_t errlen)
+{
+    state *s = st;
+    size_t n;
+    if (s->k == K_SCAFFOLD) return scaffold_aggregate(s, info, global, mean, next, err, errlen);
+    if (s->k == K_FEDNOVA) return fednova_aggregate(s, info, global, mean, next, err, errlen);
     int rc = fedc__strategy_check_models(global, &mean, 1, next, &n, err, errlen);
     if (!rc) rc = ensure_vectors(s, n, err, errlen);
     if (rc) return rc;
@@ -204,12 +401,12 @@ static int is_robust(kind k)
 
 /* The robust aggregators ignore the weights: a client cannot buy influence
  * by claiming more examples. */
-static int aggregate_all(void *st, uint64_t round, const fedc_params *global,
+static int aggregate_all(void *st, const fedc_round_info *info, const fedc_params *global,
                          const fedc_params *const *updates, const uint64_t *weights, size_t n,
                          fedc_params *next, char *err, size_t errlen)
 {
     state *s = st;
-    (void)round;
+    (void)info;
     (void)weights;
     int rc = fedc__robust_aggregate(robust_rule(s->k), &s->robust, global, updates, n, next, err, errlen);
     if (!rc) s->rounds++;
@@ -217,11 +414,13 @@ static int aggregate_all(void *st, uint64_t round, const fedc_params *global,
 }
 
 /*
- * Save format, little-endian: "FEDCSTRT", u32 version (1), u32 name length,
+ * Save format, little-endian: "FEDCSTRT", u32 version (2), u32 name length,
  * the name, u64 rounds, u64 elements n, u32 vectors k, then k * n doubles
- * (IEEE bits as u64). k is 0 until the first round has sized the state.
+ * (IEEE bits as u64), u32 scalars c, then c doubles (FedNova's a_ref). k is
+ * 0 until the first round has sized the state.
  */
-#define MAGIC "FEDCSTRT"
+#define VERSION 2
+#define MAGIC   "FEDCSTRT"
 
 static uint8_t *put_u64(uint8_t *p, uint64_t x, int bytes)
 {
@@ -240,12 +439,12 @@ static int save(void *st, uint8_t **buf, size_t *len)
 {
     const state *s = st;
     size_t namelen = strlen(s->iface.name);
-    unsigned k = s->m ? s->nvec : 0;
-    size_t total = 8 + 4 + 4 + namelen + 8 + 8 + 4 + (size_t)k * s->n * 8;
+    unsigned k = s->m ? s->nvec : 0, c = s->k == K_FEDNOVA;
+    size_t total = 8 + 4 + 4 + namelen + 8 + 8 + 4 + (size_t)k * s->n * 8 + 4 + (size_t)c * 8;
     uint8_t *b = malloc(total), *p = b;
     if (!b) return FEDC_ERR_NOMEM;
     memcpy(p, MAGIC, 8);
-    p = put_u64(p + 8, 1, 4);
+    p = put_u64(p + 8, VERSION, 4);
     p = put_u64(p, namelen, 4);
     memcpy(p, s->iface.name, namelen);
     p = put_u64(p + namelen, s->rounds, 8);
@@ -259,6 +458,12 @@ static int save(void *st, uint8_t **buf, size_t *len)
             p = put_u64(p, bits, 8);
         }
     }
+    p = put_u64(p, c, 4);
+    if (c) {
+        uint64_t bits;
+        memcpy(&bits, &s->a_ref, 8);
+        p = put_u64(p, bits, 8);
+    }
     *buf = b;
     *len = total;
     return FEDC_OK;
@@ -268,16 +473,19 @@ static int restore(void *st, const uint8_t *buf, size_t len, char *err, size_t e
 {
     state *s = st;
     size_t namelen = strlen(s->iface.name), head = 8 + 4 + 4 + namelen + 8 + 8 + 4;
-    if (len < 16 || memcmp(buf, MAGIC, 8) || get_u64(buf + 8, 4) != 1)
-        return fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "not a saved fedc strategy state (version 1)");
+    size_t tail = 4 + (s->k == K_FEDNOVA ? 8 : 0); /* the scalars this strategy keeps */
+    if (len < 16 || memcmp(buf, MAGIC, 8) || get_u64(buf + 8, 4) != VERSION)
+        return fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "not a saved fedc strategy state (version %d)",
+                              VERSION);
     if (get_u64(buf + 12, 4) != namelen || len < head || memcmp(buf + 16, s->iface.name, namelen))
         return fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "the saved state is not of strategy '%s'",
                               s->iface.name);
     const uint8_t *p = buf + 16 + namelen;
     uint64_t rounds = get_u64(p, 8), n = get_u64(p + 8, 8), k = get_u64(p + 16, 4);
     p += 20;
-    if ((k != 0 && k != s->nvec) || (k == 0 && n != 0) || (k && n > (len - head) / 8 / k) ||
-        len != head + (size_t)(k * n * 8))
+    if ((k != 0 && k != s->nvec) || (k == 0 && n != 0) || len < head + tail ||
+        (k && n > (len - head - tail) / 8 / k) || len != head + (size_t)(k * n * 8) + tail ||
+        get_u64(buf + len - tail, 4) != (tail - 4) / 8)
         return fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "the saved state of '%s' is malformed",
                               s->iface.name);
     double *m = NULL, *v = NULL;
@@ -297,12 +505,27 @@ static int restore(void *st, const uint8_t *buf, size_t len, char *err, size_t e
             }
         }
     }
+    double a_ref = 1.0;
+    if (tail > 4) {
+        uint64_t bits = get_u64(buf + len - 8, 8);
+        memcpy(&a_ref, &bits, 8);
+        if (!(a_ref > 0) || !isfinite(a_ref)) {
+            free(m);
+            free(v);
+            return fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "the saved state of '%s' is malformed",
+                                  s->iface.name);
+        }
+    }
     free(s->m);
     free(s->v);
     s->m = m;
     s->v = v;
     s->n = (size_t)n;
     s->rounds = rounds;
+    s->a_ref = a_ref;
+    /* SCAFFOLD's tensors are remade from the restored c. */
+    fedc_params_destroy(s->ctl);
+    s->ctl = NULL;
     return FEDC_OK;
 }
 
@@ -312,6 +535,7 @@ static void destroy(void *st)
     if (!s) return;
     free(s->m);
     free(s->v);
+    fedc_params_destroy(s->ctl);
     free(s);
 }
 
@@ -388,6 +612,9 @@ int fedc_strategy_create(const char *name, const fedc_config *params, fedc_strat
     s->iface.name = kinds[ki].name;
     s->iface.state = s;
     s->iface.configure_fit = configure_fit;
+    s->a_ref = 1.0;
+    if (s->k == K_SCAFFOLD) s->iface.fit_tensors = scaffold_fit_tensors;
+    if (s->k == K_FEDNOVA) s->iface.fit_weight = fednova_fit_weight;
     if (is_robust(s->k)) {
         s->iface.flags = FEDC_STRATEGY_ALL_UPDATES;
         s->iface.min_updates = fedc__robust_min_updates(robust_rule(s->k), &s->robust);

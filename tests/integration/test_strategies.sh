@@ -29,6 +29,8 @@ run fedadagrad --strategy fedadagrad
 run fedadam --strategy fedadam --server-lr 0.01
 run fedyogi --strategy fedyogi
 run fedprox --strategy fedprox --proximal-mu 0.01
+run scaffold --strategy scaffold
+run fednova --strategy fednova
 robust=(--clients 7 --min-clients 7)
 run median "${robust[@]}" --strategy median
 run trimmed "${robust[@]}" --strategy trimmed-mean --trim-beta 0.2
@@ -36,6 +38,21 @@ run krum "${robust[@]}" --strategy krum --byzantine 1
 run multikrum "${robust[@]}" --strategy multikrum --byzantine 1 --krum-m 3
 run bulyan "${robust[@]}" --strategy bulyan --byzantine 1
 pass "each strategy ran 3 rounds and wrote its model and metrics.jsonl"
+
+# SCAFFOLD's simulated clients keep their control variates in files, one
+# each, and a new run starts from zero again.
+for i in 0 1 2; do
+  [[ -s "$WORK/scaffold/client-state/scaffold-$i.safetensors" ]] || fail "no control variate for client $i"
+done
+cp -r "$WORK/scaffold" "$WORK/scaffold-first"
+run scaffold --strategy scaffold
+grep -q "removed 3 clients' state of an earlier run" "$WORK/scaffold.err" \
+  || { cat "$WORK/scaffold.err"; fail "a second run did not clear the clients' state"; }
+cmp "$WORK/scaffold/model.safetensors" "$WORK/scaffold-first/model.safetensors" \
+  || fail "a second SCAFFOLD run from the same seed gave another model"
+! cmp -s "$WORK/scaffold/model.safetensors" "$WORK/fedavg/model.safetensors" \
+  || fail "scaffold gave fedavg's model"
+pass "scaffold keeps one control variate per client; a rerun starts from zero and repeats the model"
 
 # The robust aggregators see the updates in node-id order: one client at a
 # time gives the bytes that seven at once give.

@@ -120,7 +120,7 @@ typedef struct fixture {
     float *host[NUPDATES][NTENSORS]; /* the updates' values */
     float *dev[NUPDATES][NTENSORS];  /* their copies on the GPU (from NHOST on) */
     void *dev_alloc[NUPDATES][NTENSORS];
-    uint64_t weight[NUPDATES];
+    double weight[NUPDATES];
     size_t numel[NTENSORS];
 } fixture;
 
@@ -220,7 +220,7 @@ static int setup(fixture *f)
     /* Weights from 1 to the largest accepted, some whose products with
      * the values are inexact in double (so the GPU must round the product
      * exactly as the CPU does). */
-    static const uint64_t w[NUPDATES] = {1, 3,      7,  1000,  123457, 4294967291ull, 1ull << 32, 65535,
+    static const double w[NUPDATES] = {1, 3,      7,  1000,  123457, 4294967291ull, 1ull << 32, 65535,
                                          2, 999983, 31, 4096,  17,     4294967295u,   5,          77777,
                                          1, 262147, 9,  40000, 3,      1234567891,    8191,       100};
     fedc_rng r;
@@ -514,7 +514,7 @@ static void run_gpu_checks(void)
                        fedc__fedavg_status(&f->gpu, NULL, 0) == FEDC_OK,
                    "host pointers given as GPU updates: FEDC_ERR_INVALID, sums untouched: %s", eg);
         snapshot_free(before, f->gpu.ntensors);
-        const uint64_t zero[2] = {7, 0};
+        const double zero[2] = {7, 0};
         int rc1 = fedc__fedavg_check_fold_device(&f->cpu, 2, hp, zero, 2, ec, sizeof ec);
         const float *dp[2] = {f->dev[NHOST][2], f->dev[NHOST + 1][2]};
         rc = fedc__fedavg_check_fold_device(&f->gpu, 2, dp, zero, 2, eg, sizeof eg);

@@ -22,6 +22,8 @@
 #include "test_util.h"
 
 #define MAX_ALLOC 4096
+/* More tensors than any built-in model has. */
+#define MAX_TENSORS 16
 
 /* The stand-in's allocations, so that ops can tell device from host
  * pointers. */
@@ -222,6 +224,13 @@ static void sd_sgd_update(void *ctx, float *w, const float *g, float *v, size_t 
     cpu->sgd_update(ctx, w, g, v, n, lr, momentum, weight_decay);
 }
 
+static void sd_axpy(void *ctx, float *y, const float *x, size_t n, float alpha)
+{
+    want_device(y, "axpy");
+    want_device(x, "axpy");
+    cpu->axpy(ctx, y, x, n, alpha);
+}
+
 static void sd_gather_rows_dev(void *ctx, void *dst, const void *src, const uint32_t *idx, size_t count,
                                size_t row_len)
 {
@@ -282,6 +291,7 @@ static void make_standin(void)
     sd_iface.softmax_xent = sd_softmax_xent;
     sd_iface.add = sd_add;
     sd_iface.sgd_update = sd_sgd_update;
+    sd_iface.axpy = sd_axpy;
     sd_iface.gather_rows_dev = sd_gather_rows_dev;
     sd_iface.softmax_xent_dev = sd_softmax_xent_dev;
     sd_backend.iface = &sd_iface;
@@ -316,26 +326,42 @@ static fedc_model *model_on(const char *arch, uint64_t seed, int standin)
 }
 
 /* Training, evaluation and prediction on the stand-in equal the CPU's, and
- * a training copies to the host only per call and epoch. */
-static void test_same_as_cpu(const char *arch, int batch, int epochs)
+ * a training copies to the host only per call and epoch. With `correct`,
+ * the training has a SCAFFOLD gradient correction, uploaded once. */
+static void test_same_as_cpu(const char *arch, int batch, int epochs, int correct)
 {
     const size_t n = 300;
     nn_test_data d = nn_test_data_make(3, n);
     const float *x = d.x;
     const int32_t *y = d.y;
+    float *corr[MAX_TENSORS] = {NULL};
     fedc_model *ref = model_on(arch, 5, 0), *dev = model_on(arch, 5, 1);
     if (!ref || !dev) goto done;
     char err[FEDC_ERRMSG_MAX] = "";
-    fedc_train_config cfg = {0.05, 0.9, 1e-4, epochs, batch, 11, 0.0};
+    fedc_train_config cfg = {0.05, 0.9, 1e-4, epochs, batch, 11, 0.0, NULL};
+    size_t ntensors = fedc_params_count(fedc_model_params(dev));
+    if (correct && ntensors <= MAX_TENSORS) {
+        fedc_rng rng;
+        fedc_rng_seed(&rng, 12);
+        for (size_t t = 0; t < ntensors; t++) {
+            size_t k = (size_t)fedc_tensor_numel(fedc_params_at(fedc_model_params(dev), t));
+            corr[t] = malloc(k * sizeof(float));
+            for (size_t i = 0; corr[t] && i < k; i++)
+                corr[t][i] = (float)(0.02 * fedc_rng_uniform(&rng) - 0.01);
+            if (!corr[t]) goto done;
+        }
+        cfg.grad_correction = (const float *const *)corr;
+    }
     fedc_train_stats sr, sd;
     int rr = fedc_model_train(ref, x, y, n, &cfg, &sr, err, sizeof(err));
     memset(&counts, 0, sizeof(counts));
     int rd = fedc_model_train(dev, x, y, n, &cfg, &sd, err, sizeof(err));
-    size_t ntensors = fedc_params_count(fedc_model_params(dev));
-    /* Examples, labels and parameters once, the order of the examples once
-     * per epoch; the loss statistics once per epoch and the parameters once. */
-    int want_up = (int)(2 + ntensors) + epochs, want_down = (int)ntensors + epochs;
-    CHECK(rr == FEDC_OK && rd == FEDC_OK, "%s, batch %d: both train (%s)", arch, batch, rd ? err : "ok");
+    /* Examples, labels and parameters once (and the correction), the order
+     * of the examples once per epoch; the loss statistics once per epoch and
+     * the parameters once. */
+    int want_up = (int)(2 + ntensors * (correct ? 2 : 1)) + epochs, want_down = (int)ntensors + epochs;
+    CHECK(rr == FEDC_OK && rd == FEDC_OK && (!correct || cfg.grad_correction),
+          "%s, batch %d: both train (%s)", arch, batch, rd ? err : "ok");
     CHECK(counts.to_device == want_up && counts.to_host == want_down && counts.host_gathers == 0 &&
               counts.host_xents == 0,
           "%s, batch %d, %d epochs: %d uploads (want %d), %d downloads (want %d), %d host gathers, %d host "
@@ -344,8 +370,9 @@ static void test_same_as_cpu(const char *arch, int batch, int epochs)
           counts.host_xents);
     CHECK(counts.bad_pointers == 0, "%s, batch %d: %d pointers on the wrong side", arch, batch,
           counts.bad_pointers);
-    CHECK(nn_test_same_params(ref, dev), "%s, batch %d: the stand-in trains the CPU's parameters bit for bit",
-          arch, batch);
+    CHECK(nn_test_same_params(ref, dev),
+          "%s, batch %d%s: the stand-in trains the CPU's parameters bit for bit", arch, batch,
+          correct ? ", gradient correction" : "");
     /* Batches of more than one chunk sum their chunks' losses in another
      * grouping. */
     double tol = batch > 256 ? 1e-12 * fabs(sr.loss) : 0.0;
@@ -372,6 +399,7 @@ static void test_same_as_cpu(const char *arch, int batch, int epochs)
     free(lr);
     free(ld);
 done:
+    for (size_t t = 0; t < MAX_TENSORS; t++) free(corr[t]);
     fedc_model_destroy(ref);
     fedc_model_destroy(dev);
     nn_test_data_free(&d);
@@ -419,7 +447,7 @@ static void test_divergence(void)
     fedc_model *dev = model_on("mlp", 1, 1), *ref = model_on("mlp", 1, 0);
     if (dev && ref) {
         char err[FEDC_ERRMSG_MAX] = "", err_ref[FEDC_ERRMSG_MAX] = "";
-        fedc_train_config cfg = {1e6, 0.9, 0.0, 2, 8, 1, 0.0};
+        fedc_train_config cfg = {1e6, 0.9, 0.0, 2, 8, 1, 0.0, NULL};
         int rd = fedc_model_train(dev, x, y, n, &cfg, NULL, err, sizeof(err));
         int rr = fedc_model_train(ref, x, y, n, &cfg, NULL, err_ref, sizeof(err_ref));
         printf("     lr 1e6: stand-in: %s; cpu: %s\n", err, err_ref);
@@ -465,10 +493,12 @@ int main(void)
 {
     make_standin();
     make_plain();
-    test_same_as_cpu("mlp", 32, 2);
-    test_same_as_cpu("cnn", 32, 2);
-    test_same_as_cpu("cnn", 300, 1);
-    test_same_as_cpu("mlp", 7, 1);
+    test_same_as_cpu("mlp", 32, 2, 0);
+    test_same_as_cpu("cnn", 32, 2, 0);
+    test_same_as_cpu("cnn", 300, 1, 0);
+    test_same_as_cpu("mlp", 7, 1, 0);
+    test_same_as_cpu("mlp", 32, 2, 1);
+    test_same_as_cpu("cnn", 32, 2, 1);
     test_loss_grad("mlp", 37);
     test_loss_grad("cnn", 300);
     test_divergence();

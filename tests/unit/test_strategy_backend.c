@@ -189,7 +189,7 @@ int main(void)
     fake *f = install_fake(&dev);
 
     float *x[NU][NT];
-    uint64_t w[NU] = {1, 3, 1000, 77, 5, 4294967291ull};
+    double w[NU] = {1, 3, 1000, 77, 5, 4294967291ull};
     fedc_rng r;
     fedc_rng_seed(&r, 5);
     for (int u = 0; u < NU; u++)
@@ -246,7 +246,7 @@ int main(void)
               strstr(ed, "update 1: tensor 'w' element 17") && same_sums(&cpu, &dev),
           "bad resident update: same refusal (%s / %s), no trace", ec, ed);
     {
-        const uint64_t w0[2] = {1, 0};
+        const double w0[2] = {1, 0};
         const float *p[2] = {x[3][0], x[4][0]};
         rc1 = fedc__fedavg_check_fold_device(&cpu, 0, p, w0, 2, ec, sizeof ec);
         rc2 = fedc__fedavg_check_fold_device(&dev, 0, p, w0, 2, ed, sizeof ed);

@@ -21,7 +21,8 @@ static int run_round(fedc_strategy *s, uint64_t round, const float *g, const flo
 {
     char err[FEDC_ERRMSG_MAX];
     fedc_params *pg = make_model(g), *pm = make_model(mean), *pn = make_model(g);
-    int rc = s->aggregate_fit(s->state, round, pg, pm, pn, err, sizeof err);
+    fedc_round_info info = {round, 1, 1, 0, NULL};
+    int rc = s->aggregate_fit(s->state, &info, pg, pm, pn, err, sizeof err);
     CHECK(rc == FEDC_OK, "%s round %llu: %s", s->name, (unsigned long long)round, err);
     flat(pn, next);
     fedc_params_destroy(pg);
@@ -204,7 +205,8 @@ static void test_layout_change(void)
     const int64_t shape[1] = {3};
     fedc_params_add(p, "w", FEDC_F32, 1, shape, NULL, NULL, NULL, 0);
     char err[FEDC_ERRMSG_MAX];
-    CHECK_STATUS(s->aggregate_fit(s->state, 2, p, p, p, err, sizeof err), FEDC_ERR_SHAPE,
+    fedc_round_info info = {2, 1, 1, 0, NULL};
+    CHECK_STATUS(s->aggregate_fit(s->state, &info, p, p, p, err, sizeof err), FEDC_ERR_SHAPE,
                  "a model of another size");
     fedc_params_destroy(p);
     fedc_strategy_destroy(s);

@@ -36,7 +36,8 @@ static int aggregate(fedc_strategy *s, float (*x)[NEL], size_t n, float *next, c
     }
     CHECK(s->flags == FEDC_STRATEGY_ALL_UPDATES && s->aggregate_all && !s->aggregate_fit,
           "%s asks for every update", s->name);
-    int rc = s->aggregate_all(s->state, 1, g, (const fedc_params *const *)u, w, n, out, err, errlen);
+    fedc_round_info info = {1, (uint32_t)n, (uint32_t)n, 0, NULL};
+    int rc = s->aggregate_all(s->state, &info, g, (const fedc_params *const *)u, w, n, out, err, errlen);
     if (!rc) flat(out, next);
     for (size_t i = 0; i < n; i++) fedc_params_destroy(u[i]);
     fedc_params_destroy(g);
@@ -431,14 +432,15 @@ typedef struct wrap {
     fedc_strategy *median;
 } wrap;
 
-static int wrap_all(void *st, uint64_t round, const fedc_params *global, const fedc_params *const *updates,
-                    const uint64_t *weights, size_t n, fedc_params *next, char *err, size_t errlen)
+static int wrap_all(void *st, const fedc_round_info *info, const fedc_params *global,
+                    const fedc_params *const *updates, const uint64_t *weights, size_t n, fedc_params *next,
+                    char *err, size_t errlen)
 {
     wrap *w = st;
-    if (round == 1) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "not in round 1");
+    if (info->round == 1) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "not in round 1");
     sim_seen_n = n;
     if (n) flat(updates[0], sim_seen_first);
-    return w->median->aggregate_all(w->median->state, round, global, updates, weights, n, next, err, errlen);
+    return w->median->aggregate_all(w->median->state, info, global, updates, weights, n, next, err, errlen);
 }
 
 static int run_sim(const fedc_strategy *st, uint64_t rounds, uint32_t min_clients)
