@@ -43,6 +43,14 @@ const char server_cli_help[] =
     "  --trim-beta B             trimmed-mean: fraction cut from each end, in [0, 0.5) (0.2)\n"
     "  --byzantine F             krum, multikrum, bulyan: faulty clients tolerated (0)\n"
     "  --krum-m M                multikrum: updates averaged (default n - F)\n"
+    "  --dp central|client-clip|local\n"
+    "                            differential privacy (docs/privacy.md): the server clips\n"
+    "                            and noises (central), the clients clip and the server\n"
+    "                            noises (client-clip), or the clients do both (local)\n"
+    "  --dp-clip C               L2 norm bound of one client's update (required with --dp)\n"
+    "  --dp-noise-multiplier Z   noise standard deviation / C (required with --dp)\n"
+    "  --dp-delta D              the delta epsilon is reported at (default 1e-5)\n"
+    "  --target-epsilon E        stop before a round that would spend more than E\n"
     "  --quiet                   no progress lines\n";
 
 enum {
@@ -77,7 +85,12 @@ enum {
     OPT_PROXIMAL_MU,
     OPT_TRIM_BETA,
     OPT_BYZANTINE,
-    OPT_KRUM_M
+    OPT_KRUM_M,
+    OPT_DP,
+    OPT_DP_CLIP,
+    OPT_DP_NOISE,
+    OPT_DP_DELTA,
+    OPT_TARGET_EPS
 };
 
 const struct option server_cli_options[] = {{"listen", required_argument, NULL, OPT_LISTEN},
@@ -112,6 +125,11 @@ const struct option server_cli_options[] = {{"listen", required_argument, NULL, 
                                             {"trim-beta", required_argument, NULL, OPT_TRIM_BETA},
                                             {"byzantine", required_argument, NULL, OPT_BYZANTINE},
                                             {"krum-m", required_argument, NULL, OPT_KRUM_M},
+                                            {"dp", required_argument, NULL, OPT_DP},
+                                            {"dp-clip", required_argument, NULL, OPT_DP_CLIP},
+                                            {"dp-noise-multiplier", required_argument, NULL, OPT_DP_NOISE},
+                                            {"dp-delta", required_argument, NULL, OPT_DP_DELTA},
+                                            {"target-epsilon", required_argument, NULL, OPT_TARGET_EPS},
                                             {NULL, 0, NULL, 0}};
 _Static_assert(sizeof server_cli_options / sizeof server_cli_options[0] <= SERVER_CLI_MAX_OPTIONS,
                "raise SERVER_CLI_MAX_OPTIONS");
@@ -197,6 +215,29 @@ int server_cli_option(server_cli *c, const char *cmd, int opt, const char *arg)
     case OPT_TRIM_BETA: return strategy_param(c, cmd, "--trim-beta", arg);
     case OPT_BYZANTINE: return strategy_param(c, cmd, "--byzantine", arg);
     case OPT_KRUM_M: return strategy_param(c, cmd, "--krum-m", arg);
+    case OPT_DP:
+        if (fedc_dp_mode_parse(arg, &c->opt.dp.mode) || c->opt.dp.mode == FEDC_DP_OFF) {
+            cli_error(cmd, "--dp must be central, client-clip or local, got '%s'", arg);
+            return -1;
+        }
+        return 0;
+    case OPT_DP_CLIP:
+        c->dp_flags |= 1;
+        return cli_double(cmd, "--dp-clip", arg, 1e-300, 1e300, &c->opt.dp.clip);
+    case OPT_DP_NOISE:
+        c->dp_flags |= 2;
+        return cli_double(cmd, "--dp-noise-multiplier", arg, 1e-300, 1e300, &c->opt.dp.noise_multiplier);
+    case OPT_DP_DELTA:
+        c->dp_flags |= 4;
+        if (cli_double(cmd, "--dp-delta", arg, 0, 1, &c->opt.dp.delta)) return -1;
+        if (c->opt.dp.delta <= 0 || c->opt.dp.delta >= 1) {
+            cli_error(cmd, "--dp-delta must be in (0, 1), got '%s'", arg);
+            return -1;
+        }
+        return 0;
+    case OPT_TARGET_EPS:
+        c->dp_flags |= 8;
+        return cli_double(cmd, "--target-epsilon", arg, 1e-300, 1e300, &c->opt.dp.target_epsilon);
     default: return 1;
     }
 }
@@ -245,10 +286,12 @@ static void on_round(void *user, const fedc_round_record *r)
     snprintf(tbuf, sizeof tbuf, isfinite(r->train_loss) ? "%.4f" : "-", r->train_loss);
     snprintf(lbuf, sizeof lbuf, isfinite(loss) ? "%.4f" : "-", loss);
     snprintf(abuf, sizeof abuf, isfinite(acc) ? "%.4f" : "-", acc);
-    printf("round %3llu/%llu  clients %u ok %u failed  train loss %s  eval loss %s  accuracy %s  %6.1f s  "
+    char ebuf[64] = "";
+    if (pr->opt.dp.mode != FEDC_DP_OFF) snprintf(ebuf, sizeof ebuf, "  epsilon %.4f", r->epsilon);
+    printf("round %3llu/%llu  clients %u ok %u failed  train loss %s  eval loss %s  accuracy %s%s  %6.1f s  "
            "%7.1f MB%s%s\n",
            (unsigned long long)r->round, (unsigned long long)pr->opt.rounds, r->clients_ok, r->clients_failed,
-           tbuf, lbuf, abuf, r->seconds, (double)(r->bytes_sent + r->bytes_received) / 1e6,
+           tbuf, lbuf, abuf, ebuf, r->seconds, (double)(r->bytes_sent + r->bytes_received) / 1e6,
            r->failed ? "  FAILED: " : "", r->failed ? r->failure_reason : "");
     fflush(stdout);
 }
@@ -286,6 +329,19 @@ int server_cli_prepare(server_cli *c, const char *cmd)
         int drc = cli_device(cmd, c->device_text, &c->opt.device);
         if (drc != FEDC_EXIT_OK) return drc;
         c->central.device = c->opt.device;
+    }
+    if (c->opt.dp.mode == FEDC_DP_OFF && c->dp_flags) {
+        cli_error(cmd, "%s needs --dp MODE",
+                  c->dp_flags & 1   ? "--dp-clip"
+                  : c->dp_flags & 2 ? "--dp-noise-multiplier"
+                  : c->dp_flags & 4 ? "--dp-delta"
+                                    : "--target-epsilon");
+        return FEDC_EXIT_USAGE;
+    }
+    if (c->opt.dp.mode != FEDC_DP_OFF && (c->dp_flags & 3) != 3) {
+        cli_error(cmd, "--dp %s needs %s", fedc_dp_mode_name(c->opt.dp.mode),
+                  c->dp_flags & 1 ? "--dp-noise-multiplier Z" : "--dp-clip C");
+        return FEDC_EXIT_USAGE;
     }
     if (c->strategy_name || c->strategy_params) {
         if (fedc_strategy_create(c->strategy_name ? c->strategy_name : "fedavg", c->strategy_params,

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fedc/privacy.h"
 #include "fedc/strategy.h"
 #include "trainer_cli.h"
 
@@ -192,8 +193,8 @@ static int control_store(trainer *t, fedc_params *ci, char *err, size_t errlen)
 /*
  * One SCAFFOLD round (option II of the paper): train with the gradient
  * corrected by c - c_i, then c_i+ = c_i - c + (x - y) / (K lr) after K
- * steps (K: fedc_sgd_norm of the steps and momentum). The answer is the model y followed by delta c_i = c_i+ - c_i in
- * the control variate's tensors. `params` holds x then c on entry.
+ * steps (K: fedc_sgd_norm of the steps and momentum). The answer is the model y followed by delta c_i = c_i+
+ * - c_i in the control variate's tensors. `params` holds x then c on entry.
  */
 static int scaffold_fit(trainer *t, fedc_params *params, fedc_train_config *tc, fedc_train_stats *st,
                         char *err, size_t errlen)
@@ -293,16 +294,34 @@ static int cb_fit(void *user, fedc_params *params, const fedc_config *cfg, uint6
         .proximal_mu = fedc_config_f64_or(cfg, "proximal_mu", 0.0),
     };
     fedc_train_stats st;
+    /* Client-clip and local DP: this client bounds (and in local DP
+     * noises) its own update, which needs the global model it started
+     * from. */
+    double dp_clip = 0, dp_z = 0;
+    fedc_params *start = NULL;
+    if (fedc_config_get_f64(cfg, "dp_clip", &dp_clip) == FEDC_OK) {
+        if (fedc_config_get_f64(cfg, "dp_noise_multiplier", &dp_z) != FEDC_OK) dp_z = 0;
+        if (!(dp_clip > 0) || !(dp_z >= 0) || !isfinite(dp_clip) || !isfinite(dp_z))
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                                  "dp_clip %g / dp_noise_multiplier %g from the server are not valid",
+                                  dp_clip, dp_z);
+        if (scaffold)
+            return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED,
+                                  "DP does not go with scaffold's requests");
+        start = fedc_params_clone(params);
+        if (!start) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    }
     if (scaffold) {
         rc = scaffold_fit(t, params, &tc, &st, err, errlen);
     } else {
         rc = fedc_model_train(t->model, t->train->x, t->train->y, t->train->n, &tc, &st, err, errlen);
-        if (rc) return rc;
-        if (t->attack.kind != TRAINER_ATTACK_NONE)
+        if (!rc && t->attack.kind != TRAINER_ATTACK_NONE)
             poison(&t->attack, params, fedc_model_params(t->model), tc.seed);
-        else
+        else if (!rc)
             rc = fedc_params_copy_data(params, fedc_model_params(t->model), err, errlen);
     }
+    if (!rc && start) rc = fedc_dp_clip_update(params, start, dp_clip, dp_z * dp_clip, NULL, err, errlen);
+    fedc_params_destroy(start);
     if (rc) return rc;
     *num_examples = t->train->n;
     fedc_config_set_f64(metrics, "train_loss", st.loss);

@@ -44,6 +44,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fedc/tensor.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -77,6 +79,65 @@ int fedc_rdp_epsilon(const double *orders, const double *rdp, size_t n, double d
  * n is then ignored). */
 int fedc_privacy_epsilon(double q, double z, uint64_t steps, double delta, const double *orders, size_t n,
                          double *epsilon, double *order, char *err, size_t errlen);
+
+/*
+ * Differential privacy of the training (docs/privacy.md). The modes:
+ *
+ *   FEDC_DP_CENTRAL      user-level DP-FedAvg (McMahan et al. 2018): the
+ *                        server clips each client's update (its model minus
+ *                        the global model) to L2 norm `clip`, adds Gaussian
+ *                        noise of standard deviation noise_multiplier * clip
+ *                        to the sum of the clipped updates and divides by
+ *                        the expected number of clients of the round. The
+ *                        mean is unweighted: weighting by num_examples
+ *                        would break the sensitivity bound.
+ *   FEDC_DP_CLIENT_CLIP  the same, with the clients clipping (they are sent
+ *                        "dp_clip"), so that it can run where the server
+ *                        cannot see single updates; the server adds the
+ *                        noise (and clips again where it can).
+ *   FEDC_DP_LOCAL        each client clips and adds the noise itself (it is
+ *                        sent "dp_clip" and "dp_noise_multiplier") before the
+ *                        update leaves it; the server averages.
+ */
+typedef enum fedc_dp_mode {
+    FEDC_DP_OFF = 0,
+    FEDC_DP_CENTRAL,
+    FEDC_DP_CLIENT_CLIP,
+    FEDC_DP_LOCAL
+} fedc_dp_mode;
+
+typedef struct fedc_dp_options {
+    fedc_dp_mode mode;       /* FEDC_DP_OFF: no DP (the default) */
+    double clip;             /* C: the L2 norm bound of one client's update, > 0 */
+    double noise_multiplier; /* Z: noise standard deviation / C, > 0 */
+    double delta;            /* the delta epsilon is reported for, in (0, 1) (default 1e-5) */
+    double target_epsilon;   /* stop before a round that would spend more; 0: no limit */
+} fedc_dp_options;
+
+/* "off", "central", "client-clip", "local". */
+const char *fedc_dp_mode_name(fedc_dp_mode mode);
+/* Parses those names; 0, or -1 for anything else. */
+int fedc_dp_mode_parse(const char *name, fedc_dp_mode *mode);
+
+/* n standard normal values from the operating system's cryptographic
+ * generator (libsodium's randombytes), by the Box-Muller transform over
+ * uniforms of 53 random bits, in double precision. Never seeded, never
+ * reproducible: privacy noise must not be. */
+void fedc_dp_normal(double *out, size_t n);
+
+/*
+ * A client's side of client-clip and local DP: with d = update - global
+ * (F32 tensors of the same layout), sets update = global + d * min(1,
+ * clip / ||d||) + noise, the noise N(0, sigma^2) per element (sigma 0:
+ * none), computed in double and rounded to float once. *norm (may be
+ * NULL) gets ||d|| before clipping. FEDC_ERR_INVALID for a clip that is
+ * not a positive finite number or a sigma that is not finite and >= 0;
+ * FEDC_ERR_SHAPE for another layout; FEDC_ERR_UNSUPPORTED for a tensor
+ * that is not F32; FEDC_ERR_NONFINITE for a NaN or infinite difference.
+ * On any error the update is left as it was.
+ */
+int fedc_dp_clip_update(fedc_params *update, const fedc_params *global, double clip, double sigma,
+                        double *norm, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -26,6 +26,7 @@
 
 #include "fedc/config.h"
 #include "fedc/core.h"
+#include "fedc/privacy.h"
 #include "fedc/strategy.h"
 #include "fedc/tensor.h"
 
@@ -55,6 +56,12 @@ typedef struct fedc_round_record {
     double seconds;
     uint64_t bytes_sent;
     uint64_t bytes_received;
+    /* With differential privacy (fedc_server_options.dp): the epsilon spent
+     * so far at dp.delta (NaN without DP), and how many of this round's
+     * updates the server clipped. */
+    double epsilon;
+    double delta;
+    uint32_t dp_clipped;
 } fedc_round_record;
 
 /* Centralised evaluation of the global model after a round, run on a worker
@@ -90,6 +97,11 @@ typedef struct fedc_server_options {
      * NULL: FedAvg, the weighted mean. Not owned: it must outlive the
      * server, which calls it with the same state every round. */
     const fedc_strategy *strategy;
+    /* Differential privacy (fedc/privacy.h, docs/privacy.md); mode
+     * FEDC_DP_OFF by default. Not with a strategy that needs every update
+     * or weighs or extends them (the robust aggregators, scaffold,
+     * fednova). */
+    fedc_dp_options dp;
     fedc_central_eval_fn central_eval;
     void *central_eval_user;
     void (*on_round)(void *user, const fedc_round_record *r);

@@ -1,1 +1,1 @@
-fedc_sources(privacy/rdp.c)
+fedc_sources(privacy/rdp.c privacy/dp.c)

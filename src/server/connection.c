@@ -480,6 +480,49 @@ static void reserve_fit(fedc_server *s)
     }
 }
 
+/* Central and client-clip DP: an update whose difference from the global
+ * model is longer than the clip norm was folded as it arrived; it is taken
+ * back out (exactly) and folded again, clipped. The clipped values lie
+ * between the global model's and the update's, so they pass the checks
+ * those passed; should one not, the update is rejected with no trace. */
+static void dp_clip(node *n)
+{
+    fedc_server *s = n->srv;
+    const fedc_params *g = s->model->params;
+    fedc_params *u = n->stream_params;
+    size_t nt = fedc_params_count(g);
+    double sq = 0;
+    for (size_t t = 0; t < nt; t++) {
+        const float *gv = fedc_params_at(g, t)->data, *uv = fedc_params_at(u, t)->data;
+        for (size_t j = 0; j < s->agg.numel[t]; j++) {
+            double d = (double)uv[j] - (double)gv[j];
+            sq += d * d;
+        }
+    }
+    double norm = sqrt(sq), clip = s->opt.dp.clip;
+    if (norm <= clip) return;
+    double scale = clip / norm;
+    for (size_t t = 0; t < nt; t++) {
+        float *uv = fedc_params_at(u, t)->data;
+        const float *gv = fedc_params_at(g, t)->data;
+        fedc__fedavg_unfold(&s->agg, t, 0, uv, s->agg.numel[t], n->weight);
+        for (size_t j = 0; j < s->agg.numel[t]; j++)
+            uv[j] = (float)((double)gv[j] + scale * ((double)uv[j] - (double)gv[j]));
+    }
+    char why[FEDC_ERRMSG_MAX];
+    for (size_t t = 0; t < nt; t++) {
+        if (!fedc__fedavg_check_fold(&s->agg, t, 0, fedc_params_at(u, t)->data, s->agg.numel[t], n->weight,
+                                     why, sizeof why))
+            continue;
+        while (t-- > 0)
+            fedc__fedavg_unfold(&s->agg, t, 0, fedc_params_at(u, t)->data, s->agg.numel[t], n->weight);
+        n->folding = 0; /* nothing of it is left in the sums */
+        reject_update(n, why);
+        return;
+    }
+    s->dp_clipped++;
+}
+
 static void stream_finished(node *n)
 {
     fedc_server *s = n->srv;
@@ -555,6 +598,7 @@ static void stream_finished(node *n)
             if (!whole) reject_update(n, "out of memory to keep the update");
         }
     }
+    if (current && !n->rejected && fedc__srv_dp_clips(s) && !n->remote_folded) dp_clip(n);
     n->folding = 0;
     if (current && !n->rejected) {
         fedc__fedavg_commit(&s->agg, n->weight);
@@ -697,6 +741,10 @@ static void on_fit_res(node *n, const Fedc__V1__FitRes *r)
             reject_update(n, why);
         } else if (fedc__fedavg_check_weight(&s->agg, n->weight, why, sizeof why)) {
             reject_update(n, why);
+        } else if (s->opt.dp.mode != FEDC_DP_OFF) {
+            /* DP's mean is unweighted: a client's weight must not depend
+             * on its data, or one client could outweigh the bound. */
+            n->weight = 1.0;
         } else if (st && st->fit_weight) {
             /* The strategy weighs the update by what its FitRes says. */
             double w = 0;

@@ -145,6 +145,14 @@ static void send_request(fedc_server *s, node *n, req_kind kind)
             cfg, "seed", (int64_t)(fedc_seed_derive(s->opt.seed, s->round, fedc_hash_string(n->id)) >> 1));
     if (!rc && kind == REQ_FIT && s->opt.strategy && s->opt.strategy->configure_fit)
         rc = s->opt.strategy->configure_fit(s->opt.strategy->state, s->round, cfg);
+    if (!rc && kind == REQ_FIT && s->opt.dp.mode != FEDC_DP_OFF) {
+        /* The clients' part of the DP mode. */
+        rc = fedc_config_set_str(cfg, "dp", fedc_dp_mode_name(s->opt.dp.mode));
+        if (!rc && s->opt.dp.mode != FEDC_DP_CENTRAL)
+            rc = fedc_config_set_f64(cfg, "dp_clip", s->opt.dp.clip);
+        if (!rc && s->opt.dp.mode == FEDC_DP_LOCAL)
+            rc = fedc_config_set_f64(cfg, "dp_noise_multiplier", s->opt.dp.noise_multiplier);
+    }
     if (!rc && kind == REQ_EVAL && s->opt.strategy && s->opt.strategy->configure_evaluate)
         rc = s->opt.strategy->configure_evaluate(s->opt.strategy->state, s->round, cfg);
     if (!rc) rc = fedc__kvbuf_init(&kv, cfg);
@@ -245,6 +253,16 @@ static void ask_initial_parameters(fedc_server *s)
     start_stage_timer(s);
 }
 
+/* The epsilon of `steps` rounds at the accountant's q and z. */
+static double dp_epsilon(const fedc_server *s, uint64_t steps)
+{
+    double eps = NAN;
+    char err[FEDC_ERRMSG_MAX];
+    if (fedc_privacy_epsilon(s->dp_q, s->dp_z, steps, s->opt.dp.delta, NULL, 0, &eps, NULL, err, sizeof err))
+        fedc_log(FEDC_LOG_ERROR, LOG_COMPONENT, "privacy accounting failed: %s", err);
+    return eps;
+}
+
 /* Lets the strategy's select_fit change the round's sample. all: the n
  * idle clients (any order); v: the *k sampled, in id order. On return v
  * holds the chosen ones in id order and *k their number. A failure ends
@@ -294,11 +312,28 @@ static void start_round(fedc_server *s)
         return;
     }
     uv_timer_stop(&s->wait_timer);
+    if (s->opt.dp.mode != FEDC_DP_OFF && s->opt.dp.target_epsilon > 0) {
+        double next = dp_epsilon(s, s->dp_steps + 1);
+        if (!(next <= s->opt.dp.target_epsilon)) {
+            fedc_log(FEDC_LOG_WARN, LOG_COMPONENT,
+                     "privacy budget: stopping before round %llu, which would bring epsilon to %.6f, above "
+                     "--target-epsilon %g (spent so far: %.6f at delta %g)",
+                     (unsigned long long)s->round + 1, next, s->opt.dp.target_epsilon,
+                     dp_epsilon(s, s->dp_steps), s->opt.dp.delta);
+            free(v);
+            fedc__srv_begin_shutdown(s, FEDC_OK);
+            return;
+        }
+    }
     if (prepare_fit(s)) {
         free(v);
         return;
     }
     s->round++;
+    s->dp_clipped = 0;
+    /* Local DP: the sampled clients release their noised updates whatever
+     * becomes of the round. */
+    if (s->opt.dp.mode == FEDC_DP_LOCAL) s->dp_steps++;
     s->round_start = fedc_now();
     s->round_sent0 = s->bytes_sent;
     s->round_received0 = s->bytes_received;
@@ -465,6 +500,48 @@ static void finish_fit_all(fedc_server *s)
     use_next(s, next, rc, err);
 }
 
+/*
+ * Central and client-clip DP: `mean` holds the unweighted mean of the n
+ * accepted (clipped) models; it becomes x + (sum of the clipped updates +
+ * N(0, (Z C)^2)) / m, with x the global model and m the expected number
+ * of clients in a round (q N under Poisson sampling, the number sampled
+ * otherwise), and the round is charged to the accountant. Local DP: the
+ * clients noised their updates; the mean is used as it is.
+ */
+static int dp_release(fedc_server *s, fedc_params *mean, char *err, size_t errlen)
+{
+    const fedc_dp_options *dp = &s->opt.dp;
+    if (dp->mode != FEDC_DP_LOCAL) {
+        double m = s->opt.sampling == FEDC_SAMPLING_POISSON ? s->opt.fraction_fit * (double)s->population
+                                                            : (double)s->sampled;
+        double n = (double)s->ok, sigma = dp->noise_multiplier * dp->clip;
+        if (!(m > 0))
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "no client was expected this round");
+        enum { CHUNK = 4096 };
+        double *noise = malloc(CHUNK * sizeof *noise);
+        if (!noise) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+        for (size_t t = 0; t < fedc_params_count(mean); t++) {
+            const float *x = fedc_params_at(s->model->params, t)->data;
+            float *out = fedc_params_at(mean, t)->data;
+            size_t numel = (size_t)fedc_tensor_numel(fedc_params_at(mean, t));
+            for (size_t at = 0; at < numel; at += CHUNK) {
+                size_t k = numel - at < CHUNK ? numel - at : CHUNK;
+                fedc_dp_normal(noise, k);
+                for (size_t j = 0; j < k; j++) {
+                    double sum = n * ((double)out[at + j] - (double)x[at + j]); /* of the clipped updates */
+                    out[at + j] = (float)((double)x[at + j] + (sum + sigma * noise[j]) / m);
+                }
+            }
+        }
+        sodium_memzero(noise, CHUNK * sizeof *noise);
+        free(noise);
+        /* Local DP charged the round when the clients released. */
+        s->dp_steps++;
+        s->rec.epsilon = dp_epsilon(s, s->dp_steps);
+    }
+    return FEDC_OK;
+}
+
 static void finish_fit(fedc_server *s)
 {
     uv_timer_stop(&s->stage_timer);
@@ -477,6 +554,13 @@ static void finish_fit(fedc_server *s)
     r->clients_sampled = s->sampled;
     r->clients_ok = s->ok;
     r->clients_failed = s->failed;
+    r->dp_clipped = s->dp_clipped;
+    r->epsilon = r->delta = NAN;
+    if (s->opt.dp.mode != FEDC_DP_OFF) {
+        /* What has been spent so far; a released round adds to it below. */
+        r->delta = s->opt.dp.delta;
+        r->epsilon = dp_epsilon(s, s->dp_steps);
+    }
     /* Sums in node-id order: metrics do not depend on arrival order either. */
     if (s->nfits) qsort(s->fits, s->nfits, sizeof *s->fits, cmp_fit);
     double lw = 0, ls = 0;
@@ -519,6 +603,15 @@ static void finish_fit(fedc_server *s)
                        next ? err : "out of memory");
         fedc__srv_begin_shutdown(s, rc);
         return;
+    }
+    if (s->opt.dp.mode != FEDC_DP_OFF) {
+        rc = dp_release(s, next, err, sizeof err);
+        if (rc) {
+            fedc_params_destroy(next);
+            fedc_set_error(s->errmsg, sizeof s->errmsg, rc, "differential privacy: %s", err);
+            fedc__srv_begin_shutdown(s, rc);
+            return;
+        }
     }
     if (st) {
         /* The strategy turns the weighted mean into the next model. */
@@ -611,6 +704,14 @@ static void write_metrics(fedc_server *s, const fedc_round_record *r)
     }
     cJSON_AddNumberToObject(o, "bytes_sent", (double)r->bytes_sent);
     cJSON_AddNumberToObject(o, "bytes_received", (double)r->bytes_received);
+    if (s->opt.dp.mode != FEDC_DP_OFF) {
+        if (isfinite(r->epsilon))
+            cJSON_AddNumberToObject(o, "epsilon", r->epsilon);
+        else
+            cJSON_AddNullToObject(o, "epsilon");
+        cJSON_AddNumberToObject(o, "delta", r->delta);
+        cJSON_AddNumberToObject(o, "dp_clipped", r->dp_clipped);
+    }
     char *line = cJSON_PrintUnformatted(o);
     if (line) {
         fprintf(s->metrics, "%s\n", line);
@@ -832,6 +933,7 @@ void fedc_server_options_init(fedc_server_options *o)
     o->max_model_bytes = 16ull << 30;
     o->max_connections = 10000;
     o->handshake_timeout = 10;
+    o->dp.delta = 1e-5;
 }
 
 static int mkdir_p(const char *path, char *err, size_t errlen)
@@ -886,6 +988,33 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
                               "the strategy has no name, or no aggregate_fit (aggregate_all with "
                               "FEDC_STRATEGY_ALL_UPDATES)"),
                NULL;
+    if (opt->dp.mode != FEDC_DP_OFF) {
+        const fedc_dp_options *dp = &opt->dp;
+        const char *bad = NULL;
+        if ((unsigned)dp->mode > FEDC_DP_LOCAL)
+            bad = "unknown DP mode";
+        else if (!(dp->clip > 0) || !isfinite(dp->clip))
+            bad = "--dp-clip must be a positive number";
+        else if (!(dp->noise_multiplier > 0) || !isfinite(dp->noise_multiplier))
+            bad = "--dp-noise-multiplier must be a positive number";
+        else if (!(dp->delta > 0 && dp->delta < 1))
+            bad = "--dp-delta must be in (0, 1)";
+        else if (!(dp->target_epsilon >= 0) || !isfinite(dp->target_epsilon))
+            bad = "--target-epsilon must be a positive number (or 0: none)";
+        if (bad) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "%s", bad), NULL;
+        if (opt->strategy && ((opt->strategy->flags & FEDC_STRATEGY_ALL_UPDATES) ||
+                              opt->strategy->fit_weight || opt->strategy->fit_tensors))
+            return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                                  "--dp %s does not go with strategy %s: it %s, so one client's data could "
+                                  "weigh more than the clip bound allows",
+                                  fedc_dp_mode_name(dp->mode), opt->strategy->name,
+                                  (opt->strategy->flags & FEDC_STRATEGY_ALL_UPDATES)
+                                      ? "looks at each update, not at their noised sum"
+                                  : opt->strategy->fit_weight
+                                      ? "weighs updates by what clients report"
+                                      : "exchanges more than the model with the clients"),
+                   NULL;
+    }
     if (opt->strategy && opt->strategy->evaluate && opt->central_eval)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
                               "strategy %s evaluates centrally, and so does central_eval: set one of them",
@@ -910,6 +1039,14 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
     fedc_server *s = calloc(1, sizeof *s);
     if (!s) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory"), NULL;
     s->opt = *opt;
+    /* Amplification by sampling only for Poisson sampling, whose rate is
+     * each client's chance to take part, and only against those who see
+     * the model: in local DP the server, who knows whom it sampled, is the
+     * adversary. Otherwise every client is charged every round. */
+    s->dp_q = opt->sampling == FEDC_SAMPLING_POISSON && opt->dp.mode != FEDC_DP_LOCAL ? opt->fraction_fit : 1.0;
+    /* Local DP protects each client's whole data against the server: the
+     * update may move anywhere in the clip ball, a sensitivity of 2C. */
+    s->dp_z = opt->dp.mode == FEDC_DP_LOCAL ? opt->dp.noise_multiplier / 2 : opt->dp.noise_multiplier;
     s->listen_addr = strdup(opt->listen);
     s->fit_config = fedc_config_create();
     s->slots = calloc(opt->max_inflight_updates, sizeof *s->slots);

@@ -181,7 +181,19 @@ struct fedc_server {
     FILE *metrics;
     double best_acc;
     int target_reached;
+
+    /* Differential privacy (opt.dp). */
+    double dp_q;         /* the sampling rate charged: fraction_fit under Poisson sampling, else 1 */
+    double dp_z;         /* the noise multiplier charged (Z; Z/2 in local mode, see privacy.md) */
+    uint64_t dp_steps;   /* rounds charged so far */
+    uint32_t dp_clipped; /* updates the server clipped this round */
 };
+
+/* Central and client-clip DP: the server clips each update on arrival. */
+static inline int fedc__srv_dp_clips(const fedc_server *s)
+{
+    return s->opt.dp.mode == FEDC_DP_CENTRAL || s->opt.dp.mode == FEDC_DP_CLIENT_CLIP;
+}
 
 /* Shared between the connection layer (connection.c) and the round driver
  * (server.c); each is defined in the file named. */

@@ -440,11 +440,13 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
     s.nranks = 1;
     s.max_frame = server_opt->max_frame_bytes;
     /* Updates travel whole to rank 0 when the strategy needs each one, or
-     * weighs it by its metrics, or has the clients send extra tensors:
-     * ranks fold with num_examples, in the model's layout, only. */
+     * weighs it by its metrics, or has the clients send extra tensors, and
+     * under DP (the server clips each update, unweighted): ranks fold with
+     * num_examples, in the model's layout, unclipped. */
     s.whole_answers =
-        server_opt->strategy && ((server_opt->strategy->flags & FEDC_STRATEGY_ALL_UPDATES) ||
-                                 server_opt->strategy->fit_weight || server_opt->strategy->fit_tensors);
+        server_opt->dp.mode != FEDC_DP_OFF ||
+        (server_opt->strategy && ((server_opt->strategy->flags & FEDC_STRATEGY_ALL_UPDATES) ||
+                                  server_opt->strategy->fit_weight || server_opt->strategy->fit_tensors));
     if (opt->mpi) {
 #ifdef FEDC_HAVE_MPI
         int rc = fedc__sim_mpi_rank(&s.rank, &s.nranks, err, errlen);

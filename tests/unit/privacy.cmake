@@ -2,3 +2,5 @@
 # The RDP accountant (src/privacy/rdp.c) against the values published in the test suites of
 # TensorFlow Privacy, dp_accounting and Opacus; monotonicity, closed forms, argument checks.
 fedc_test(NAME test_privacy_rdp SOURCES unit/test_privacy_rdp.c TIMEOUT 60 LABELS unit)
+# DP mechanics (src/privacy/dp.c): mode names, the CSPRNG normals' statistics, clipping and noise.
+fedc_test(NAME test_privacy_dp SOURCES unit/test_privacy_dp.c TIMEOUT 120 LABELS unit)

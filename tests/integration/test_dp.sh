@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Differential privacy end to end (docs/privacy.md), with fedc sim: each DP
+# mode runs, every round's metrics carry the epsilon that `fedc privacy`
+# gives for the run's sampling rate, noise multiplier, rounds and delta,
+# --target-epsilon stops before the round that would exceed it, and
+# combinations that cannot be accounted for are refused.
+source "$(dirname "$0")/lib.sh"
+make_data "$WORK/data" 2
+common=(--clients 8 --data "$WORK/data/full" --scheme iid --partition-seed 1 --model mlp --min-clients 2
+        --rounds 4 --lr 0.02 --seed 5 --quiet)
+
+run() { # run NAME FLAGS...: fedc sim into $WORK/NAME, must exit 0
+  local name="$1"; shift
+  "$FEDC_BIN" sim "${common[@]}" "$@" --out "$WORK/$name" > "$WORK/$name.out" 2> "$WORK/$name.err" \
+    || { cat "$WORK/$name.err"; fail "fedc sim $* failed"; }
+}
+
+# check NAME Q Z PER_ROUND: every round's epsilon is `fedc privacy` of the
+# rounds charged so far (PER_ROUND: "released" counts rounds that updated
+# the model, "started" every round), at delta 1e-5.
+check() {
+  "$PY" - "$WORK/$1/metrics.jsonl" "$2" "$3" "$4" <<'PYEOF' || fail "$1: epsilon differs from fedc privacy"
+import json, os, subprocess, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+q, z, per = sys.argv[2], sys.argv[3], sys.argv[4]
+steps = 0
+assert rows, "no rounds"
+for r in rows:
+    if per == "started" or not r["failed"]:
+        steps += 1
+    assert r["delta"] == 1e-5, r
+    if steps == 0:
+        assert r["epsilon"] is None or r["epsilon"] == 0, r
+        continue
+    out = subprocess.run([os.environ["FEDC_BIN"], "privacy", "--q", q, "--noise-multiplier", z,
+                          "--steps", str(steps), "--delta", "1e-5"], capture_output=True, text=True, check=True)
+    want = float(out.stdout.split()[0].split("=")[1])
+    assert f"{r['epsilon']:.6f}" == f"{want:.6f}", (r["round"], r["epsilon"], out.stdout)
+print(f"ok: {len(rows)} rounds, {steps} charged, last epsilon {rows[-1]['epsilon']:.6f}")
+PYEOF
+}
+
+# Central DP with Poisson sampling: amplification at q = 0.5; the clip is
+# small enough that the server clips every update.
+run central --dp central --dp-clip 0.01 --dp-noise-multiplier 1.1 --sampling poisson --fraction-fit 0.5
+check central 0.5 1.1 released
+"$PY" - "$WORK/central/metrics.jsonl" <<'PYEOF' || fail "central: the server did not clip every update"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert all(r["dp_clipped"] == r["clients_ok"] for r in rows if not r["failed"]), rows
+PYEOF
+pass "central DP: epsilon per round equals fedc privacy at q 0.5; every update clipped"
+
+# Fixed sampling is charged as q = 1, whatever --fraction-fit.
+run fixed --dp central --dp-clip 0.5 --dp-noise-multiplier 1.1 --fraction-fit 0.5
+check fixed 1 1.1 released
+pass "central DP with fixed sampling is charged at q = 1"
+
+# Client-clip: the server adds the noise, the accounting is central's.
+run clientclip --dp client-clip --dp-clip 0.5 --dp-noise-multiplier 1.1
+check clientclip 1 1.1 released
+pass "client-clip DP is charged as central DP"
+
+# Local: each client's guarantee, noise multiplier Z/2 (sensitivity 2C), no
+# amplification, every round charged.
+run local --dp local --dp-clip 0.05 --dp-noise-multiplier 3 --sampling poisson --fraction-fit 0.5
+check local 1 1.5 started
+pass "local DP: each client's epsilon, at Z/2 and q = 1, every round"
+
+# --target-epsilon between the epsilon of 2 and of 3 rounds: 2 rounds run.
+e2=$("$FEDC_BIN" privacy --q 1 --noise-multiplier 1.1 --steps 2 --delta 1e-5 | sed 's/epsilon=\([0-9.]*\).*/\1/')
+e3=$("$FEDC_BIN" privacy --q 1 --noise-multiplier 1.1 --steps 3 --delta 1e-5 | sed 's/epsilon=\([0-9.]*\).*/\1/')
+target=$("$PY" -c "print(($e2 + $e3) / 2)")
+run target --dp central --dp-clip 0.5 --dp-noise-multiplier 1.1 --target-epsilon "$target"
+[[ $(wc -l < "$WORK/target/metrics.jsonl") == 2 ]] || { cat "$WORK/target.err"; fail "--target-epsilon $target did not stop after 2 rounds"; }
+grep -q "privacy budget: stopping before round 3, which would bring epsilon to $e3" "$WORK/target.err" \
+  || { cat "$WORK/target.err"; fail "--target-epsilon did not say why it stopped"; }
+pass "--target-epsilon $target (between rounds 2 and 3: $e2, $e3) stops before round 3 and says so"
+
+# Over MPI the ranks fold nothing under DP (they could not clip, and would
+# weigh by num_examples): every answer goes whole to rank 0, which clips.
+if command -v mpirun > /dev/null && "$FEDC_BIN" sim --help | grep -q -- "--mpi"; then
+  root=()
+  if [[ $(id -u) == 0 ]]; then root=(--allow-run-as-root); fi
+  timeout 100 mpirun "${root[@]}" --oversubscribe -np 2 "$FEDC_BIN" sim --mpi "${common[@]}" --dp central \
+    --dp-clip 0.01 --dp-noise-multiplier 1.1 --out "$WORK/mpi" > "$WORK/mpi.out" 2> "$WORK/mpi.err" \
+    || { cat "$WORK/mpi.err"; fail "mpirun -np 2 fedc sim --mpi --dp central failed"; }
+  grep -q "MPI: 0 updates folded" "$WORK/mpi.err" || { cat "$WORK/mpi.err"; fail "a rank folded updates under DP"; }
+  check mpi 1 1.1 released
+  "$PY" - "$WORK/mpi/metrics.jsonl" <<'PYEOF' || fail "mpi: not every update was clipped"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert all(not r["failed"] and r["dp_clipped"] == r["clients_ok"] == 8 for r in rows), rows
+PYEOF
+  pass "central DP over 2 MPI ranks: answers go whole to rank 0, which clips all 8 each round"
+fi
+
+# Refusals, each naming the problem.
+expect 2 "needs --dp MODE" "$FEDC_BIN" sim "${common[@]}" --dp-clip 1 --out "$WORK/bad"
+expect 2 "needs --dp-noise-multiplier" "$FEDC_BIN" sim "${common[@]}" --dp central --dp-clip 1 --out "$WORK/bad"
+expect 2 "needs --dp-clip" "$FEDC_BIN" sim "${common[@]}" --dp local --dp-noise-multiplier 1 --out "$WORK/bad"
+expect 2 "--dp must be central, client-clip or local" "$FEDC_BIN" sim "${common[@]}" --dp everywhere \
+  --out "$WORK/bad"
+expect 2 "--dp-delta must be in (0, 1)" "$FEDC_BIN" sim "${common[@]}" --dp central --dp-clip 1 \
+  --dp-noise-multiplier 1 --dp-delta 1 --out "$WORK/bad"
+set +e
+"$FEDC_BIN" sim "${common[@]}" --dp central --dp-clip 1 --dp-noise-multiplier 1 --strategy median \
+  --out "$WORK/bad" > /dev/null 2> "$WORK/bad.err"
+rc=$?
+set -e
+[[ $rc != 0 ]] && grep -q "does not go with strategy median" "$WORK/bad.err" \
+  || { cat "$WORK/bad.err"; fail "--dp with --strategy median was not refused (exit $rc)"; }
+pass "--dp with a strategy that sees single updates is refused: $(grep -o 'does not go.*' "$WORK/bad.err" | head -1)"
+pass "test_dp"
