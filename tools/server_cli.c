@@ -51,6 +51,11 @@ const char server_cli_help[] =
     "  --dp-noise-multiplier Z   noise standard deviation / C (required with --dp)\n"
     "  --dp-delta D              the delta epsilon is reported at (default 1e-5)\n"
     "  --target-epsilon E        stop before a round that would spend more than E\n"
+    "  --dp-adaptive             central DP: the clip norm follows a quantile of the\n"
+    "                            update norms (Andrew et al. 2021), starting at --dp-clip\n"
+    "  --dp-target-quantile Q    that quantile, in (0, 1) (default 0.5)\n"
+    "  --dp-clip-lr L            its learning rate (default 0.2)\n"
+    "  --dp-clipped-count-stddev S  noise of the count (default max(expected clients / 20, Z))\n"
     "  --quiet                   no progress lines\n";
 
 enum {
@@ -90,47 +95,56 @@ enum {
     OPT_DP_CLIP,
     OPT_DP_NOISE,
     OPT_DP_DELTA,
-    OPT_TARGET_EPS
+    OPT_TARGET_EPS,
+    OPT_DP_ADAPTIVE,
+    OPT_DP_QUANTILE,
+    OPT_DP_CLIP_LR,
+    OPT_DP_COUNT_SD
 };
 
-const struct option server_cli_options[] = {{"listen", required_argument, NULL, OPT_LISTEN},
-                                            {"rounds", required_argument, NULL, OPT_ROUNDS},
-                                            {"target-accuracy", required_argument, NULL, OPT_TARGET},
-                                            {"min-clients", required_argument, NULL, OPT_MIN_CLIENTS},
-                                            {"sampling", required_argument, NULL, OPT_SAMPLING},
-                                            {"fraction-fit", required_argument, NULL, OPT_FRACTION_FIT},
-                                            {"fraction-evaluate", required_argument, NULL, OPT_FRACTION_EVAL},
-                                            {"round-timeout", required_argument, NULL, OPT_ROUND_TIMEOUT},
-                                            {"wait-timeout", required_argument, NULL, OPT_WAIT_TIMEOUT},
-                                            {"model", required_argument, NULL, OPT_MODEL},
-                                            {"initial-model", required_argument, NULL, OPT_INITIAL},
-                                            {"lr", required_argument, NULL, OPT_LR},
-                                            {"momentum", required_argument, NULL, OPT_MOMENTUM},
-                                            {"weight-decay", required_argument, NULL, OPT_WD},
-                                            {"local-epochs", required_argument, NULL, OPT_EPOCHS},
-                                            {"batch-size", required_argument, NULL, OPT_BATCH},
-                                            {"test-data", required_argument, NULL, OPT_TEST_DATA},
-                                            {"out", required_argument, NULL, OPT_OUT},
-                                            {"seed", required_argument, NULL, OPT_SEED},
-                                            {"max-frame-bytes", required_argument, NULL, OPT_MAX_FRAME},
-                                            {"device", required_argument, NULL, OPT_DEVICE},
-                                            {"quiet", no_argument, NULL, OPT_QUIET},
-                                            {"strategy", required_argument, NULL, OPT_STRATEGY},
-                                            {"server-lr", required_argument, NULL, OPT_SERVER_LR},
-                                            {"server-momentum", required_argument, NULL, OPT_SERVER_MOMENTUM},
-                                            {"beta1", required_argument, NULL, OPT_BETA1},
-                                            {"beta2", required_argument, NULL, OPT_BETA2},
-                                            {"tau", required_argument, NULL, OPT_TAU},
-                                            {"proximal-mu", required_argument, NULL, OPT_PROXIMAL_MU},
-                                            {"trim-beta", required_argument, NULL, OPT_TRIM_BETA},
-                                            {"byzantine", required_argument, NULL, OPT_BYZANTINE},
-                                            {"krum-m", required_argument, NULL, OPT_KRUM_M},
-                                            {"dp", required_argument, NULL, OPT_DP},
-                                            {"dp-clip", required_argument, NULL, OPT_DP_CLIP},
-                                            {"dp-noise-multiplier", required_argument, NULL, OPT_DP_NOISE},
-                                            {"dp-delta", required_argument, NULL, OPT_DP_DELTA},
-                                            {"target-epsilon", required_argument, NULL, OPT_TARGET_EPS},
-                                            {NULL, 0, NULL, 0}};
+const struct option server_cli_options[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"rounds", required_argument, NULL, OPT_ROUNDS},
+    {"target-accuracy", required_argument, NULL, OPT_TARGET},
+    {"min-clients", required_argument, NULL, OPT_MIN_CLIENTS},
+    {"sampling", required_argument, NULL, OPT_SAMPLING},
+    {"fraction-fit", required_argument, NULL, OPT_FRACTION_FIT},
+    {"fraction-evaluate", required_argument, NULL, OPT_FRACTION_EVAL},
+    {"round-timeout", required_argument, NULL, OPT_ROUND_TIMEOUT},
+    {"wait-timeout", required_argument, NULL, OPT_WAIT_TIMEOUT},
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"initial-model", required_argument, NULL, OPT_INITIAL},
+    {"lr", required_argument, NULL, OPT_LR},
+    {"momentum", required_argument, NULL, OPT_MOMENTUM},
+    {"weight-decay", required_argument, NULL, OPT_WD},
+    {"local-epochs", required_argument, NULL, OPT_EPOCHS},
+    {"batch-size", required_argument, NULL, OPT_BATCH},
+    {"test-data", required_argument, NULL, OPT_TEST_DATA},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"max-frame-bytes", required_argument, NULL, OPT_MAX_FRAME},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"strategy", required_argument, NULL, OPT_STRATEGY},
+    {"server-lr", required_argument, NULL, OPT_SERVER_LR},
+    {"server-momentum", required_argument, NULL, OPT_SERVER_MOMENTUM},
+    {"beta1", required_argument, NULL, OPT_BETA1},
+    {"beta2", required_argument, NULL, OPT_BETA2},
+    {"tau", required_argument, NULL, OPT_TAU},
+    {"proximal-mu", required_argument, NULL, OPT_PROXIMAL_MU},
+    {"trim-beta", required_argument, NULL, OPT_TRIM_BETA},
+    {"byzantine", required_argument, NULL, OPT_BYZANTINE},
+    {"krum-m", required_argument, NULL, OPT_KRUM_M},
+    {"dp", required_argument, NULL, OPT_DP},
+    {"dp-clip", required_argument, NULL, OPT_DP_CLIP},
+    {"dp-noise-multiplier", required_argument, NULL, OPT_DP_NOISE},
+    {"dp-delta", required_argument, NULL, OPT_DP_DELTA},
+    {"target-epsilon", required_argument, NULL, OPT_TARGET_EPS},
+    {"dp-adaptive", no_argument, NULL, OPT_DP_ADAPTIVE},
+    {"dp-target-quantile", required_argument, NULL, OPT_DP_QUANTILE},
+    {"dp-clip-lr", required_argument, NULL, OPT_DP_CLIP_LR},
+    {"dp-clipped-count-stddev", required_argument, NULL, OPT_DP_COUNT_SD},
+    {NULL, 0, NULL, 0}};
 _Static_assert(sizeof server_cli_options / sizeof server_cli_options[0] <= SERVER_CLI_MAX_OPTIONS,
                "raise SERVER_CLI_MAX_OPTIONS");
 
@@ -238,6 +252,22 @@ int server_cli_option(server_cli *c, const char *cmd, int opt, const char *arg)
     case OPT_TARGET_EPS:
         c->dp_flags |= 8;
         return cli_double(cmd, "--target-epsilon", arg, 1e-300, 1e300, &c->opt.dp.target_epsilon);
+    case OPT_DP_ADAPTIVE: c->opt.dp.adaptive = 1; return 0;
+    case OPT_DP_QUANTILE:
+        c->dp_flags |= 16;
+        if (cli_double(cmd, "--dp-target-quantile", arg, 0, 1, &c->opt.dp.target_quantile)) return -1;
+        if (c->opt.dp.target_quantile <= 0 || c->opt.dp.target_quantile >= 1) {
+            cli_error(cmd, "--dp-target-quantile must be in (0, 1), got '%s'", arg);
+            return -1;
+        }
+        return 0;
+    case OPT_DP_CLIP_LR:
+        c->dp_flags |= 16;
+        return cli_double(cmd, "--dp-clip-lr", arg, 1e-300, 1e300, &c->opt.dp.clip_lr);
+    case OPT_DP_COUNT_SD:
+        c->dp_flags |= 16;
+        return cli_double(cmd, "--dp-clipped-count-stddev", arg, 1e-300, 1e300,
+                          &c->opt.dp.clipped_count_stddev);
     default: return 1;
     }
 }
@@ -336,6 +366,14 @@ int server_cli_prepare(server_cli *c, const char *cmd)
                   : c->dp_flags & 2 ? "--dp-noise-multiplier"
                   : c->dp_flags & 4 ? "--dp-delta"
                                     : "--target-epsilon");
+        return FEDC_EXIT_USAGE;
+    }
+    if ((c->dp_flags & 16) && !c->opt.dp.adaptive) {
+        cli_error(cmd, "--dp-target-quantile, --dp-clip-lr and --dp-clipped-count-stddev need --dp-adaptive");
+        return FEDC_EXIT_USAGE;
+    }
+    if (c->opt.dp.adaptive && c->opt.dp.mode != FEDC_DP_CENTRAL) {
+        cli_error(cmd, "--dp-adaptive needs --dp central (the server must see each update's norm)");
         return FEDC_EXIT_USAGE;
     }
     if (c->opt.dp.mode != FEDC_DP_OFF && (c->dp_flags & 3) != 3) {

@@ -27,7 +27,8 @@ typedef struct server_cli {
     fedc_config *strategy_params; /* --server-lr and the like, by key; NULL: none given */
     fedc_strategy *strategy;      /* made by server_cli_prepare() */
     int quiet;
-    unsigned dp_flags; /* which of --dp-clip, -noise-multiplier, -delta, --target-epsilon (1, 2, 4, 8) */
+    unsigned
+        dp_flags; /* given: --dp-clip 1, -noise-multiplier 2, -delta 4, --target-epsilon 8, adaptive's 16 */
     /* Filled by server_cli_prepare(). */
     fedc_params *init;
     fedc_config *config;

@@ -108,16 +108,34 @@ typedef enum fedc_dp_mode {
 
 typedef struct fedc_dp_options {
     fedc_dp_mode mode;       /* FEDC_DP_OFF: no DP (the default) */
-    double clip;             /* C: the L2 norm bound of one client's update, > 0 */
+    double clip;             /* C: the L2 norm bound of one client's update, > 0 (adaptive: the first) */
     double noise_multiplier; /* Z: noise standard deviation / C, > 0 */
     double delta;            /* the delta epsilon is reported for, in (0, 1) (default 1e-5) */
     double target_epsilon;   /* stop before a round that would spend more; 0: no limit */
+    /* Adaptive clipping (Andrew, Thakkar, McMahan, Ramaswamy 2021), central
+     * mode only: C follows the target quantile of the clients' update
+     * norms, from a noised count of the updates it did not clip. */
+    int adaptive;
+    double target_quantile;      /* gamma, in (0, 1) (default 0.5) */
+    double clip_lr;              /* eta_C, > 0 (default 0.2) */
+    double clipped_count_stddev; /* sigma_b, noise of the count; 0: max(m / 20, Z) each round */
 } fedc_dp_options;
 
 /* "off", "central", "client-clip", "local". */
 const char *fedc_dp_mode_name(fedc_dp_mode mode);
 /* Parses those names; 0, or -1 for anything else. */
 int fedc_dp_mode_parse(const char *name, fedc_dp_mode *mode);
+
+/* Adaptive clipping's geometric update: the next clip norm, C exp(-clip_lr
+ * (unclipped_fraction - target_quantile)), from the (noised) fraction of
+ * the round's updates whose norm was at most C. */
+double fedc_dp_adaptive_clip(double clip, double unclipped_fraction, double target_quantile, double clip_lr);
+
+/* The noise multiplier for the updates when the count gets noise of
+ * standard deviation count_stddev, such that the round as a whole is a
+ * Gaussian mechanism of multiplier z (Andrew et al. 2021, Theorem 1):
+ * (z^-2 - (2 count_stddev)^-2)^(-1/2). NaN unless 2 count_stddev > z > 0. */
+double fedc_dp_adaptive_noise_multiplier(double z, double count_stddev);
 
 /* n standard normal values from the operating system's cryptographic
  * generator (libsodium's randombytes), by the Box-Muller transform over

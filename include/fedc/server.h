@@ -57,11 +57,12 @@ typedef struct fedc_round_record {
     uint64_t bytes_sent;
     uint64_t bytes_received;
     /* With differential privacy (fedc_server_options.dp): the epsilon spent
-     * so far at dp.delta (NaN without DP), and how many of this round's
-     * updates the server clipped. */
+     * so far at dp.delta (NaN without DP), how many of this round's
+     * updates the server clipped, and the clip norm it used. */
     double epsilon;
     double delta;
     uint32_t dp_clipped;
+    double dp_clip;
 } fedc_round_record;
 
 /* Centralised evaluation of the global model after a round, run on a worker

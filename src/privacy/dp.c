@@ -28,6 +28,17 @@ int fedc_dp_mode_parse(const char *name, fedc_dp_mode *mode)
     return -1;
 }
 
+double fedc_dp_adaptive_clip(double clip, double unclipped_fraction, double target_quantile, double clip_lr)
+{
+    return clip * exp(-clip_lr * (unclipped_fraction - target_quantile));
+}
+
+double fedc_dp_adaptive_noise_multiplier(double z, double count_stddev)
+{
+    if (!(z > 0) || !(2 * count_stddev > z) || !isfinite(z) || !isfinite(count_stddev)) return NAN;
+    return 1.0 / sqrt(1.0 / (z * z) - 1.0 / (4.0 * count_stddev * count_stddev));
+}
+
 /* Uniform in (0, 1]: 53 random bits, plus one so that log() never sees 0. */
 static double unit_open(uint64_t r)
 {

@@ -499,7 +499,7 @@ static void dp_clip(node *n)
             sq += d * d;
         }
     }
-    double norm = sqrt(sq), clip = s->opt.dp.clip;
+    double norm = sqrt(sq), clip = s->dp_clip;
     if (norm <= clip) return;
     double scale = clip / norm;
     for (size_t t = 0; t < nt; t++) {

@@ -148,8 +148,7 @@ static void send_request(fedc_server *s, node *n, req_kind kind)
     if (!rc && kind == REQ_FIT && s->opt.dp.mode != FEDC_DP_OFF) {
         /* The clients' part of the DP mode. */
         rc = fedc_config_set_str(cfg, "dp", fedc_dp_mode_name(s->opt.dp.mode));
-        if (!rc && s->opt.dp.mode != FEDC_DP_CENTRAL)
-            rc = fedc_config_set_f64(cfg, "dp_clip", s->opt.dp.clip);
+        if (!rc && s->opt.dp.mode != FEDC_DP_CENTRAL) rc = fedc_config_set_f64(cfg, "dp_clip", s->dp_clip);
         if (!rc && s->opt.dp.mode == FEDC_DP_LOCAL)
             rc = fedc_config_set_f64(cfg, "dp_noise_multiplier", s->opt.dp.noise_multiplier);
     }
@@ -514,9 +513,22 @@ static int dp_release(fedc_server *s, fedc_params *mean, char *err, size_t errle
     if (dp->mode != FEDC_DP_LOCAL) {
         double m = s->opt.sampling == FEDC_SAMPLING_POISSON ? s->opt.fraction_fit * (double)s->population
                                                             : (double)s->sampled;
-        double n = (double)s->ok, sigma = dp->noise_multiplier * dp->clip;
+        double n = (double)s->ok, z = dp->noise_multiplier, count_sd = 0;
         if (!(m > 0))
             return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "no client was expected this round");
+        if (dp->adaptive) {
+            /* Part of the privacy goes to the count of unclipped updates:
+             * the updates get the noise multiplier that leaves the round
+             * a Gaussian mechanism of multiplier z as a whole. */
+            count_sd = dp->clipped_count_stddev > 0 ? dp->clipped_count_stddev : fmax(m / 20, z);
+            z = fedc_dp_adaptive_noise_multiplier(dp->noise_multiplier, count_sd);
+            if (!isfinite(z))
+                return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                                      "--dp-clipped-count-stddev %g is too small for --dp-noise-multiplier %g "
+                                      "(it must be above half of it)",
+                                      count_sd, dp->noise_multiplier);
+        }
+        double sigma = z * s->dp_clip;
         enum { CHUNK = 4096 };
         double *noise = malloc(CHUNK * sizeof *noise);
         if (!noise) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
@@ -532,6 +544,15 @@ static int dp_release(fedc_server *s, fedc_params *mean, char *err, size_t errle
                     out[at + j] = (float)((double)x[at + j] + (sum + sigma * noise[j]) / m);
                 }
             }
+        }
+        if (dp->adaptive) {
+            /* The clip norm follows the target quantile of the norms, from
+             * the count of unclipped updates, centred (b - 1/2: sensitivity
+             * 1/2) and noised. */
+            double unclipped = n - (double)s->dp_clipped;
+            fedc_dp_normal(noise, 1);
+            double frac = (unclipped - n / 2 + count_sd * noise[0]) / m + 0.5;
+            s->dp_clip = fedc_dp_adaptive_clip(s->dp_clip, frac, dp->target_quantile, dp->clip_lr);
         }
         sodium_memzero(noise, CHUNK * sizeof *noise);
         free(noise);
@@ -555,6 +576,7 @@ static void finish_fit(fedc_server *s)
     r->clients_ok = s->ok;
     r->clients_failed = s->failed;
     r->dp_clipped = s->dp_clipped;
+    r->dp_clip = s->dp_clip;
     r->epsilon = r->delta = NAN;
     if (s->opt.dp.mode != FEDC_DP_OFF) {
         /* What has been spent so far; a released round adds to it below. */
@@ -711,6 +733,7 @@ static void write_metrics(fedc_server *s, const fedc_round_record *r)
             cJSON_AddNullToObject(o, "epsilon");
         cJSON_AddNumberToObject(o, "delta", r->delta);
         cJSON_AddNumberToObject(o, "dp_clipped", r->dp_clipped);
+        cJSON_AddNumberToObject(o, "dp_clip", r->dp_clip);
     }
     char *line = cJSON_PrintUnformatted(o);
     if (line) {
@@ -934,6 +957,8 @@ void fedc_server_options_init(fedc_server_options *o)
     o->max_connections = 10000;
     o->handshake_timeout = 10;
     o->dp.delta = 1e-5;
+    o->dp.target_quantile = 0.5;
+    o->dp.clip_lr = 0.2;
 }
 
 static int mkdir_p(const char *path, char *err, size_t errlen)
@@ -1001,6 +1026,17 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
             bad = "--dp-delta must be in (0, 1)";
         else if (!(dp->target_epsilon >= 0) || !isfinite(dp->target_epsilon))
             bad = "--target-epsilon must be a positive number (or 0: none)";
+        else if (dp->adaptive && dp->mode != FEDC_DP_CENTRAL)
+            bad = "--dp-adaptive needs --dp central (the server must see each update's norm)";
+        else if (dp->adaptive && !(dp->target_quantile > 0 && dp->target_quantile < 1))
+            bad = "--dp-target-quantile must be in (0, 1)";
+        else if (dp->adaptive && (!(dp->clip_lr > 0) || !isfinite(dp->clip_lr)))
+            bad = "--dp-clip-lr must be a positive number";
+        else if (dp->adaptive && (!(dp->clipped_count_stddev >= 0) || !isfinite(dp->clipped_count_stddev)))
+            bad = "--dp-clipped-count-stddev must be a positive number (or 0: the default)";
+        else if (dp->adaptive && dp->clipped_count_stddev > 0 &&
+                 !(2 * dp->clipped_count_stddev > dp->noise_multiplier))
+            bad = "--dp-clipped-count-stddev must be above half of --dp-noise-multiplier (Andrew et al. 2021)";
         if (bad) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "%s", bad), NULL;
         if (opt->strategy && ((opt->strategy->flags & FEDC_STRATEGY_ALL_UPDATES) ||
                               opt->strategy->fit_weight || opt->strategy->fit_tensors))
@@ -1043,10 +1079,12 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
      * each client's chance to take part, and only against those who see
      * the model: in local DP the server, who knows whom it sampled, is the
      * adversary. Otherwise every client is charged every round. */
-    s->dp_q = opt->sampling == FEDC_SAMPLING_POISSON && opt->dp.mode != FEDC_DP_LOCAL ? opt->fraction_fit : 1.0;
+    s->dp_q =
+        opt->sampling == FEDC_SAMPLING_POISSON && opt->dp.mode != FEDC_DP_LOCAL ? opt->fraction_fit : 1.0;
     /* Local DP protects each client's whole data against the server: the
      * update may move anywhere in the clip ball, a sensitivity of 2C. */
     s->dp_z = opt->dp.mode == FEDC_DP_LOCAL ? opt->dp.noise_multiplier / 2 : opt->dp.noise_multiplier;
+    s->dp_clip = opt->dp.clip;
     s->listen_addr = strdup(opt->listen);
     s->fit_config = fedc_config_create();
     s->slots = calloc(opt->max_inflight_updates, sizeof *s->slots);

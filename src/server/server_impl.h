@@ -187,6 +187,7 @@ struct fedc_server {
     double dp_z;         /* the noise multiplier charged (Z; Z/2 in local mode, see privacy.md) */
     uint64_t dp_steps;   /* rounds charged so far */
     uint32_t dp_clipped; /* updates the server clipped this round */
+    double dp_clip;      /* the clip norm of this round (it moves with --dp-adaptive) */
 };
 
 /* Central and client-clip DP: the server clips each update on arrival. */

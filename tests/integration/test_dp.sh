@@ -67,6 +67,20 @@ run local --dp local --dp-clip 0.05 --dp-noise-multiplier 3 --sampling poisson -
 check local 1 1.5 started
 pass "local DP: each client's epsilon, at Z/2 and q = 1, every round"
 
+# Adaptive clipping: from a clip far below every update's norm, C grows
+# each round (every update clipped, so the count is far below the median);
+# the accounting stays at the noise multiplier asked for.
+run adaptive --dp central --dp-adaptive --dp-clip 0.0001 --dp-noise-multiplier 1.1 --dp-clip-lr 0.5
+check adaptive 1 1.1 released
+"$PY" - "$WORK/adaptive/metrics.jsonl" <<'PYEOF' || fail "adaptive: the clip norm did not grow"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+clips = [r["dp_clip"] for r in rows]
+assert clips[0] == 0.0001 and all(b > a for a, b in zip(clips, clips[1:])), clips
+print("ok: clip norm by round", clips)
+PYEOF
+pass "adaptive clipping moves the clip norm towards the median; epsilon as asked"
+
 # --target-epsilon between the epsilon of 2 and of 3 rounds: 2 rounds run.
 e2=$("$FEDC_BIN" privacy --q 1 --noise-multiplier 1.1 --steps 2 --delta 1e-5 | sed 's/epsilon=\([0-9.]*\).*/\1/')
 e3=$("$FEDC_BIN" privacy --q 1 --noise-multiplier 1.1 --steps 3 --delta 1e-5 | sed 's/epsilon=\([0-9.]*\).*/\1/')
@@ -101,6 +115,10 @@ expect 2 "needs --dp-noise-multiplier" "$FEDC_BIN" sim "${common[@]}" --dp centr
 expect 2 "needs --dp-clip" "$FEDC_BIN" sim "${common[@]}" --dp local --dp-noise-multiplier 1 --out "$WORK/bad"
 expect 2 "--dp must be central, client-clip or local" "$FEDC_BIN" sim "${common[@]}" --dp everywhere \
   --out "$WORK/bad"
+expect 2 "--dp-adaptive needs --dp central" "$FEDC_BIN" sim "${common[@]}" --dp local --dp-adaptive \
+  --dp-clip 1 --dp-noise-multiplier 1 --out "$WORK/bad"
+expect 2 "need --dp-adaptive" "$FEDC_BIN" sim "${common[@]}" --dp central --dp-clip 1 \
+  --dp-noise-multiplier 1 --dp-target-quantile 0.7 --out "$WORK/bad"
 expect 2 "--dp-delta must be in (0, 1)" "$FEDC_BIN" sim "${common[@]}" --dp central --dp-clip 1 \
   --dp-noise-multiplier 1 --dp-delta 1 --out "$WORK/bad"
 set +e

@@ -4,3 +4,5 @@
 fedc_test(NAME test_privacy_rdp SOURCES unit/test_privacy_rdp.c TIMEOUT 60 LABELS unit)
 # DP mechanics (src/privacy/dp.c): mode names, the CSPRNG normals' statistics, clipping and noise.
 fedc_test(NAME test_privacy_dp SOURCES unit/test_privacy_dp.c TIMEOUT 120 LABELS unit)
+# Adaptive clipping (Andrew et al. 2021): its formulas, and convergence to the target quantile.
+fedc_test(NAME test_privacy_adaptive SOURCES unit/test_privacy_adaptive.c TIMEOUT 60 LABELS unit)
