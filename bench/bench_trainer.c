@@ -96,7 +96,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n; i++) y[i] = (int32_t)fedc_rng_below(&rng, (uint64_t)fedc_model_num_classes(m));
 
     fedc_nn_set_threads((int)threads);
-    fedc_train_config cfg = {0.01, 0.9, 0.0, 1, (int)batch, 1, 0.0, NULL};
+    fedc_train_config cfg = {0.01, 0.9, 0.0, 1, (int)batch, 1, 0.0, NULL, 0.0, 0.0};
     fedc_train_stats st;
     rc = fedc_model_train(m, x, y, n, &cfg, &st, err, sizeof(err)); /* warm-up */
     double t0 = fedc_now();

@@ -34,8 +34,11 @@ static const char usage_text[] =
     "  --device cpu|cuda[:N]   where the model trains (default cpu); a GPU that\n"
     "                          cannot be used is an error, never a silent CPU run\n"
     "  --state-dir DIR         where state kept across rounds and restarts lives (made if\n"
-    "                          missing): SCAFFOLD's control variate, DIR/scaffold.safetensors.\n"
-    "                          One directory per client and federation (default: memory only)\n"
+    "                          missing): SCAFFOLD's control variate, DIR/scaffold.safetensors,\n"
+    "                          and the privacy DP-SGD has spent, DIR/dp_sgd.safetensors.\n"
+    "                          One directory per client (default: memory only); remove the\n"
+    "                          scaffold file for a new federation, keep the dp_sgd one: it\n"
+    "                          counts every federation this data took part in\n"
     "  --attack MODE           testing tool for robust aggregation (default: off): after\n"
     "                          honest training, send a poisoned update instead, with\n"
     "                          u = trained - global: sign-flip sends global - u,\n"
@@ -83,7 +86,7 @@ int fedc_cmd_client(int argc, char **argv)
     trainer t = {.default_arch = "cnn"};
     uint64_t threads = 1;
     const char *device = "cpu", *state_dir = NULL;
-    char state_path[4096];
+    char state_path[4096], dp_state_path[4096];
     int c;
     opterr = 0;
     optind = 1;
@@ -137,6 +140,8 @@ int fedc_cmd_client(int argc, char **argv)
             return FEDC_EXIT_FAILURE;
         }
         t.state_path = state_path;
+        snprintf(dp_state_path, sizeof dp_state_path, "%s/dp_sgd.safetensors", state_dir);
+        t.dp_state_path = dp_state_path;
     }
     if (fedc_model_create(t.default_arch, 0, &t.model, err, sizeof err)) {
         cli_error(CMD, "--model: %s", err);

@@ -47,7 +47,8 @@ static const char usage_head[] =
     "                            attacking clients train honestly, then send a poisoned\n"
     "                            update (sign-flip, gaussian or scale:K, as fedc client --attack)\n"
     "  --state-dir DIR           where the clients keep state across rounds, one file each\n"
-    "                            (SCAFFOLD's control variates; default OUT/client-state,\n"
+    "                            (SCAFFOLD's control variates, DP-SGD's privacy spent;\n"
+    "                            default OUT/client-state,\n"
     "                            emptied of an earlier run's files at start)\n"
     "  --attack-fraction F       share of clients that attack, in (0, 1] (default 1): the\n"
     "                            first ceil(F*N) client indices, 0 .. ceil(F*N)-1\n"
@@ -104,6 +105,16 @@ static int open_client(void *user, uint32_t index, void **client_user, char *err
         snprintf(path, len, "%s/scaffold-%u.safetensors", sd->state_dir, index);
         t->state_path = path;
         t->control_announced = 1; /* the simulator says where, once */
+        char *dp_path = malloc(len);
+        if (!dp_path) {
+            free(path);
+            fedc_dataset_destroy(t->train);
+            fedc_dataset_destroy(t->test);
+            free(t);
+            return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+        }
+        snprintf(dp_path, len, "%s/dpsgd-%u.safetensors", sd->state_dir, index);
+        t->dp_state_path = dp_path;
     }
     t->model = pthread_getspecific(g_model_key);
     pthread_setspecific(g_model_key, NULL);
@@ -118,6 +129,8 @@ static void close_client(void *user, uint32_t index, void *client_user)
     (void)index;
     pthread_setspecific(g_model_key, t->model);
     free((char *)t->state_path);
+    free((char *)t->dp_state_path);
+    free(t->dp_rdp);
     fedc_params_destroy(t->control);
     fedc_dataset_destroy(t->train);
     fedc_dataset_destroy(t->test);
@@ -137,14 +150,15 @@ static int prepare_state_dir(const char *dir, int rank, char *err, size_t errlen
     char path[4096];
     for (struct dirent *e; (e = readdir(dp));) {
         size_t len = strlen(e->d_name);
-        if (strncmp(e->d_name, "scaffold-", 9) || len < 12 || strcmp(e->d_name + len - 12, ".safetensors"))
+        if ((strncmp(e->d_name, "scaffold-", 9) && strncmp(e->d_name, "dpsgd-", 6)) || len < 12 ||
+            strcmp(e->d_name + len - 12, ".safetensors"))
             continue;
         if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < sizeof path && unlink(path) == 0)
             removed++;
     }
     closedir(dp);
     if (removed)
-        fedc_log(FEDC_LOG_INFO, CMD, "removed %u clients' state of an earlier run from %s", removed, dir);
+        fedc_log(FEDC_LOG_INFO, CMD, "removed %u clients' state files of an earlier run from %s", removed, dir);
     return FEDC_OK;
 }
 
@@ -350,9 +364,10 @@ int fedc_cmd_sim(int argc, char **argv)
         goto done;
     }
     sim_data sd = {d, map, c.model_name ? c.model_name : "cnn", c.opt.seed, c.opt.device, attack, 0, NULL};
-    if (c.opt.strategy && c.opt.strategy->fit_tensors) {
-        /* The clients keep state between rounds (SCAFFOLD's c_i), in
-         * files: a simulated client exists only while it answers. */
+    if ((c.opt.strategy && c.opt.strategy->fit_tensors) || c.dp_sgd_clip > 0) {
+        /* The clients keep state between rounds (SCAFFOLD's c_i, what
+         * DP-SGD has spent), in files: a simulated client exists only
+         * while it answers. */
         if (prepare_state_dir(state_dir, rank, err, sizeof err)) {
             cli_error(CMD, "--state-dir: %s", err);
             goto done;

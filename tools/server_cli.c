@@ -51,6 +51,9 @@ const char server_cli_help[] =
     "  --dp-noise-multiplier Z   noise standard deviation / C (required with --dp)\n"
     "  --dp-delta D              the delta epsilon is reported at (default 1e-5)\n"
     "  --target-epsilon E        stop before a round that would spend more than E\n"
+    "  --dp-sgd-clip C           record-level DP: the clients train with DP-SGD, each\n"
+    "                            example's gradient clipped to C (docs/privacy.md)\n"
+    "  --dp-sgd-noise-multiplier Z  DP-SGD's noise standard deviation / C\n"
     "  --dp-adaptive             central DP: the clip norm follows a quantile of the\n"
     "                            update norms (Andrew et al. 2021), starting at --dp-clip\n"
     "  --dp-target-quantile Q    that quantile, in (0, 1) (default 0.5)\n"
@@ -99,7 +102,9 @@ enum {
     OPT_DP_ADAPTIVE,
     OPT_DP_QUANTILE,
     OPT_DP_CLIP_LR,
-    OPT_DP_COUNT_SD
+    OPT_DP_COUNT_SD,
+    OPT_DP_SGD_CLIP,
+    OPT_DP_SGD_NOISE
 };
 
 const struct option server_cli_options[] = {
@@ -144,6 +149,8 @@ const struct option server_cli_options[] = {
     {"dp-target-quantile", required_argument, NULL, OPT_DP_QUANTILE},
     {"dp-clip-lr", required_argument, NULL, OPT_DP_CLIP_LR},
     {"dp-clipped-count-stddev", required_argument, NULL, OPT_DP_COUNT_SD},
+    {"dp-sgd-clip", required_argument, NULL, OPT_DP_SGD_CLIP},
+    {"dp-sgd-noise-multiplier", required_argument, NULL, OPT_DP_SGD_NOISE},
     {NULL, 0, NULL, 0}};
 _Static_assert(sizeof server_cli_options / sizeof server_cli_options[0] <= SERVER_CLI_MAX_OPTIONS,
                "raise SERVER_CLI_MAX_OPTIONS");
@@ -253,6 +260,9 @@ int server_cli_option(server_cli *c, const char *cmd, int opt, const char *arg)
         c->dp_flags |= 8;
         return cli_double(cmd, "--target-epsilon", arg, 1e-300, 1e300, &c->opt.dp.target_epsilon);
     case OPT_DP_ADAPTIVE: c->opt.dp.adaptive = 1; return 0;
+    case OPT_DP_SGD_CLIP: return cli_double(cmd, "--dp-sgd-clip", arg, 1e-300, 1e300, &c->dp_sgd_clip);
+    case OPT_DP_SGD_NOISE:
+        return cli_double(cmd, "--dp-sgd-noise-multiplier", arg, 1e-300, 1e300, &c->dp_sgd_noise);
     case OPT_DP_QUANTILE:
         c->dp_flags |= 16;
         if (cli_double(cmd, "--dp-target-quantile", arg, 0, 1, &c->opt.dp.target_quantile)) return -1;
@@ -316,8 +326,10 @@ static void on_round(void *user, const fedc_round_record *r)
     snprintf(tbuf, sizeof tbuf, isfinite(r->train_loss) ? "%.4f" : "-", r->train_loss);
     snprintf(lbuf, sizeof lbuf, isfinite(loss) ? "%.4f" : "-", loss);
     snprintf(abuf, sizeof abuf, isfinite(acc) ? "%.4f" : "-", acc);
-    char ebuf[64] = "";
+    char ebuf[96] = "";
     if (pr->opt.dp.mode != FEDC_DP_OFF) snprintf(ebuf, sizeof ebuf, "  epsilon %.4f", r->epsilon);
+    if (isfinite(r->epsilon_record))
+        snprintf(ebuf + strlen(ebuf), sizeof ebuf - strlen(ebuf), "  epsilon_record %.4f", r->epsilon_record);
     printf("round %3llu/%llu  clients %u ok %u failed  train loss %s  eval loss %s  accuracy %s%s  %6.1f s  "
            "%7.1f MB%s%s\n",
            (unsigned long long)r->round, (unsigned long long)pr->opt.rounds, r->clients_ok, r->clients_failed,
@@ -360,6 +372,13 @@ int server_cli_prepare(server_cli *c, const char *cmd)
         if (drc != FEDC_EXIT_OK) return drc;
         c->central.device = c->opt.device;
     }
+    if ((c->dp_sgd_clip > 0) != (c->dp_sgd_noise > 0)) {
+        cli_error(cmd, "%s needs %s", c->dp_sgd_clip > 0 ? "--dp-sgd-clip" : "--dp-sgd-noise-multiplier",
+                  c->dp_sgd_clip > 0 ? "--dp-sgd-noise-multiplier Z" : "--dp-sgd-clip C");
+        return FEDC_EXIT_USAGE;
+    }
+    /* --dp-delta serves record-level DP too. */
+    if (c->dp_sgd_clip > 0 && c->opt.dp.mode == FEDC_DP_OFF) c->dp_flags &= ~4u;
     if (c->opt.dp.mode == FEDC_DP_OFF && c->dp_flags) {
         cli_error(cmd, "%s needs --dp MODE",
                   c->dp_flags & 1   ? "--dp-clip"
@@ -427,6 +446,12 @@ int server_cli_prepare(server_cli *c, const char *cmd)
     fedc_config_set_f64(c->config, "weight_decay", c->weight_decay);
     fedc_config_set_i64(c->config, "local_epochs", (int64_t)c->epochs);
     fedc_config_set_i64(c->config, "batch_size", (int64_t)c->batch);
+    if (c->dp_sgd_clip > 0) {
+        /* Record-level DP happens on the clients: they are told how. */
+        fedc_config_set_f64(c->config, "dp_sgd_clip", c->dp_sgd_clip);
+        fedc_config_set_f64(c->config, "dp_sgd_noise_multiplier", c->dp_sgd_noise);
+        fedc_config_set_f64(c->config, "dp_delta", c->opt.dp.delta);
+    }
     c->opt.fit_config = c->config;
     c->opt.initial_model = c->init;
     c->opt.on_round = on_round;

@@ -27,8 +27,10 @@ typedef struct server_cli {
     fedc_config *strategy_params; /* --server-lr and the like, by key; NULL: none given */
     fedc_strategy *strategy;      /* made by server_cli_prepare() */
     int quiet;
-    unsigned
-        dp_flags; /* given: --dp-clip 1, -noise-multiplier 2, -delta 4, --target-epsilon 8, adaptive's 16 */
+    double dp_sgd_clip, dp_sgd_noise; /* --dp-sgd-clip, --dp-sgd-noise-multiplier (0: off) */
+    /* DP flags given: --dp-clip 1, --dp-noise-multiplier 2, --dp-delta 4,
+     * --target-epsilon 8, adaptive clipping's 16. */
+    unsigned dp_flags;
     /* Filled by server_cli_prepare(). */
     fedc_params *init;
     fedc_config *config;

@@ -101,6 +101,60 @@ void trainer_release(trainer *t)
     t->model = NULL;
     fedc_params_destroy(t->control);
     t->control = NULL;
+    free(t->dp_rdp);
+    t->dp_rdp = NULL;
+}
+
+/* ---- record-level DP: what DP-SGD has spent ------------------------------ */
+
+/* Adds a round of DP-SGD (steps at sampling rate q, noise multiplier z) to
+ * the RDP this client's records have spent, keeps it, and gives the epsilon
+ * at delta. Every round this client trains counts, whoever aggregates it. */
+static int record_account(trainer *t, double q, double z, uint64_t steps, double delta, double *eps,
+                          char *err, size_t errlen)
+{
+    size_t n;
+    const double *orders = fedc_rdp_default_orders(&n);
+    const int64_t shape[1] = {(int64_t)n};
+    int rc = FEDC_OK;
+    if (!t->dp_rdp) {
+        t->dp_rdp = calloc(n, sizeof *t->dp_rdp);
+        if (!t->dp_rdp) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+        if (t->dp_state_path && access(t->dp_state_path, F_OK) == 0) {
+            fedc_params *p = NULL;
+            rc = fedc_params_load(t->dp_state_path, &p, err, errlen);
+            const fedc_tensor *r = rc ? NULL : fedc_params_find(p, "rdp");
+            if (!rc && (!r || r->dtype != FEDC_F64 || r->ndim != 1 || r->shape[0] != (int64_t)n))
+                rc = fedc_set_error(
+                    err, errlen, FEDC_ERR_FORMAT,
+                    "%s does not hold an RDP vector of %zu orders; remove it only if this client's "
+                    "data has never been used with DP-SGD",
+                    t->dp_state_path, n);
+            if (!rc) memcpy(t->dp_rdp, r->data, n * sizeof *t->dp_rdp);
+            fedc_params_destroy(p);
+            if (rc) {
+                free(t->dp_rdp);
+                t->dp_rdp = NULL;
+                return rc;
+            }
+        }
+    }
+    double *round = malloc(n * sizeof *round);
+    if (!round) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    rc = fedc_rdp_sampled_gaussian(q, z, steps, orders, n, round, err, errlen);
+    for (size_t i = 0; !rc && i < n; i++) t->dp_rdp[i] += round[i];
+    free(round);
+    if (!rc && t->dp_state_path) {
+        fedc_params *p = fedc_params_create();
+        rc = p ? fedc_params_add(p, "rdp", FEDC_F64, 1, shape, t->dp_rdp, NULL, err, errlen)
+               : fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+        static const char *const keys[] = {"fedc.state"};
+        static const char *const values[] = {"DP-SGD: RDP spent at the default orders"};
+        if (!rc) rc = fedc_params_save(p, t->dp_state_path, keys, values, 1, err, errlen);
+        fedc_params_destroy(p);
+    }
+    if (!rc) rc = fedc_rdp_epsilon(orders, t->dp_rdp, n, delta, eps, NULL, err, errlen);
+    return rc;
 }
 
 /* ---- SCAFFOLD (Karimireddy et al. 2020), the client's side ------------- */
@@ -292,6 +346,9 @@ static int cb_fit(void *user, fedc_params *params, const fedc_config *cfg, uint6
         .seed = (uint64_t)fedc_config_i64_or(cfg, "seed", 0),
         /* Sent by a server whose strategy is FedProx. */
         .proximal_mu = fedc_config_f64_or(cfg, "proximal_mu", 0.0),
+        /* Record-level DP: DP-SGD, as the server asks. */
+        .dp_sgd_clip = fedc_config_f64_or(cfg, "dp_sgd_clip", 0.0),
+        .dp_sgd_noise_multiplier = fedc_config_f64_or(cfg, "dp_sgd_noise_multiplier", 0.0),
     };
     fedc_train_stats st;
     /* Client-clip and local DP: this client bounds (and in local DP
@@ -322,10 +379,19 @@ static int cb_fit(void *user, fedc_params *params, const fedc_config *cfg, uint6
     }
     if (!rc && start) rc = fedc_dp_clip_update(params, start, dp_clip, dp_z * dp_clip, NULL, err, errlen);
     fedc_params_destroy(start);
+    double eps_record = NAN;
+    if (!rc && tc.dp_sgd_clip > 0)
+        rc = record_account(t, st.dp_sample_rate, tc.dp_sgd_noise_multiplier, st.steps,
+                            fedc_config_f64_or(cfg, "dp_delta", 1e-5), &eps_record, err, errlen);
     if (rc) return rc;
     *num_examples = t->train->n;
-    fedc_config_set_f64(metrics, "train_loss", st.loss);
-    fedc_config_set_f64(metrics, "train_accuracy", st.accuracy);
+    if (tc.dp_sgd_clip > 0) fedc_config_set_f64(metrics, "epsilon_record", eps_record);
+    /* The loss and accuracy of the local data are not privatised: under
+     * record-level or local DP they stay here. */
+    if (!(tc.dp_sgd_clip > 0) && !(dp_z > 0)) {
+        fedc_config_set_f64(metrics, "train_loss", st.loss);
+        fedc_config_set_f64(metrics, "train_accuracy", st.accuracy);
+    }
     /* What FedNova normalises by (any strategy may read them). */
     fedc_config_set_i64(metrics, "local_steps", (int64_t)st.steps);
     fedc_config_set_f64(metrics, "local_momentum", tc.momentum);

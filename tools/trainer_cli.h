@@ -36,6 +36,12 @@ typedef struct trainer {
     const char *state_path;
     fedc_params *control;
     int control_announced; /* the first SCAFFOLD round has been logged */
+    /* Record-level DP (DP-SGD): the RDP this client's records have spent
+     * at each of the accountant's default orders, kept in the file
+     * dp_state_path when set (so a restart does not forget it), else in
+     * memory. */
+    const char *dp_state_path;
+    double *dp_rdp;
 } trainer;
 
 /* Frees what the trainer made (its model and in-memory state), not the

@@ -120,7 +120,26 @@ fedc_device fedc_model_get_device(const fedc_model *m);
  * grad_correction set, each step then adds SCAFFOLD's control variate
  * correction c - c_i (Karimireddy et al. 2020), fixed for the call:
  *   g += grad_correction[t]
- * for each tensor t, before the weight decay and the momentum. */
+ * for each tensor t, before the weight decay and the momentum.
+ *
+ * With dp_sgd_clip > 0 the call runs DP-SGD (Abadi et al. 2016, "Deep
+ * Learning with Differential Privacy") instead of minibatch SGD. With
+ * q = min(1, batch_size / n), each epoch has max(1, round(n / batch_size))
+ * steps; at each step every example is taken independently with probability
+ * q (Poisson sampling, from the cryptographic generator, never from `seed`:
+ * who sees the seed must not learn which examples were used; a step may take
+ * none). Each example's own loss gradient g_i (without the weight decay) is
+ * clipped to L2 norm C = dp_sgd_clip over all parameters, and the step's
+ * gradient is
+ *   g = (sum_i g_i * min(1, C / ||g_i||) + N(0, (z C)^2 I)) / (q n)
+ * with z = dp_sgd_noise_multiplier and the noise from fedc_dp_normal(); the
+ * proximal term, the gradient correction, the weight decay and the momentum
+ * then apply as above (they depend on no example). The run is not
+ * reproducible: neither the sampling nor the noise is seeded. The caller
+ * accounts the privacy spent from the steps taken, q and z (see
+ * fedc_train_stats). The per-example gradients are computed one example at a
+ * time (each of the trainer's threads takes its share of a step's examples);
+ * DP-SGD costs several times the time of plain SGD. */
 typedef struct fedc_train_config {
     double lr;           /* learning rate, > 0 */
     double momentum;     /* >= 0; 0 disables momentum */
@@ -135,6 +154,10 @@ typedef struct fedc_train_config {
      * config): none. Every array must be given and every value finite. Read
      * during the call only; stays owned by the caller. */
     const float *const *grad_correction;
+    double dp_sgd_clip;             /* DP-SGD: per-example gradient L2 bound C, finite and >= 0;
+                                     * 0 (the default of a zero-initialised config): off */
+    double dp_sgd_noise_multiplier; /* DP-SGD: noise standard deviation / C, finite and > 0
+                                     * when dp_sgd_clip > 0; ignored when it is 0 */
 } fedc_train_config;
 
 /* What fedc_model_train() reports. */
@@ -144,14 +167,22 @@ typedef struct fedc_train_stats {
                             * (measured on the fly, before each step's update) */
     uint64_t num_examples; /* examples in the training set (n), the FedAvg weight */
     uint64_t steps;        /* optimizer steps taken over all epochs */
+    /* DP-SGD only (0 otherwise): the sampling rate q of every step, and the
+     * number of examples sampled over all steps (an example sampled by two
+     * steps counts twice). Loss and accuracy are then over the examples
+     * sampled by the last epoch's steps (0 when it sampled none); they are
+     * not privatised: do not send them where the noisy model may go. */
+    double dp_sample_rate;
+    uint64_t dp_examples;
 } fedc_train_stats;
 
 /*
  * Trains the model in place. `x` holds n examples of c*h*w floats each
  * (row-major NCHW, see fedc_model_input_shape()), `y` their labels in
  * [0, num_classes). Runs cfg->epochs epochs of minibatch SGD, reshuffling
- * the examples each epoch from cfg->seed; the momentum buffers start at zero
- * on each call. `x` and `y` stay owned by the caller and are not modified.
+ * the examples each epoch from cfg->seed, or of DP-SGD when cfg->dp_sgd_clip
+ * > 0 (see fedc_train_config); the momentum buffers start at zero on each
+ * call. `x` and `y` stay owned by the caller and are not modified.
  * `stats` may be NULL.
  *
  * Returns FEDC_ERR_INVALID for n == 0, a label out of range or a bad

@@ -63,6 +63,10 @@ typedef struct fedc_round_record {
     double delta;
     uint32_t dp_clipped;
     double dp_clip;
+    /* Record-level DP (DP-SGD on the clients): the largest epsilon any
+     * client has reported in its FitRes metric "epsilon_record" so far
+     * (NaN: none did). */
+    double epsilon_record;
 } fedc_round_record;
 
 /* Centralised evaluation of the global model after a round, run on a worker

@@ -1,10 +1,16 @@
 /* Training, evaluation and prediction of the built-in models, over the
  * trainer's threads (each runs its share of a batch on a replica of the
- * layers) or, on a GPU, with the data kept on the device. */
+ * layers) or, on a GPU, with the data kept on the device. DP-SGD runs each
+ * sampled example as a batch of one (each thread its share of a step's
+ * examples), clips its gradient and sums it into the thread's own buffer;
+ * the sums, the noise and the update follow on the calling thread. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
+#include "fedc/privacy.h"
 #include "nn/model_impl.h"
 #include "nn/workers.h"
 
@@ -366,6 +372,264 @@ static int check_correction(const fedc_model *m, const float *const *corr, char 
     return FEDC_OK;
 }
 
+/* DP-SGD's work for one step: the sampled examples, each run as a batch of
+ * one, its gradient clipped and added to its thread's sum. */
+typedef struct dp_job {
+    fedc_model *m;
+    const float *x;   /* host examples */
+    const int32_t *y; /* host labels */
+    const float *xd;  /* the same on the device, when the backend keeps data there */
+    const int32_t *yd;
+    const uint32_t *idx;  /* host: the step's examples */
+    const uint32_t *idxd; /* the same on the device, with xd */
+    size_t n;             /* how many */
+    int nthreads;
+    double clip;
+    size_t total;              /* parameters of the model */
+    size_t off[MAX_TENSORS];   /* offset of each tensor in a sum */
+    float *sum[MAX_THREADS];   /* per thread: sum of its clipped gradients (device) */
+    float *stage[MAX_THREADS]; /* per thread, off host memory: a gradient read back */
+} dp_job;
+
+/* The sum of the squares of n floats, in double; in independent lanes,
+ * which the compiler vectorises. */
+static double sum_squares(const float *g, size_t n)
+{
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, a4 = 0.0, a5 = 0.0, a6 = 0.0, a7 = 0.0;
+    size_t p = 0;
+    for (; p + 8 <= n; p += 8) {
+        a0 += (double)g[p] * (double)g[p];
+        a1 += (double)g[p + 1] * (double)g[p + 1];
+        a2 += (double)g[p + 2] * (double)g[p + 2];
+        a3 += (double)g[p + 3] * (double)g[p + 3];
+        a4 += (double)g[p + 4] * (double)g[p + 4];
+        a5 += (double)g[p + 5] * (double)g[p + 5];
+        a6 += (double)g[p + 6] * (double)g[p + 6];
+        a7 += (double)g[p + 7] * (double)g[p + 7];
+    }
+    for (; p < n; p++) a0 += (double)g[p] * (double)g[p];
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));
+}
+
+/* Example k of a DP-SGD step on replica r of thread t. */
+static int dp_example(const dp_job *d, replica *r, int t, size_t k)
+{
+    fedc_model *m = d->m;
+    const fedc__nn_backend_i *bi = m->be->iface;
+    void *ctx = m->be->context;
+    const size_t row = fedc__nn_input_numel(m);
+    const float *in;
+    const uint32_t e = d->idx[k];
+    if (d->xd) {
+        bi->gather_rows_dev(ctx, r->xb, d->xd, d->idxd + k, 1, row);
+        bi->gather_rows_dev(ctx, r->ybd, d->yd, d->idxd + k, 1, 1);
+        in = r->xb;
+    } else if (bi->host_memory) {
+        in = d->x + (size_t)e * row;
+    } else {
+        bi->to_device(ctx, r->xb, d->x + (size_t)e * row, row * sizeof(float));
+        in = r->xb;
+    }
+    const float *logits = forward(m, r, in, 1);
+    if (d->xd) {
+        bi->softmax_xent_dev(ctx, logits, r->ybd, 1, m->classes, 1.0f, r->dlogits, m->acc);
+    } else {
+        double loss = 0.0;
+        bi->softmax_xent(ctx, logits, d->y + e, 1, m->classes, 1.0f, r->dlogits, &loss, &r->correct);
+        if (!isfinite(loss)) return diverged(r->err, sizeof(r->err), loss);
+        r->loss_sum += loss;
+    }
+    backward(m, r, in, 1, 0);
+    /* The example's gradient norm, over all tensors, in double. */
+    double ss = 0.0;
+    for (size_t i = 0; i < m->ntensors; i++) {
+        const float *g = r->grad[i];
+        if (!bi->host_memory) {
+            bi->to_host(ctx, d->stage[t], g, m->numel[i] * sizeof(float));
+            g = d->stage[t];
+        }
+        ss += sum_squares(g, m->numel[i]);
+    }
+    double norm = sqrt(ss);
+    if (!isfinite(norm))
+        return fedc_set_error(r->err, sizeof(r->err), FEDC_ERR_NONFINITE,
+                              "training diverged: an example's gradient is not finite (try a smaller "
+                              "learning rate)");
+    float f = 1.0f;
+    if (norm > d->clip) {
+        /* Rounded down, so that the clipped norm never exceeds the clip. */
+        f = (float)(d->clip / norm);
+        if ((double)f * norm > d->clip) f = nextafterf(f, 0.0f);
+    }
+    for (size_t i = 0; i < m->ntensors; i++) bi->axpy(ctx, d->sum[t] + d->off[i], r->grad[i], m->numel[i], f);
+    return FEDC_OK;
+}
+
+/* Thread t's share of a DP-SGD step's examples. */
+static void run_dp_share(void *arg, int t)
+{
+    const dp_job *d = arg;
+    replica *r = d->m->rep[t];
+    share(d->n, d->nthreads, t, &r->begin, &r->end);
+    r->loss_sum = 0.0;
+    r->correct = 0;
+    r->rc = FEDC_OK;
+    for (size_t k = r->begin; k < r->end; k++) {
+        r->rc = dp_example(d, r, t, k);
+        if (r->rc != FEDC_OK) return;
+    }
+}
+
+/* Poisson sampling: each of the n examples into idx independently with
+ * probability q, from the cryptographic generator. Returns how many. */
+static size_t dp_sample(uint32_t *idx, size_t n, double q)
+{
+    if (q >= 1.0) {
+        for (size_t i = 0; i < n; i++) idx[i] = (uint32_t)i;
+        return n;
+    }
+    /* Example i is taken when a uniform 64-bit word is below q * 2^64. */
+    const uint64_t below = (uint64_t)ldexp(q, 64);
+    enum { BLOCK = 512 };
+    uint64_t bits[BLOCK];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i += BLOCK) {
+        size_t len = n - i < BLOCK ? n - i : BLOCK;
+        fedc_random_bytes(bits, len * sizeof(uint64_t));
+        /* Without branches on the secret bits. */
+        for (size_t b = 0; b < len; b++) {
+            idx[k] = (uint32_t)(i + b);
+            k += bits[b] < below;
+        }
+    }
+    sodium_memzero(bits, sizeof bits);
+    return k;
+}
+
+/* The DP-SGD buffers of a call. */
+typedef struct dp_state {
+    dp_job job;
+    uint32_t *idx;    /* host: a step's examples, n */
+    double *normal;   /* host: standard normals for the largest tensor */
+    float *noise;     /* host: the same as floats */
+    float *noise_dev; /* device copy of noise, off host memory */
+    size_t largest;
+} dp_state;
+
+static void dp_state_free(fedc_model *m, dp_state *s, size_t n)
+{
+    const fedc__nn_backend_i *bi = m->be ? m->be->iface : NULL;
+    void *ctx = m->be ? m->be->context : NULL;
+    if (s->idx) sodium_memzero(s->idx, n * sizeof(uint32_t));
+    if (s->normal) sodium_memzero(s->normal, s->largest * sizeof(double));
+    if (s->noise) sodium_memzero(s->noise, s->largest * sizeof(float));
+    free(s->idx);
+    free(s->normal);
+    free(s->noise);
+    if (bi) {
+        if (s->noise_dev) bi->zero(ctx, s->noise_dev, s->largest * sizeof(float));
+        bi->free(ctx, s->noise_dev);
+        /* The last examples' own gradients, unclipped and without noise. */
+        for (int t = 0; t < s->job.nthreads && t < m->nrep; t++)
+            for (size_t i = 0; i < m->ntensors; i++)
+                bi->zero(ctx, m->rep[t]->grad[i], m->numel[i] * sizeof(float));
+        for (int t = 0; t < MAX_THREADS; t++) {
+            if (s->job.sum[t]) bi->zero(ctx, s->job.sum[t], s->job.total * sizeof(float));
+            bi->free(ctx, s->job.sum[t]);
+            if (s->job.stage[t]) sodium_memzero(s->job.stage[t], s->largest * sizeof(float));
+            free(s->job.stage[t]);
+        }
+    }
+    memset(s, 0, sizeof(*s));
+}
+
+/* Allocates the DP-SGD buffers for `nthreads` threads. */
+static int dp_state_init(fedc_model *m, dp_state *s, size_t n, int nthreads, char *err, size_t errlen)
+{
+    const fedc__nn_backend_i *bi = m->be->iface;
+    void *ctx = m->be->context;
+    memset(s, 0, sizeof(*s));
+    for (size_t i = 0; i < m->ntensors; i++) {
+        s->job.off[i] = s->job.total;
+        s->job.total += m->numel[i];
+        if (m->numel[i] > s->largest) s->largest = m->numel[i];
+    }
+    s->idx = malloc(n * sizeof(uint32_t));
+    s->normal = malloc(s->largest * sizeof(double));
+    s->noise = malloc(s->largest * sizeof(float));
+    int ok = s->idx && s->normal && s->noise;
+    if (ok && !bi->host_memory) ok = (s->noise_dev = bi->alloc(ctx, s->largest * sizeof(float))) != NULL;
+    for (int t = 0; ok && t < nthreads; t++) {
+        ok = (s->job.sum[t] = bi->alloc(ctx, s->job.total * sizeof(float))) != NULL;
+        if (ok && !bi->host_memory) ok = (s->job.stage[t] = malloc(s->largest * sizeof(float))) != NULL;
+    }
+    if (!ok) {
+        dp_state_free(m, s, n);
+        return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "train: out of memory for DP-SGD");
+    }
+    return FEDC_OK;
+}
+
+/* One DP-SGD step: samples, sums the clipped gradients of the sample into
+ * replica 0's gradient buffers, adds the noise and scales by 1 / (q n).
+ * Adds the sample's size, loss and hits to the counters. */
+static int dp_step(fedc_model *m, dp_state *s, fedc__nn_workers *workers, const dev_data *dd, size_t n,
+                   double q, double z, uint64_t *sampled, double *loss_sum, uint64_t *correct, char *err,
+                   size_t errlen)
+{
+    const fedc__nn_backend_i *bi = m->be->iface;
+    void *ctx = m->be->context;
+    dp_job *d = &s->job;
+    for (int t = 0; t < d->nthreads; t++) bi->zero(ctx, d->sum[t], d->total * sizeof(float));
+    d->n = dp_sample(s->idx, n, q);
+    *sampled += d->n;
+    if (d->n > 0) {
+        d->idx = s->idx;
+        if (dd->perm) {
+            bi->to_device(ctx, dd->perm, s->idx, d->n * sizeof(uint32_t));
+            d->idxd = dd->perm;
+        }
+        fedc__nn_workers_run(workers, run_dp_share, d);
+        for (int t = 0; t < d->nthreads; t++) {
+            replica *r = m->rep[t];
+            if (r->rc != FEDC_OK) return fedc_set_error(err, errlen, r->rc, "%s", r->err);
+            *loss_sum += r->loss_sum;
+            *correct += r->correct;
+        }
+    }
+    const float inv = (float)(1.0 / (q * (double)n));
+    const float sigma = (float)(z * d->clip / (q * (double)n));
+    for (size_t i = 0; i < m->ntensors; i++) {
+        float *g = m->rep[0]->grad[i];
+        bi->zero(ctx, g, m->numel[i] * sizeof(float));
+        for (int t = 0; t < d->nthreads; t++) bi->axpy(ctx, g, d->sum[t] + d->off[i], m->numel[i], inv);
+        fedc_dp_normal(s->normal, m->numel[i]);
+        for (size_t p = 0; p < m->numel[i]; p++) s->noise[p] = (float)s->normal[p];
+        const float *noise = s->noise;
+        if (!bi->host_memory) {
+            bi->to_device(ctx, s->noise_dev, s->noise, m->numel[i] * sizeof(float));
+            noise = s->noise_dev;
+        }
+        bi->axpy(ctx, g, noise, m->numel[i], sigma);
+    }
+    return FEDC_OK;
+}
+
+/* One optimizer step from the gradient in replica 0: FedProx's proximal
+ * term (mu != 0, towards `anchor`), SCAFFOLD's correction (corr[i] where
+ * set), then SGD with momentum and weight decay. */
+static void apply_step(fedc_model *m, float *const *anchor, float *const *corr, float mu, float lr, float mom,
+                       float wd)
+{
+    const fedc__nn_backend_i *bi = m->be->iface;
+    void *ctx = m->be->context;
+    for (size_t i = 0; i < m->ntensors; i++) {
+        if (mu != 0.0f) bi->proximal_grad(ctx, m->rep[0]->grad[i], m->dev[i], anchor[i], m->numel[i], mu);
+        if (corr[i]) bi->axpy(ctx, m->rep[0]->grad[i], corr[i], m->numel[i], 1.0f);
+        bi->sgd_update(ctx, m->dev[i], m->rep[0]->grad[i], m->mom[i], m->numel[i], lr, mom, wd);
+    }
+}
+
 int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, const fedc_train_config *cfg,
                      fedc_train_stats *stats, char *err, size_t errlen)
 {
@@ -375,7 +639,9 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
     float *anchor[MAX_TENSORS] = {NULL};
     /* SCAFFOLD: the gradient correction, on the device. */
     float *corr[MAX_TENSORS] = {NULL};
+    dp_state dps;
     int rc, uploaded = 0;
+    memset(&dps, 0, sizeof(dps));
     if (stats) memset(stats, 0, sizeof(*stats));
     if (!m || !x || !y || !cfg) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: NULL argument");
     if (n == 0) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: no training examples");
@@ -401,6 +667,14 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
     if (cfg->batch_size < 1)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "train: batch size must be >= 1, got %d",
                               cfg->batch_size);
+    if (!(cfg->dp_sgd_clip >= 0.0) || !isfinite(cfg->dp_sgd_clip))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "train: dp_sgd_clip must be finite and >= 0, got %g", cfg->dp_sgd_clip);
+    const int dp = cfg->dp_sgd_clip > 0.0;
+    if (dp && (!(cfg->dp_sgd_noise_multiplier > 0.0) || !isfinite(cfg->dp_sgd_noise_multiplier)))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "train: dp_sgd_noise_multiplier must be finite and > 0 with DP-SGD, got %g",
+                              cfg->dp_sgd_noise_multiplier);
     rc = check_examples(m, x, y, n, err, errlen);
     if (rc != FEDC_OK) return rc;
     if (cfg->grad_correction) {
@@ -411,7 +685,8 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
     size_t bs = (size_t)cfg->batch_size < n ? (size_t)cfg->batch_size : n;
     fedc__nn_workers *workers = NULL;
     job j = {m, JOB_GRAD, x, y, NULL, 0, 1, 0.0f, NULL, NULL, NULL, NULL};
-    rc = start_threads(m, bs, bs, &j.nthreads, &workers, err, errlen);
+    /* DP-SGD runs its examples one at a time. */
+    rc = start_threads(m, bs, dp ? 1 : bs, &j.nthreads, &workers, err, errlen);
     if (rc != FEDC_OK) return rc;
     perm = malloc(n * sizeof(uint32_t));
     if (!perm) {
@@ -421,6 +696,24 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
     for (size_t i = 0; i < n; i++) perm[i] = (uint32_t)i;
     rc = dev_data_upload(m, &j, x, y, n, 1, &dd, err, errlen);
     if (rc != FEDC_OK) goto done;
+    /* DP-SGD: the sampling rate, and round(n / batch size) steps per epoch. */
+    double q = 0.0;
+    size_t dp_steps = 0;
+    if (dp) {
+        q = (double)cfg->batch_size / (double)n;
+        if (q > 1.0) q = 1.0;
+        dp_steps = (size_t)llround((double)n / (double)cfg->batch_size);
+        if (dp_steps < 1) dp_steps = 1;
+        rc = dp_state_init(m, &dps, n, j.nthreads, err, errlen);
+        if (rc != FEDC_OK) goto done;
+        dps.job.m = m;
+        dps.job.x = x;
+        dps.job.y = y;
+        dps.job.xd = dd.x;
+        dps.job.yd = dd.y;
+        dps.job.nthreads = j.nthreads;
+        dps.job.clip = cfg->dp_sgd_clip;
+    }
 
     const fedc__nn_backend_i *bi = m->be->iface;
     void *ctx = m->be->context;
@@ -454,8 +747,29 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
     fedc_rng_seed(&rng, cfg->seed);
     float lr = (float)cfg->lr, mom = (float)cfg->momentum, wd = (float)cfg->weight_decay;
     double loss_sum = 0.0;
-    uint64_t correct = 0, steps = 0;
-    for (int epoch = 0; epoch < cfg->epochs; epoch++) {
+    uint64_t correct = 0, steps = 0, sampled = 0, sampled_epoch = 0;
+    for (int epoch = 0; dp && epoch < cfg->epochs; epoch++) {
+        loss_sum = 0.0;
+        correct = 0;
+        sampled_epoch = 0;
+        if (dd.perm) bi->zero(ctx, m->acc, sizeof(*m->acc));
+        for (size_t step = 0; step < dp_steps; step++) {
+            rc = dp_step(m, &dps, workers, &dd, n, q, cfg->dp_sgd_noise_multiplier, &sampled_epoch, &loss_sum,
+                         &correct, err, errlen);
+            if (rc != FEDC_OK) goto done;
+            apply_step(m, anchor, corr, mu, lr, mom, wd);
+            steps++;
+        }
+        sampled += sampled_epoch;
+        if (dd.perm) {
+            acc_read(m, &loss_sum, &correct);
+            if (!isfinite(loss_sum)) {
+                rc = diverged(err, errlen, loss_sum);
+                goto done;
+            }
+        }
+    }
+    for (int epoch = 0; !dp && epoch < cfg->epochs; epoch++) {
         fedc_rng_shuffle_u32(&rng, perm, n);
         loss_sum = 0.0;
         correct = 0;
@@ -470,12 +784,7 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
             j.scale = (float)(1.0 / (double)j.n);
             rc = run_job(m, &j, workers, &loss_sum, &correct, err, errlen);
             if (rc != FEDC_OK) goto done;
-            for (size_t i = 0; i < m->ntensors; i++) {
-                if (mu != 0.0f)
-                    bi->proximal_grad(ctx, m->rep[0]->grad[i], m->dev[i], anchor[i], m->numel[i], mu);
-                if (corr[i]) bi->axpy(ctx, m->rep[0]->grad[i], corr[i], m->numel[i], 1.0f);
-                bi->sgd_update(ctx, m->dev[i], m->rep[0]->grad[i], m->mom[i], m->numel[i], lr, mom, wd);
-            }
+            apply_step(m, anchor, corr, mu, lr, mom, wd);
             steps++;
         }
         if (dd.perm) {
@@ -493,10 +802,14 @@ int fedc_model_train(fedc_model *m, const float *x, const int32_t *y, size_t n, 
     rc = fedc_params_check_finite(m->params, err, errlen);
     if (rc != FEDC_OK) goto done;
     if (stats) {
-        stats->loss = loss_sum / (double)n;
-        stats->accuracy = (double)correct / (double)n;
+        /* DP-SGD: over the examples the last epoch sampled. */
+        double over = dp ? (double)sampled_epoch : (double)n;
+        stats->loss = over > 0.0 ? loss_sum / over : 0.0;
+        stats->accuracy = over > 0.0 ? (double)correct / over : 0.0;
         stats->num_examples = n;
         stats->steps = steps;
+        stats->dp_sample_rate = q;
+        stats->dp_examples = sampled;
     }
 done:
     /* The steps taken before a failure stay in the model, as documented. */
@@ -506,6 +819,10 @@ done:
             m->be->iface->free(m->be->context, anchor[i]);
             m->be->iface->free(m->be->context, corr[i]);
         }
+    if (dp) {
+        if (dd.perm && m->be) m->be->iface->zero(m->be->context, dd.perm, n * sizeof(uint32_t));
+        dp_state_free(m, &dps, n);
+    }
     dev_data_free(m, &dd);
     fedc__nn_workers_destroy(workers);
     free(perm);

@@ -523,10 +523,11 @@ static int dp_release(fedc_server *s, fedc_params *mean, char *err, size_t errle
             count_sd = dp->clipped_count_stddev > 0 ? dp->clipped_count_stddev : fmax(m / 20, z);
             z = fedc_dp_adaptive_noise_multiplier(dp->noise_multiplier, count_sd);
             if (!isfinite(z))
-                return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
-                                      "--dp-clipped-count-stddev %g is too small for --dp-noise-multiplier %g "
-                                      "(it must be above half of it)",
-                                      count_sd, dp->noise_multiplier);
+                return fedc_set_error(
+                    err, errlen, FEDC_ERR_INVALID,
+                    "--dp-clipped-count-stddev %g is too small for --dp-noise-multiplier %g "
+                    "(it must be above half of it)",
+                    count_sd, dp->noise_multiplier);
         }
         double sigma = z * s->dp_clip;
         enum { CHUNK = 4096 };
@@ -577,6 +578,14 @@ static void finish_fit(fedc_server *s)
     r->clients_failed = s->failed;
     r->dp_clipped = s->dp_clipped;
     r->dp_clip = s->dp_clip;
+    for (size_t i = 0; i < s->nfits; i++) {
+        /* Record-level DP: each client reports what its records have spent. */
+        double e;
+        if (fedc_config_get_f64(s->fits[i].metrics, "epsilon_record", &e) == FEDC_OK && isfinite(e) &&
+            !(e <= s->epsilon_record))
+            s->epsilon_record = e;
+    }
+    r->epsilon_record = s->epsilon_record;
     r->epsilon = r->delta = NAN;
     if (s->opt.dp.mode != FEDC_DP_OFF) {
         /* What has been spent so far; a released round adds to it below. */
@@ -735,6 +744,7 @@ static void write_metrics(fedc_server *s, const fedc_round_record *r)
         cJSON_AddNumberToObject(o, "dp_clipped", r->dp_clipped);
         cJSON_AddNumberToObject(o, "dp_clip", r->dp_clip);
     }
+    if (isfinite(r->epsilon_record)) cJSON_AddNumberToObject(o, "epsilon_record", r->epsilon_record);
     char *line = cJSON_PrintUnformatted(o);
     if (line) {
         fprintf(s->metrics, "%s\n", line);
@@ -1036,7 +1046,8 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
             bad = "--dp-clipped-count-stddev must be a positive number (or 0: the default)";
         else if (dp->adaptive && dp->clipped_count_stddev > 0 &&
                  !(2 * dp->clipped_count_stddev > dp->noise_multiplier))
-            bad = "--dp-clipped-count-stddev must be above half of --dp-noise-multiplier (Andrew et al. 2021)";
+            bad =
+                "--dp-clipped-count-stddev must be above half of --dp-noise-multiplier (Andrew et al. 2021)";
         if (bad) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "%s", bad), NULL;
         if (opt->strategy && ((opt->strategy->flags & FEDC_STRATEGY_ALL_UPDATES) ||
                               opt->strategy->fit_weight || opt->strategy->fit_tensors))
@@ -1085,6 +1096,7 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
      * update may move anywhere in the clip ball, a sensitivity of 2C. */
     s->dp_z = opt->dp.mode == FEDC_DP_LOCAL ? opt->dp.noise_multiplier / 2 : opt->dp.noise_multiplier;
     s->dp_clip = opt->dp.clip;
+    s->epsilon_record = NAN;
     s->listen_addr = strdup(opt->listen);
     s->fit_config = fedc_config_create();
     s->slots = calloc(opt->max_inflight_updates, sizeof *s->slots);

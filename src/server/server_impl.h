@@ -183,11 +183,12 @@ struct fedc_server {
     int target_reached;
 
     /* Differential privacy (opt.dp). */
-    double dp_q;         /* the sampling rate charged: fraction_fit under Poisson sampling, else 1 */
-    double dp_z;         /* the noise multiplier charged (Z; Z/2 in local mode, see privacy.md) */
-    uint64_t dp_steps;   /* rounds charged so far */
-    uint32_t dp_clipped; /* updates the server clipped this round */
-    double dp_clip;      /* the clip norm of this round (it moves with --dp-adaptive) */
+    double dp_q;           /* the sampling rate charged: fraction_fit under Poisson sampling, else 1 */
+    double dp_z;           /* the noise multiplier charged (Z; Z/2 in local mode, see privacy.md) */
+    uint64_t dp_steps;     /* rounds charged so far */
+    uint32_t dp_clipped;   /* updates the server clipped this round */
+    double dp_clip;        /* the clip norm of this round (it moves with --dp-adaptive) */
+    double epsilon_record; /* the largest "epsilon_record" a client reported (NaN: none) */
 };
 
 /* Central and client-clip DP: the server clips each update on arrival. */

@@ -109,11 +109,63 @@ PYEOF
   pass "central DP over 2 MPI ranks: answers go whole to rank 0, which clips all 8 each round"
 fi
 
+# Record-level DP (DP-SGD on the clients): every round's epsilon_record is
+# the largest over the clients of fedc privacy at q = batch / n_train, with
+# every round's steps (round(n_train / batch)) added up.
+"$FEDC_BIN" partition --data "$WORK/data/full" --clients 8 --scheme iid --seed 1 --out "$WORK/parts8" > /dev/null
+run dpsgd --dp-sgd-clip 1 --dp-sgd-noise-multiplier 1.3 --rounds 3
+record_check() { # record_check METRICS PARTITION_JSON ROUNDS_BEFORE
+  "$PY" - "$@" <<'PYEOF'
+import json, os, subprocess, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+sizes = [c["train"] for c in json.load(open(sys.argv[2]))["clients"]]
+before = int(sys.argv[3])
+def eps(q, steps):
+    out = subprocess.run([os.environ["FEDC_BIN"], "privacy", "--q", repr(q), "--noise-multiplier", "1.3",
+                          "--steps", str(steps), "--delta", "1e-5"], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[0].split("=")[1])
+for k, r in enumerate(rows, start=1 + before):
+    want = max(eps(min(1.0, 32 / n), k * max(1, round(n / 32))) for n in sizes)
+    assert f"{r['epsilon_record']:.6f}" == f"{want:.6f}", (r["round"], r["epsilon_record"], want)
+    assert r["train_loss"] is None, "the clients sent their training loss under DP-SGD"
+print("ok: epsilon_record by round", [round(r["epsilon_record"], 6) for r in rows])
+PYEOF
+}
+record_check "$WORK/dpsgd/metrics.jsonl" "$WORK/parts8/partition.json" 0 || fail "dpsgd: epsilon_record"
+pass "DP-SGD: epsilon_record per round equals fedc privacy for the largest client; no training loss sent"
+
+# A real client with --state-dir keeps what its records have spent across
+# federations: a second federation goes on counting from the first.
+port=$(free_port)
+federation() { # federation OUT: a server and two clients for 2 rounds of DP-SGD
+  "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 2 --rounds 2 --lr 0.02 \
+    --dp-sgd-clip 1 --dp-sgd-noise-multiplier 1.3 --out "$1" --seed 5 > "$1.out" 2> "$1.err" &
+  local server=$!; PIDS+=($server)
+  start_clients "$port" 0
+  local i
+  for i in 0 1; do
+    "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-00$i" --node-id "c$i" \
+      --state-dir "$WORK/state$i" > "$WORK/c$i.log" 2>&1 &
+    CLIENTS[$i]=$!; PIDS+=($!)
+  done
+  wait_pid "$server" 120
+  [[ "$WAIT_RC" == 0 ]] || { cat "$1.err"; fail "server exited $WAIT_RC"; }
+  wait_clients 30
+}
+federation "$WORK/fed1"
+federation "$WORK/fed2"
+[[ -s "$WORK/state0/dp_sgd.safetensors" ]] || fail "no dp_sgd.safetensors in the client's state directory"
+record_check "$WORK/fed1/metrics.jsonl" "$WORK/data/parts/partition.json" 0 || fail "fed1: epsilon_record"
+record_check "$WORK/fed2/metrics.jsonl" "$WORK/data/parts/partition.json" 2 || fail "fed2 did not count fed1"
+pass "a client's DP-SGD spending survives a restart: the second federation starts from the first's 2 rounds"
+
 # Refusals, each naming the problem.
 expect 2 "needs --dp MODE" "$FEDC_BIN" sim "${common[@]}" --dp-clip 1 --out "$WORK/bad"
 expect 2 "needs --dp-noise-multiplier" "$FEDC_BIN" sim "${common[@]}" --dp central --dp-clip 1 --out "$WORK/bad"
 expect 2 "needs --dp-clip" "$FEDC_BIN" sim "${common[@]}" --dp local --dp-noise-multiplier 1 --out "$WORK/bad"
 expect 2 "--dp must be central, client-clip or local" "$FEDC_BIN" sim "${common[@]}" --dp everywhere \
+  --out "$WORK/bad"
+expect 2 "--dp-sgd-clip needs --dp-sgd-noise-multiplier" "$FEDC_BIN" sim "${common[@]}" --dp-sgd-clip 1 \
   --out "$WORK/bad"
 expect 2 "--dp-adaptive needs --dp central" "$FEDC_BIN" sim "${common[@]}" --dp local --dp-adaptive \
   --dp-clip 1 --dp-noise-multiplier 1 --out "$WORK/bad"

@@ -2,8 +2,9 @@
 # Every built-in strategy (--strategy) runs a 3-round simulated federation
 # end to end and writes its model and metrics (the robust aggregators with 7
 # clients, enough for bulyan with --byzantine 1); FedAvgM with momentum 0
-# and server-lr 1 gives the very bytes FedAvg gives; bad strategy flags are
-# refused with a message that names them. See docs/strategies.md.
+# and server-lr 1, and FedProx with mu 0, give the very bytes FedAvg gives;
+# bad strategy flags are refused with a message that names them. See
+# docs/strategies.md.
 source "$(dirname "$0")/lib.sh"
 make_data "$WORK/data" 3
 common=(--clients 3 --data "$WORK/data/full" --scheme iid --partition-seed 1 --model mlp --min-clients 3
@@ -29,6 +30,7 @@ run fedadagrad --strategy fedadagrad
 run fedadam --strategy fedadam --server-lr 0.01
 run fedyogi --strategy fedyogi
 run fedprox --strategy fedprox --proximal-mu 0.01
+run fedprox0 --strategy fedprox --proximal-mu 0
 run scaffold --strategy scaffold
 run fednova --strategy fednova
 robust=(--clients 7 --min-clients 7)
@@ -46,7 +48,7 @@ for i in 0 1 2; do
 done
 cp -r "$WORK/scaffold" "$WORK/scaffold-first"
 run scaffold --strategy scaffold
-grep -q "removed 3 clients' state of an earlier run" "$WORK/scaffold.err" \
+grep -q "removed 3 clients' state files of an earlier run" "$WORK/scaffold.err" \
   || { cat "$WORK/scaffold.err"; fail "a second run did not clear the clients' state"; }
 cmp "$WORK/scaffold/model.safetensors" "$WORK/scaffold-first/model.safetensors" \
   || fail "a second SCAFFOLD run from the same seed gave another model"
@@ -83,6 +85,11 @@ cmp "$WORK/default/model.safetensors" "$WORK/fedavg/model.safetensors" \
 cmp "$WORK/fedavg/model.safetensors" "$WORK/fedavgm0/model.safetensors" \
   || fail "fedavgm with momentum 0 and server-lr 1 differs from fedavg"
 pass "fedavgm --server-momentum 0 --server-lr 1 is byte-identical to fedavg"
+cmp "$WORK/fedavg/model.safetensors" "$WORK/fedprox0/model.safetensors" \
+  || fail "fedprox with mu 0 differs from fedavg"
+! cmp -s "$WORK/fedavg/model.safetensors" "$WORK/fedprox/model.safetensors" \
+  || fail "fedprox with mu 0.01 gave fedavg's model"
+pass "fedprox --proximal-mu 0 is byte-identical to fedavg; mu 0.01 is not"
 ! cmp -s "$WORK/fedavg/model.safetensors" "$WORK/fedadam/model.safetensors" \
   || fail "fedadam gave fedavg's model"
 pass "fedadam moves the model differently from fedavg"

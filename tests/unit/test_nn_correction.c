@@ -76,7 +76,7 @@ static void test_zero_is_none(void)
     fedc_params *start = fedc_params_clone(fedc_model_params(m));
     float *corr[MAX_T] = {0};
     size_t count = make_correction(m, 0, 0.0f, corr);
-    fedc_train_config cfg = {0.05, 0.9, 1e-4, 2, 16, 3, 0.0, NULL};
+    fedc_train_config cfg = {0.05, 0.9, 1e-4, 2, 16, 3, 0.0, NULL, 0.0, 0.0};
     fedc_params *plain = train_from(m, start, &d, &cfg);
     cfg.grad_correction = (const float *const *)corr;
     fedc_params *zero = train_from(m, start, &d, &cfg);
@@ -101,7 +101,7 @@ static void test_one_step(void)
     fedc_params *start = fedc_params_clone(fedc_model_params(m));
     float *corr[MAX_T] = {0};
     size_t count = make_correction(m, 6, 0.5f, corr);
-    fedc_train_config cfg = {lr, 0.0, 0.0, 1, (int)d.n, 7, 0.0, NULL};
+    fedc_train_config cfg = {lr, 0.0, 0.0, 1, (int)d.n, 7, 0.0, NULL, 0.0, 0.0};
     fedc_params *plain = train_from(m, start, &d, &cfg);
     cfg.grad_correction = (const float *const *)corr;
     fedc_params *with = train_from(m, start, &d, &cfg);
@@ -146,7 +146,7 @@ static void test_refused(void)
     const size_t t = count > 2 ? 2 : count - 1;
     const char *name = fedc_params_at(fedc_model_params(m), t)->name;
     char want[256], err[FEDC_ERRMSG_MAX] = "";
-    fedc_train_config cfg = {0.05, 0.9, 1e-4, 1, 8, 1, 0.0, (const float *const *)corr};
+    fedc_train_config cfg = {0.05, 0.9, 1e-4, 1, 8, 1, 0.0, (const float *const *)corr, 0.0, 0.0};
 
     corr[t][12] = NAN;
     int rc = fedc_model_train(m, d.x, d.y, d.n, &cfg, NULL, err, sizeof(err));
@@ -188,7 +188,7 @@ static void test_changes_training(void)
     fedc_params *start = fedc_params_clone(fedc_model_params(m));
     float *corr[MAX_T] = {0};
     size_t count = make_correction(m, 13, 0.05f, corr);
-    fedc_train_config cfg = {0.02, 0.9, 1e-4, 2, 16, 14, 0.0, NULL};
+    fedc_train_config cfg = {0.02, 0.9, 1e-4, 2, 16, 14, 0.0, NULL, 0.0, 0.0};
     fedc_params *plain = train_from(m, start, &d, &cfg);
     cfg.grad_correction = (const float *const *)corr;
     fedc_params *with = train_from(m, start, &d, &cfg);

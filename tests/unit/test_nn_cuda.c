@@ -677,7 +677,7 @@ static int train_agrees(const char *what, const char *arch, size_t n, int batch,
     int passed = 0;
     if (pair_make(&p, arch, seed, n)) {
         char err[FEDC_ERRMSG_MAX] = "";
-        fedc_train_config cfg = {0.01, 0.9, 1e-4, epochs, batch, seed, mu, NULL};
+        fedc_train_config cfg = {0.01, 0.9, 1e-4, epochs, batch, seed, mu, NULL, 0.0, 0.0};
         fedc_train_stats sg, sc;
         int rg = fedc_model_train(p.gpu, p.data.x, p.data.y, n, &cfg, &sg, err, sizeof(err));
         int rc = fedc_model_train(p.cpu, p.data.x, p.data.y, n, &cfg, &sc, NULL, 0);
@@ -760,7 +760,7 @@ static void test_divergence_and_moves(void)
     pair p;
     if (pair_make(&p, "mlp", 2, n)) {
         char err[FEDC_ERRMSG_MAX] = "";
-        fedc_train_config cfg = {1e6, 0.9, 0.0, 2, 8, 1, 0.0, NULL};
+        fedc_train_config cfg = {1e6, 0.9, 0.0, 2, 8, 1, 0.0, NULL, 0.0, 0.0};
         int rc = fedc_model_train(p.gpu, p.data.x, p.data.y, n, &cfg, NULL, err, sizeof(err));
         printf("     lr 1e6 on the GPU: %s: %s\n", fedc_strerror(rc), err);
         CHECK_STATUS(rc, FEDC_ERR_NONFINITE, "a diverging training on the GPU");

@@ -338,7 +338,7 @@ static void test_same_as_cpu(const char *arch, int batch, int epochs, int correc
     fedc_model *ref = model_on(arch, 5, 0), *dev = model_on(arch, 5, 1);
     if (!ref || !dev) goto done;
     char err[FEDC_ERRMSG_MAX] = "";
-    fedc_train_config cfg = {0.05, 0.9, 1e-4, epochs, batch, 11, 0.0, NULL};
+    fedc_train_config cfg = {0.05, 0.9, 1e-4, epochs, batch, 11, 0.0, NULL, 0.0, 0.0};
     size_t ntensors = fedc_params_count(fedc_model_params(dev));
     if (correct && ntensors <= MAX_TENSORS) {
         fedc_rng rng;
@@ -447,7 +447,7 @@ static void test_divergence(void)
     fedc_model *dev = model_on("mlp", 1, 1), *ref = model_on("mlp", 1, 0);
     if (dev && ref) {
         char err[FEDC_ERRMSG_MAX] = "", err_ref[FEDC_ERRMSG_MAX] = "";
-        fedc_train_config cfg = {1e6, 0.9, 0.0, 2, 8, 1, 0.0, NULL};
+        fedc_train_config cfg = {1e6, 0.9, 0.0, 2, 8, 1, 0.0, NULL, 0.0, 0.0};
         int rd = fedc_model_train(dev, x, y, n, &cfg, NULL, err, sizeof(err));
         int rr = fedc_model_train(ref, x, y, n, &cfg, NULL, err_ref, sizeof(err_ref));
         printf("     lr 1e6: stand-in: %s; cpu: %s\n", err, err_ref);

@@ -17,7 +17,7 @@
 static float x[N * PIX];
 static int32_t y[N];
 
-static const fedc_train_config good = {0.05, 0.9, 1e-4, 1, 8, 1, 0.0, NULL};
+static const fedc_train_config good = {0.05, 0.9, 1e-4, 1, 8, 1, 0.0, NULL, 0.0, 0.0};
 
 /* Runs one training that must fail with `want` and a message containing
  * `needle`. */

@@ -162,7 +162,7 @@ static void test_train_steps(const char *arch, double mu)
         }
     }
 
-    fedc_train_config cfg = {lr, mom, wd, 2, (int)n, 99, mu, NULL};
+    fedc_train_config cfg = {lr, mom, wd, 2, (int)n, 99, mu, NULL, 0.0, 0.0};
     fedc_train_stats st;
     char err[FEDC_ERRMSG_MAX];
     load(m, w0);
@@ -254,7 +254,7 @@ static void test_fedprox_bits(double mu)
     size_t count = fedc_params_count(fedc_model_params(m));
     int32_t y[1];
     float *x = make_examples(1, 8, y);
-    fedc_train_config cfg = {0.05, 0.9, 0.01, 3, 1, 4, mu, NULL};
+    fedc_train_config cfg = {0.05, 0.9, 0.01, 3, 1, 4, mu, NULL, 0.0, 0.0};
 
     float *w0[NT] = {0}, *v[NT] = {0}, *want[NT] = {0};
     snapshot(m, w0);
@@ -291,7 +291,7 @@ static void test_fedprox_pulls_back(void)
     double d[2];
     const double mus[2] = {0.0, 5.0};
     for (int k = 0; k < 2; k++) {
-        fedc_train_config cfg = {0.1, 0.0, 0.0, 5, 8, 3, mus[k], NULL};
+        fedc_train_config cfg = {0.1, 0.0, 0.0, 5, 8, 3, mus[k], NULL, 0.0, 0.0};
         load(m, w0);
         fedc_model_train(m, x, y, n, &cfg, NULL, NULL, 0);
         d[k] = param_diff(m, w0, 1);

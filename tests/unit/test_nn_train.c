@@ -55,7 +55,7 @@ static void test_learns(const char *arch, double lr, int threads)
 
     fedc_eval_stats before, after;
     fedc_model_evaluate(m, xt, yt, ntest, 100, &before, err, sizeof(err));
-    fedc_train_config cfg = {lr, 0.9, 1e-4, 1, 32, 7, 0.0, NULL};
+    fedc_train_config cfg = {lr, 0.9, 1e-4, 1, 32, 7, 0.0, NULL, 0.0, 0.0};
     fedc_train_stats st1, st3;
     int rc = fedc_model_train(m, x, y, ntrain, &cfg, &st1, err, sizeof(err));
     CHECK(rc == FEDC_OK, "%s: train epoch 1 (%s)", arch, rc ? err : "ok");
@@ -90,7 +90,7 @@ static fedc_model *trained(const char *arch, uint64_t model_seed, uint64_t shuff
 {
     fedc_model *m = NULL;
     fedc_model_create(arch, model_seed, &m, NULL, 0);
-    fedc_train_config cfg = {0.05, 0.9, 1e-4, 2, 16, shuffle_seed, 0.0, NULL};
+    fedc_train_config cfg = {0.05, 0.9, 1e-4, 2, 16, shuffle_seed, 0.0, NULL, 0.0, 0.0};
     if (fedc_model_train(m, x, y, n, &cfg, NULL, NULL, 0) != FEDC_OK) {
         fedc_model_destroy(m);
         return NULL;
