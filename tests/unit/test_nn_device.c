@@ -406,6 +406,55 @@ done:
 }
 
 /* The gradients of one batch, two chunks of it included. */
+/* The largest |a - b| over the two models' parameters, relative to the
+ * largest |a|. */
+static double param_gap(fedc_model *a, fedc_model *b)
+{
+    const fedc_params *pa = fedc_model_params(a), *pb = fedc_model_params(b);
+    double gap = 0, big = 0;
+    for (size_t t = 0; t < fedc_params_count(pa); t++) {
+        const float *x = fedc_params_at(pa, t)->data, *y = fedc_params_at(pb, t)->data;
+        for (int64_t i = 0; i < fedc_tensor_numel(fedc_params_at(pa, t)); i++) {
+            gap = fmax(gap, fabs((double)x[i] - (double)y[i]));
+            big = fmax(big, fabs((double)x[i]));
+        }
+    }
+    return big > 0 ? gap / big : gap;
+}
+
+/* DP-SGD's device path (the examples, the sample list and each example's
+ * gradient moving between host and device) against the CPU: with every
+ * example taken (batch >= n, so q = 1) and noise of standard deviation
+ * 1e-12, both compute the same clipped steps; the noise draws differ, so
+ * the parameters agree to rounding, not bit for bit. */
+static void test_dpsgd(const char *arch, double clip)
+{
+    const size_t n = 40;
+    nn_test_data d = nn_test_data_make(9, n);
+    fedc_model *ref = model_on(arch, 5, 0), *dev = model_on(arch, 5, 1);
+    char err[FEDC_ERRMSG_MAX] = "";
+    fedc_train_config cfg = {0.05, 0.9, 1e-4, 3, (int)n, 11, 0.0, NULL, clip, 1e-12 / clip};
+    fedc_train_stats sr, sd;
+    int rr = ref ? fedc_model_train(ref, d.x, d.y, n, &cfg, &sr, err, sizeof(err)) : FEDC_ERR_NOMEM;
+    memset(&counts, 0, sizeof(counts));
+    int rd = dev ? fedc_model_train(dev, d.x, d.y, n, &cfg, &sd, err, sizeof(err)) : FEDC_ERR_NOMEM;
+    CHECK(rr == FEDC_OK && rd == FEDC_OK, "%s, DP-SGD clip %g: both train (%s)", arch, clip, rd ? err : "ok");
+    if (rr == FEDC_OK && rd == FEDC_OK) {
+        double gap = param_gap(ref, dev);
+        CHECK(gap < 1e-5, "%s, DP-SGD clip %g: the stand-in's parameters equal the CPU's (gap %.3g)", arch,
+              clip, gap);
+        CHECK(counts.bad_pointers == 0, "%s, DP-SGD: %d pointers on the wrong side", arch,
+              counts.bad_pointers);
+        CHECK(sd.steps == 3 && sr.steps == 3 && sd.dp_examples == 3 * n && sr.dp_examples == 3 * n &&
+                  sd.dp_sample_rate == 1.0,
+              "%s, DP-SGD: 3 steps of all %zu examples on both (%llu, %llu examples)", arch, n,
+              (unsigned long long)sd.dp_examples, (unsigned long long)sr.dp_examples);
+    }
+    fedc_model_destroy(ref);
+    fedc_model_destroy(dev);
+    nn_test_data_free(&d);
+}
+
 static void test_loss_grad(const char *arch, size_t nb)
 {
     nn_test_data d = nn_test_data_make(4, nb);
@@ -499,6 +548,9 @@ int main(void)
     test_same_as_cpu("mlp", 7, 1, 0);
     test_same_as_cpu("mlp", 32, 2, 1);
     test_same_as_cpu("cnn", 32, 2, 1);
+    test_dpsgd("mlp", 0.5);
+    test_dpsgd("cnn", 0.5);
+    test_dpsgd("mlp", 1e9);
     test_loss_grad("mlp", 37);
     test_loss_grad("cnn", 300);
     test_divergence();
