@@ -1,7 +1,10 @@
 /* The server's internals: the state of connections and rounds, shared by
- * the connection layer (connection.c: sockets, the frame reader, updates
- * streaming in, simulated clients) and the round driver (server.c:
- * sampling, stages, aggregation, metrics, the public API). */
+ * the connection layer (connection.c: sockets, the frame reader, writes,
+ * closes), the reading of updates (stream.c: tensors checked and folded as
+ * they arrive, rejects, DP clipping, the end of an update), simulated
+ * clients (virtual.c), the round driver (server.c: sampling, stages,
+ * metrics, the public API) and the end of a fit stage (aggregate.c: the
+ * strategy's hooks, the mean, DP noise and accounting, the next model). */
 #ifndef FEDC_SERVER_IMPL_H
 #define FEDC_SERVER_IMPL_H
 
@@ -197,8 +200,9 @@ static inline int fedc__srv_dp_clips(const fedc_server *s)
     return s->opt.dp.mode == FEDC_DP_CENTRAL || s->opt.dp.mode == FEDC_DP_CLIENT_CLIP;
 }
 
-/* Shared between the connection layer (connection.c) and the round driver
- * (server.c); each is defined in the file named. */
+/* Shared between the connection layer (connection.c, stream.c, virtual.c)
+ * and the round driver (server.c, aggregate.c); each is defined in the file
+ * named. */
 
 /* connection.c */
 model_blob *fedc__srv_blob_new(fedc_params *p, char *err, size_t errlen);
@@ -208,10 +212,35 @@ void fedc__srv_set_state(node *n, node_state st);
 int fedc__srv_node_send(node *n, const fedc__msg *m, model_blob *blob, int close_after);
 void fedc__srv_node_close(node *n, const char *why);
 void fedc__srv_request_failed(node *n, const char *why);
-void fedc__srv_abandon_update(node *n);
 void fedc__srv_on_connection(uv_stream_t *server, int status);
 void fedc__srv_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void fedc__srv_consume(node *n, size_t nread);
+/* libuv's read callback for a client's socket. */
+void fedc__srv_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+/* Logs a protocol violation and closes n with an Error saying it. */
+void fedc__srv_protocol_error(node *n, const char *fmt, ...) FEDC_PRINTF(2, 3);
+/* Gives n's staging buffer back and wakes the first client waiting for one. */
+void fedc__srv_release_slot(node *n);
+/* Takes n out of the queue of clients waiting for a staging buffer. */
+void fedc__srv_unlink_waiter(node *n);
+
+/* stream.c */
+/* Takes the chunks of n's update folded so far back out of the aggregate. */
+void fedc__srv_unfold_partial(node *n);
+/* Gives up on n's update; the rest of its stream is read and dropped. */
+void fedc__srv_abandon_update(node *n);
+/* Sets up reception of the next tensor after its header, or finishes. */
+void fedc__srv_on_tensor_header(node *n, const Fedc__V1__TensorHeader *h);
+/* A DATA payload of len bytes has arrived: checks and folds what is complete. */
+void fedc__srv_on_data_done(node *n, uint32_t len);
+/* The finite value of metric k1 (else k2, when not NULL) in c, or NaN. */
+double fedc__srv_metric_or_nan(const fedc_config *c, const char *k1, const char *k2);
+/* The end of n's tensor stream: the initial model, or a fit result committed or failed. */
+void fedc__srv_stream_finished(node *n);
+/* Gives n a free staging buffer: 1, or 0 when all are busy, -1 out of memory. */
+int fedc__srv_acquire_slot(node *n);
+/* A FitRes: checks it and starts reading the update's tensors. */
+void fedc__srv_on_fit_res(node *n, const Fedc__V1__FitRes *r);
 
 /* virtual.c */
 void fedc__srv_bury(fedc_server *s);
@@ -221,5 +250,23 @@ void fedc__srv_feed_pending(node *n);
 void fedc__srv_maybe_finish_stage(fedc_server *s);
 void fedc__srv_begin_shutdown(fedc_server *s, int rc);
 void fedc__srv_set_model(fedc_server *s, fedc_params *p);
+/* Drops the whole updates and the metrics the fit results hold. */
+void fedc__srv_free_updates(fedc_server *s);
+/* qsort/bsearch order of node pointers by node id. */
+int fedc__srv_cmp_node_id(const void *a, const void *b);
+/* Starts the round's evaluation stage. */
+void fedc__srv_start_eval(fedc_server *s);
+/* Ends the round: evaluations combined, metrics written, then the next round or the end. */
+void fedc__srv_finish_round(fedc_server *s);
+
+/* aggregate.c */
+/* Makes s->fit, the model plus the strategy's fit_tensors; a failure ends the federation. */
+int fedc__srv_prepare_fit(fedc_server *s);
+/* Lets the strategy's select_fit change the round's sample. */
+int fedc__srv_strategy_select(fedc_server *s, node **all, size_t n, node **v, size_t *k);
+/* The epsilon of `steps` rounds at the accountant's q and z. */
+double fedc__srv_dp_epsilon(const fedc_server *s, uint64_t steps);
+/* Ends the fit stage: the aggregate, DP, the strategy, then evaluation. */
+void fedc__srv_finish_fit(fedc_server *s);
 
 #endif
