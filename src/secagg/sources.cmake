@@ -1,0 +1,1 @@
+fedc_sources(secagg/shamir.c secagg/masking.c)
