@@ -1,1 +1,1 @@
-fedc_sources(secagg/shamir.c secagg/masking.c)
+fedc_sources(secagg/shamir.c secagg/masking.c secagg/protocol.c)
