@@ -18,6 +18,7 @@ packages=(
   python3 python3-numpy python3-protobuf  # the Python protocol client and its test
   protobuf-compiler                       # generates its Python message classes
   libopenmpi-dev openmpi-bin              # fedc sim --mpi
+  clang libclang-rt-14-dev                # libFuzzer targets (tests/fuzz, docs/fuzzing.md)
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)
