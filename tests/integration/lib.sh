@@ -54,6 +54,23 @@ wait_for_lines() {
   done
 }
 
+# wait_for_sampled FILE N SECONDS: sets `full` to the first round of FILE
+# (a metrics.jsonl) that sampled N clients, waiting up to SECONDS for one;
+# empty if none came.
+wait_for_sampled() {
+  local f="$1" n="$2" limit="$3" t=0
+  full=""
+  while [[ -z "$full" ]] && ((t++ < limit * 10)); do
+    full=$("$PY" -c 'import json, sys
+try:
+    rows = [json.loads(l) for l in open(sys.argv[1])]
+except (OSError, ValueError):
+    rows = []
+print(next((str(r["round"]) for r in rows if r["clients_sampled"] == int(sys.argv[2])), ""))' "$f" "$n")
+    [[ -n "$full" ]] || sleep 0.1
+  done
+}
+
 # jq-like: metric FILE ROUND KEY prints the value of KEY in the line for ROUND.
 metric() {
   "$PY" -c 'import json,sys

@@ -13,16 +13,7 @@ start_clients "$port" 3
 # Wait for a round that all three clients took part in (the server starts
 # with two; the third may join a round late under load); the next round
 # starts at once and its clients train.
-full="" t=0
-while [[ -z "$full" ]] && ((t++ < 1200)); do
-  full=$("$PY" -c 'import json, sys
-try:
-    rows = [json.loads(l) for l in open(sys.argv[1])]
-except (OSError, ValueError):
-    rows = []
-print(next((str(r["round"]) for r in rows if r["clients_sampled"] == 3), ""))' "$WORK/out/metrics.jsonl")
-  [[ -n "$full" ]] || sleep 0.1
-done
+wait_for_sampled "$WORK/out/metrics.jsonl" 3 120
 [[ -n "$full" && "$full" -le 3 ]] || fail "no round with all three clients by round 3 (got '$full')"
 sleep 0.3
 kill -9 "${CLIENTS[2]}"

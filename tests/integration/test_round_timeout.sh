@@ -11,16 +11,7 @@ server=$!; PIDS+=($server)
 start_clients "$port" 3
 # The server starts with the first two clients; wait for a round that all
 # three took part in (the third may join a round or two late under load).
-full="" t=0
-while [[ -z "$full" ]] && ((t++ < 1200)); do
-  full=$("$PY" -c 'import json, sys
-try:
-    rows = [json.loads(l) for l in open(sys.argv[1])]
-except (OSError, ValueError):
-    rows = []
-print(next((str(r["round"]) for r in rows if r["clients_sampled"] == 3), ""))' "$WORK/out/metrics.jsonl")
-  [[ -n "$full" ]] || sleep 0.1
-done
+wait_for_sampled "$WORK/out/metrics.jsonl" 3 120
 [[ -n "$full" && "$full" -le 4 ]] || fail "no round with all three clients by round 4 (got '$full')"
 # Stopped after that, c2 misses the next request it is sent: the training
 # of the next round (20 local epochs make it last far longer than the
