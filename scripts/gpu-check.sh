@@ -6,7 +6,7 @@
 #   2. the same tests under compute-sanitizer (memcheck), where it works;
 #   3. a federation on loopback: a server aggregating on the GPU and two
 #      clients training there; and fedc sim on the GPU, whose model must not
-#      depend on --concurrency;
+#      depend on --concurrency, with several strategies, SCAFFOLD and DP-SGD;
 #   4. the benchmarks: the trainer against PyTorch on the same GPU (cnn and
 #      mlp-large, float32, TF32 off on both sides), and FedAvg aggregation of
 #      device-resident updates against a device-to-device copy.
@@ -88,6 +88,19 @@ for s in "fedadam" "median" "fedprox --proximal-mu 0.1"; do
   "$bin/fedc" sim --data "$work/full" --clients 7 --min-clients 7 --model mlp --rounds 2 --device cuda \
     --strategy $s --seed 3 --out "$work/strategy" > "$res/strategy.log" 2>&1
   record "fedc sim --device cuda --strategy $s" "$?"
+done
+# SCAFFOLD's gradient correction and DP-SGD (per-example clipping, noise)
+# train with the backend's axpy: each must run, and print its last round.
+for run in "scaffold:--strategy scaffold" "dp-sgd:--dp-sgd-clip 1 --dp-sgd-noise-multiplier 1"; do
+  name="${run%%:*}"
+  # shellcheck disable=SC2086
+  "$bin/fedc" sim --data "$work/full" --clients 7 --min-clients 7 --model mlp --rounds 2 --device cuda \
+    ${run#*:} --seed 3 --out "$work/$name" > "$res/sim-$name.log" 2>&1
+  rc=$?
+  last="$(grep '^round' "$res/sim-$name.log" | tail -n 1)"
+  echo "$last"
+  [[ "$rc" == 0 && "$last" != *accuracy* ]] && rc="no round line"
+  record "fedc sim --device cuda ${run#*:}" "$rc"
 done
 rm -rf "$work"
 

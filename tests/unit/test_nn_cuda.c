@@ -10,8 +10,9 @@
  * both backends on the same random inputs, over several shapes (odd sizes,
  * transposes, padded strides, ties), and must agree within 1e-4 relative to
  * the largest reference value; each op and shape prints a line. Then whole
- * models: gradients, a few training steps, evaluation and prediction, on the
- * GPU against the CPU, the GPU's reproducibility and a diverging training.
+ * models: gradients, a few training steps (plain, FedProx, SCAFFOLD's
+ * gradient correction, DP-SGD), evaluation and prediction, on the GPU
+ * against the CPU, the GPU's reproducibility and a diverging training.
  *
  * Whole-model comparisons may differ by more than rounding when a value
  * that decides a ReLU or a max-pool lies within rounding of the threshold
@@ -20,6 +21,7 @@
  * those checks try up to four data sets and pass when one agrees; a real
  * bug fails them all. Every attempt prints its error.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -560,6 +562,96 @@ static void test_sgd(void)
         }
 }
 
+/* A value in [-1, 1) from the index, cheaper than the generator for the
+ * case of more than 2^31 values. */
+static float pattern(size_t i, uint32_t salt)
+{
+    uint32_t h = ((uint32_t)i ^ (uint32_t)(i >> 32) ^ salt) * 2654435761u;
+    return (float)(h >> 8) / 8388608.0f - 1.0f;
+}
+
+/* More values than cuBLAS takes in one call (it counts in ints): cu_axpy
+ * goes in two pieces, the second past INT_MAX. 8 GiB each for x and y, on
+ * the host and the device; left out, and said so, where either is short. */
+static void test_axpy_huge(void)
+{
+    const size_t n = (size_t)INT_MAX + 1001;
+    if (skip_big("axpy", n)) return;
+    const fedc__nn_backend_i *g = gpu_be->iface;
+    float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float)), *buf = NULL;
+    float *gx = x && y ? g->alloc(gpu_be->context, n * sizeof(float)) : NULL;
+    float *gy = gx ? g->alloc(gpu_be->context, n * sizeof(float)) : NULL;
+    const size_t piece = (size_t)1 << 26;
+    if (gy) buf = malloc(piece * sizeof(float));
+    if (!buf) {
+        printf("    %-18s a case of %zu values left out: not enough %s memory\n", "axpy", n,
+               !(x && y) || gy ? "host" : "GPU");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        x[i] = pattern(i, 1);
+        y[i] = pattern(i, 2);
+    }
+    g->to_device(gpu_be->context, gx, x, n * sizeof(float));
+    g->to_device(gpu_be->context, gy, y, n * sizeof(float));
+    cpu_be->iface->axpy(NULL, y, x, n, -0.37f);
+    g->axpy(gpu_be->context, gy, gx, n, -0.37f);
+    /* Compared piece by piece: one more host copy of 8 GiB is spared. */
+    double worst = 0.0;
+    size_t worst_at = 0;
+    for (size_t done = 0; done < n; done += piece) {
+        size_t len = n - done < piece ? n - done : piece;
+        down(buf, gy + done, len * sizeof(float));
+        double e = rel_err(buf, y + done, len);
+        if (!(e <= worst)) {
+            worst = isnan(e) ? INFINITY : e;
+            worst_at = done;
+        }
+    }
+    char shape[96];
+    snprintf(shape, sizeof(shape), "n %zu (INT_MAX + 1001) alpha -0.37", n);
+    CHECK(worst <= TOL, "axpy %s: worst relative error %.3g (limit %.0e) in the piece at %zu", shape, worst,
+          TOL, worst_at);
+    if (worst <= TOL) printf("ok  %-18s %-44s close (%.2e)\n", "axpy", shape, worst);
+done:
+    free(buf);
+    gfree(gx);
+    gfree(gy);
+    free(x);
+    free(y);
+}
+
+/* SCAFFOLD's correction and DP-SGD's sums: y += alpha x. */
+static void test_axpy(void)
+{
+    static const size_t sizes[] = {0, 1, 1000, 199211, (1u << 20) | 3};
+    static const float alphas[] = {1.0f, -0.37f, 0.0f};
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
+        for (size_t a = 0; a < sizeof(alphas) / sizeof(alphas[0]); a++) {
+            size_t n = sizes[s], m = n ? n : 1; /* n 0: y's first value must stay */
+            if (skip_big("axpy", n)) continue;
+            float *x = host_alloc(m), *y = host_alloc(m);
+            fill(x, m, -1.0, 1.0);
+            fill(y, m, -1.0, 1.0);
+            float *gx = up(x, m * 4), *gy = up(y, m * 4);
+            /* Twice, so that the first result is an input. */
+            for (int rep = 0; rep < 2; rep++) {
+                cpu_be->iface->axpy(NULL, y, x, n, alphas[a]);
+                gpu_be->iface->axpy(gpu_be->context, gy, gx, n, alphas[a]);
+            }
+            char shape[80];
+            snprintf(shape, sizeof(shape), "n %zu alpha %.2f, twice%s", n, alphas[a],
+                     n ? "" : " (y unchanged)");
+            expect_close("axpy", shape, gy, y, m);
+            expect_close("axpy x unchanged", shape, gx, x, m);
+            gfree(gx);
+            gfree(gy);
+            free(x);
+            free(y);
+        }
+    test_axpy_huge();
+}
+
 static void test_conv_direct(void)
 {
     const fedc__nn_backend_i *g = gpu_be->iface;
@@ -667,17 +759,64 @@ static void test_loss_grad(const char *arch, size_t nb)
           arch, nb, TOL, ATTEMPTS);
 }
 
+/* What a training adds to test_train's: SCAFFOLD's gradient correction,
+ * DP-SGD's clip. */
+typedef struct train_extra {
+    int correct; /* a random correction of +-0.05 per value */
+    double clip; /* > 0: DP-SGD with this clip */
+} train_extra;
+
+/* A correction for every tensor of m, from `seed`; free with corr_free. */
+static float **corr_make(fedc_model *m, uint64_t seed)
+{
+    const fedc_params *ps = fedc_model_params(m);
+    size_t nt = fedc_params_count(ps);
+    float **c = calloc(nt ? nt : 1, sizeof(*c));
+    if (!c) {
+        printf("out of host memory\n");
+        exit(EXIT_FAILURE);
+    }
+    fedc_rng r;
+    fedc_rng_seed(&r, seed);
+    for (size_t t = 0; t < nt; t++) {
+        size_t k = fedc_params_at(ps, t)->nbytes / sizeof(float);
+        c[t] = host_alloc(k);
+        for (size_t i = 0; i < k; i++) c[t][i] = (float)(0.1 * fedc_rng_uniform(&r) - 0.05);
+    }
+    return c;
+}
+
+static void corr_free(float **c, fedc_model *m)
+{
+    for (size_t t = 0; c && t < fedc_params_count(fedc_model_params(m)); t++) free(c[t]);
+    free(c);
+}
+
 /* A short training on a fresh pair; non-zero when the GPU's parameters and
  * statistics agree with the CPU's. With `repeat`, also trains a second GPU
- * model the same way, which must give the same bits. */
+ * model the same way, which must give the same bits. With extras, the
+ * training must also move the parameters by far more than the tolerance
+ * (a GPU that dropped a step would then not pass within the tolerance). */
 static int train_agrees(const char *what, const char *arch, size_t n, int batch, int epochs, double mu,
-                        uint64_t seed, int repeat)
+                        const train_extra *ex, uint64_t seed, int repeat)
 {
     pair p;
     int passed = 0;
+    float **corr = NULL;
     if (pair_make(&p, arch, seed, n)) {
         char err[FEDC_ERRMSG_MAX] = "";
         fedc_train_config cfg = {0.01, 0.9, 1e-4, epochs, batch, seed, mu, NULL, 0.0, 0.0};
+        if (ex && ex->correct) {
+            corr = corr_make(p.cpu, seed + 77);
+            cfg.grad_correction = (const float *const *)corr;
+        }
+        if (ex && ex->clip > 0.0) {
+            /* Every example in every step (batch >= n: q = 1), and noise of
+             * standard deviation 1e-12: the noise draws (from the
+             * cryptographic generator) differ, the steps agree. */
+            cfg.dp_sgd_clip = ex->clip;
+            cfg.dp_sgd_noise_multiplier = 1e-12 / ex->clip;
+        }
         fedc_train_stats sg, sc;
         int rg = fedc_model_train(p.gpu, p.data.x, p.data.y, n, &cfg, &sg, err, sizeof(err));
         int rc = fedc_model_train(p.cpu, p.data.x, p.data.y, n, &cfg, &sc, NULL, 0);
@@ -685,11 +824,26 @@ static int train_agrees(const char *what, const char *arch, size_t n, int batch,
         double e = params_err(p.gpu, p.cpu, 0), le = fabs(sg.loss - sc.loss) / fabs(sc.loss);
         passed = rg == FEDC_OK && e <= TOL && le <= TOL &&
                  fabs(sg.accuracy - sc.accuracy) <= 2.0 / (double)n && sg.steps == sc.steps &&
-                 sg.num_examples == sc.num_examples;
-        printf("%s %-18s %-44s parameters %.2e, loss %.6f vs %.6f, accuracy %.4f vs %.4f%s\n",
-               passed ? "ok " : "   ", "model train", what, e, sg.loss, sc.loss, sg.accuracy, sc.accuracy,
-               passed ? "" : ": retrying with other data");
-        fedc_model *again = repeat && rg == FEDC_OK ? model_on(arch, seed, 1) : NULL;
+                 sg.num_examples == sc.num_examples && sg.dp_examples == sc.dp_examples &&
+                 sg.dp_sample_rate == sc.dp_sample_rate;
+        double moved = -1.0;
+        if (ex) {
+            fedc_model *start = model_on(arch, seed, 0);
+            moved = start ? params_err(p.cpu, start, 0) : 0.0;
+            fedc_model_destroy(start);
+            CHECK(moved >= 100 * TOL, "%s: the training moves the parameters by %.3g, not far more than %.0e",
+                  what, moved, TOL);
+        }
+        printf("%s %-18s %-44s parameters %.2e, loss %.6f vs %.6f, accuracy %.4f vs %.4f",
+               passed ? "ok " : "   ", "model train", what, e, sg.loss, sc.loss, sg.accuracy, sc.accuracy);
+        if (moved >= 0.0) printf(", moved %.2e", moved);
+        if (ex && ex->clip > 0.0)
+            printf(", DP examples %llu vs %llu", (unsigned long long)sg.dp_examples,
+                   (unsigned long long)sc.dp_examples);
+        printf("%s\n", passed ? "" : ": retrying with other data");
+        /* DP-SGD's noise never repeats. */
+        fedc_model *again =
+            repeat && rg == FEDC_OK && !(ex && ex->clip > 0.0) ? model_on(arch, seed, 1) : NULL;
         if (again) {
             fedc_train_stats sa;
             rg = fedc_model_train(again, p.data.x, p.data.y, n, &cfg, &sa, NULL, 0);
@@ -698,9 +852,20 @@ static int train_agrees(const char *what, const char *arch, size_t n, int batch,
             if (same) printf("ok  %-18s %-44s bit-identical when repeated\n", "model train", what);
         }
         fedc_model_destroy(again);
+        corr_free(corr, p.cpu);
     }
     pair_free(&p);
     return passed;
+}
+
+static void train_tries(const char *what, const char *arch, size_t n, int batch, int epochs, double mu,
+                        const train_extra *ex)
+{
+    int passed = 0;
+    for (int attempt = 0; attempt < ATTEMPTS && !passed; attempt++)
+        passed = train_agrees(what, arch, n, batch, epochs, mu, ex, 3 + (uint64_t)attempt, attempt == 0);
+    CHECK(passed, "%s: GPU training agrees with the CPU's within %.0e on one of %d data sets", what, TOL,
+          ATTEMPTS);
 }
 
 /* mu > 0: with FedProx's proximal term. */
@@ -709,11 +874,28 @@ static void test_train(const char *arch, size_t n, int batch, int epochs, double
     char what[96];
     snprintf(what, sizeof(what), "%s %zu examples, batch %d, %d epoch%s%s", arch, n, batch, epochs,
              epochs > 1 ? "s" : "", mu > 0.0 ? ", fedprox" : "");
-    int passed = 0;
-    for (int attempt = 0; attempt < ATTEMPTS && !passed; attempt++)
-        passed = train_agrees(what, arch, n, batch, epochs, mu, 3 + (uint64_t)attempt, attempt == 0);
-    CHECK(passed, "%s: GPU training agrees with the CPU's within %.0e on one of %d data sets", what, TOL,
-          ATTEMPTS);
+    train_tries(what, arch, n, batch, epochs, mu, NULL);
+}
+
+/* SCAFFOLD: the gradient correction added on the GPU (an axpy per tensor
+ * and step) as on the CPU. */
+static void test_train_scaffold(const char *arch, size_t n, int batch, int epochs)
+{
+    char what[96];
+    snprintf(what, sizeof(what), "%s %zu examples, batch %d, %d epoch%s, scaffold", arch, n, batch, epochs,
+             epochs > 1 ? "s" : "");
+    train_extra x = {1, 0.0};
+    train_tries(what, arch, n, batch, epochs, 0.0, &x);
+}
+
+/* DP-SGD: one example at a time, each gradient read back for its norm,
+ * clipped and summed on the GPU (axpy), the noise uploaded and added. */
+static void test_train_dpsgd(const char *arch, size_t n, int epochs, double clip)
+{
+    char what[96];
+    snprintf(what, sizeof(what), "%s %zu examples, %d epochs, DP-SGD clip %g, q 1", arch, n, epochs, clip);
+    train_extra x = {0, clip};
+    train_tries(what, arch, n, (int)n, epochs, 0.0, &x);
 }
 
 static void test_eval_predict(const char *arch)
@@ -830,6 +1012,7 @@ int main(void)
     test_maxpool();
     test_softmax();
     test_sgd();
+    test_axpy();
     test_conv_direct();
 
     test_loss_grad("mlp", 37);
@@ -841,6 +1024,11 @@ int main(void)
     test_train("cnn", 200, 32, 1, 0.0);
     test_train("cnn", 600, 300, 1, 0.0);
     if (!small) test_train("mlp-large", 256, 64, 1, 0.0);
+    test_train_scaffold("mlp", 200, 32, 2);
+    test_train_scaffold("cnn", 200, 32, 1);
+    test_train_dpsgd("mlp", 40, 6, 0.5);
+    test_train_dpsgd("cnn", 40, 6, 0.5);
+    test_train_dpsgd("mlp", 40, 6, 1e9);
     test_eval_predict("mlp");
     test_eval_predict("cnn");
     test_divergence_and_moves();
