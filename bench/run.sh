@@ -10,9 +10,10 @@
 # Steps: installs the Debian packages (scripts/setup-deps.sh --bench, which
 # adds python3-torch), builds in Release into build-bench/, then runs
 # bench_agg, bench_trainer, bench/pytorch_cnn.py, bench_round with 10 and
-# 50 clients, then bench_strategy. Everything runs on this machine (loopback
-# only) and each step has a time limit. A benchmark that fails is reported
-# as null and makes the script exit 1 after the others have run.
+# 50 clients, bench_strategy, then bench_secagg. Everything runs on this
+# machine (loopback only) and each step has a time limit. A benchmark
+# that fails is reported as null and makes the script exit 1 after the
+# others have run.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,7 +23,7 @@ for a in "$@"; do
   case "$a" in
     --json) json=1 ;;
     --no-setup) setup=0 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument '$a' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -63,6 +64,7 @@ run pytorch 600 /usr/bin/python3 bench/pytorch_cnn.py --json
 run round10 180 "$bin/bench_round" --clients 10 --timeout 120 --json
 run round50 300 "$bin/bench_round" --clients 50 --timeout 240 --json
 run strategy 300 "$bin/bench_strategy" --json
+run secagg 600 "$bin/bench_secagg" --json
 
 cpu="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)"
 FEDC_BENCH_RESULTS="$results" FEDC_BENCH_JSON="$json" FEDC_BENCH_CPU="${cpu:-unknown}" \
@@ -77,6 +79,7 @@ def load(name):
 agg, tr, pt = load("agg"), load("trainer"), load("pytorch")
 r10, r50 = load("round10"), load("round50")
 strat = load("strategy")
+sa = load("secagg")
 strategy_names = ["fedavg", "fedavgm", "fedprox", "fedadagrad", "fedadam", "fedyogi",
                   "scaffold", "fednova", "median", "trimmed-mean", "krum", "multikrum", "bulyan"]
 
@@ -99,6 +102,15 @@ out = {
     # Per strategy: seconds of one server round over 100 updates of a 4 MiB
     # model, and the bytes it holds (computed, and measured peak RSS growth).
     "strategies": {n: strat.get(n) for n in strategy_names},
+    # Secure aggregation: mask expansion (AES-128-CTR) against OpenSSL's raw
+    # AES-128-CTR, and one SecAgg round of 100 clients (complete graph, no
+    # dropouts) against a plain FedAvg round, in CPU seconds.
+    "secagg_expand_gbps": sa.get("expand_gbps"),
+    "secagg_aes128ctr_gbps": sa.get("aes128ctr_gbps"),
+    "secagg_expand_over_aes": sa.get("expand_over_aes"),
+    "secagg_prg_target_met": sa.get("prg_target_met"),
+    "secagg_over_plain_100": sa.get("secagg_over_plain_100"),
+    "secagg_round_target_met": sa.get("round_target_met"),
     "cpu": os.environ["FEDC_BENCH_CPU"],
     "cores": int(os.environ["FEDC_BENCH_CORES"]),
 }
@@ -134,6 +146,14 @@ else:
         rss = r.get("rss_growth_models")
         rows.append((f"strategy {n}, 100 x 4 MiB", f(r.get("seconds"), ".3f") + " s",
                      "holds " + f(held, ".1f") + " x model, RSS +" + f(rss, ".1f") + " x model"))
+    rows += [
+        ("secagg mask expansion", f(out["secagg_expand_gbps"], ".2f") + " GB/s", ""),
+        ("OpenSSL AES-128-CTR", f(out["secagg_aes128ctr_gbps"], ".2f") + " GB/s", ""),
+        ("  expansion / AES-128-CTR", f(out["secagg_expand_over_aes"], ".3f"),
+         ">= 0.7: " + met(out["secagg_prg_target_met"])),
+        ("secagg / plain round, 100 clients", f(out["secagg_over_plain_100"], ".1f"),
+         "<= 2: " + met(out["secagg_round_target_met"])),
+    ]
     print(f"fedc benchmarks on {out['cpu']}, {out['cores']} cores")
     for name, value, note in rows:
         print(f"  {name:<34} {value:>18}  {note}")

@@ -11,7 +11,7 @@ packages=(
   libopenblas-dev                         # GEMM for the built-in trainer
   zlib1g-dev                              # gzipped IDX datasets
   libsodium-dev                           # CSPRNG, hashing (and later crypto)
-  libssl-dev                              # TLS (later)
+  libssl-dev                              # AES-CTR masks for secure aggregation (TLS later)
   libuv1-dev                              # the server's event loop
   libcjson-dev                            # safetensors headers, metrics.jsonl
   dataset-fashion-mnist                   # the default dataset

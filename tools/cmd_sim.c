@@ -158,7 +158,8 @@ static int prepare_state_dir(const char *dir, int rank, char *err, size_t errlen
     }
     closedir(dp);
     if (removed)
-        fedc_log(FEDC_LOG_INFO, CMD, "removed %u clients' state files of an earlier run from %s", removed, dir);
+        fedc_log(FEDC_LOG_INFO, CMD, "removed %u clients' state files of an earlier run from %s", removed,
+                 dir);
     return FEDC_OK;
 }
 

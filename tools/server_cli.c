@@ -60,6 +60,17 @@ const char server_cli_help[] =
     "  --dp-target-quantile Q    that quantile, in (0, 1) (default 0.5)\n"
     "  --dp-clip-lr L            its learning rate (default 0.2)\n"
     "  --dp-clipped-count-stddev S  noise of the count (default max(expected clients / 20, Z))\n"
+    "  --secagg                  secure aggregation (docs/secagg.md): the server learns only\n"
+    "                            the sum of each round's updates; 3 to 255 clients a round\n"
+    "  --secagg-neighbours K     clients each one shares keys with: n - 1 (default up to\n"
+    "                            199 clients, then 198) or an even number (SecAgg+)\n"
+    "  --secagg-threshold T      neighbours that must stay for a client's masks to be\n"
+    "                            removed; more than K/2 (default floor(K/2) + 1)\n"
+    "  --secagg-range R          each coordinate of an update is clipped to [-R, R] (8)\n"
+    "  --secagg-bits B           bits per coordinate, 1 .. 24 (default: the most that the\n"
+    "                            round's sum cannot overflow, up to 24)\n"
+    "  --secagg-max-weight W     a client's weight is min(num_examples, W) / W (1000)\n"
+    "  --secagg-timeout S        seconds each stage after training waits (default 60)\n"
     "  --quiet                   no progress lines\n";
 
 enum {
@@ -105,7 +116,14 @@ enum {
     OPT_DP_CLIP_LR,
     OPT_DP_COUNT_SD,
     OPT_DP_SGD_CLIP,
-    OPT_DP_SGD_NOISE
+    OPT_DP_SGD_NOISE,
+    OPT_SECAGG,
+    OPT_SECAGG_K,
+    OPT_SECAGG_T,
+    OPT_SECAGG_RANGE,
+    OPT_SECAGG_BITS,
+    OPT_SECAGG_WEIGHT,
+    OPT_SECAGG_TIMEOUT
 };
 
 const struct option server_cli_options[] = {
@@ -152,6 +170,13 @@ const struct option server_cli_options[] = {
     {"dp-clipped-count-stddev", required_argument, NULL, OPT_DP_COUNT_SD},
     {"dp-sgd-clip", required_argument, NULL, OPT_DP_SGD_CLIP},
     {"dp-sgd-noise-multiplier", required_argument, NULL, OPT_DP_SGD_NOISE},
+    {"secagg", no_argument, NULL, OPT_SECAGG},
+    {"secagg-neighbours", required_argument, NULL, OPT_SECAGG_K},
+    {"secagg-threshold", required_argument, NULL, OPT_SECAGG_T},
+    {"secagg-range", required_argument, NULL, OPT_SECAGG_RANGE},
+    {"secagg-bits", required_argument, NULL, OPT_SECAGG_BITS},
+    {"secagg-max-weight", required_argument, NULL, OPT_SECAGG_WEIGHT},
+    {"secagg-timeout", required_argument, NULL, OPT_SECAGG_TIMEOUT},
     {NULL, 0, NULL, 0}};
 _Static_assert(sizeof server_cli_options / sizeof server_cli_options[0] <= SERVER_CLI_MAX_OPTIONS,
                "raise SERVER_CLI_MAX_OPTIONS");
@@ -279,6 +304,31 @@ int server_cli_option(server_cli *c, const char *cmd, int opt, const char *arg)
         c->dp_flags |= 16;
         return cli_double(cmd, "--dp-clipped-count-stddev", arg, 1e-300, 1e300,
                           &c->opt.dp.clipped_count_stddev);
+    case OPT_SECAGG: c->opt.secagg.enabled = 1; return 0;
+    case OPT_SECAGG_K:
+        c->secagg_flags = 1;
+        if (cli_u64(cmd, "--secagg-neighbours", arg, 2, 254, &u)) return -1;
+        c->opt.secagg.neighbours = (uint32_t)u;
+        return 0;
+    case OPT_SECAGG_T:
+        c->secagg_flags = 1;
+        if (cli_u64(cmd, "--secagg-threshold", arg, 2, 254, &u)) return -1;
+        c->opt.secagg.threshold = (uint32_t)u;
+        return 0;
+    case OPT_SECAGG_RANGE:
+        c->secagg_flags = 1;
+        return cli_double(cmd, "--secagg-range", arg, 1e-30, 1e30, &c->opt.secagg.range);
+    case OPT_SECAGG_BITS:
+        c->secagg_flags = 1;
+        if (cli_u64(cmd, "--secagg-bits", arg, 1, 24, &u)) return -1;
+        c->opt.secagg.bits = (unsigned)u;
+        return 0;
+    case OPT_SECAGG_WEIGHT:
+        c->secagg_flags = 1;
+        return cli_double(cmd, "--secagg-max-weight", arg, 1, 1e30, &c->opt.secagg.max_weight);
+    case OPT_SECAGG_TIMEOUT:
+        c->secagg_flags = 1;
+        return cli_double(cmd, "--secagg-timeout", arg, 1e-3, 1e9, &c->opt.secagg.stage_timeout);
     default: return 1;
     }
 }
@@ -399,6 +449,10 @@ int server_cli_prepare(server_cli *c, const char *cmd)
     if (c->opt.dp.mode != FEDC_DP_OFF && (c->dp_flags & 3) != 3) {
         cli_error(cmd, "--dp %s needs %s", fedc_dp_mode_name(c->opt.dp.mode),
                   c->dp_flags & 1 ? "--dp-noise-multiplier Z" : "--dp-clip C");
+        return FEDC_EXIT_USAGE;
+    }
+    if (c->secagg_flags && !c->opt.secagg.enabled) {
+        cli_error(cmd, "the --secagg-* flags need --secagg");
         return FEDC_EXIT_USAGE;
     }
     if (c->strategy_name || c->strategy_params) {

@@ -31,6 +31,7 @@ typedef struct server_cli {
     /* DP flags given: --dp-clip 1, --dp-noise-multiplier 2, --dp-delta 4,
      * --target-epsilon 8, adaptive clipping's 16. */
     unsigned dp_flags;
+    int secagg_flags; /* a --secagg-* flag was given */
     /* Filled by server_cli_prepare(). */
     fedc_params *init;
     fedc_config *config;

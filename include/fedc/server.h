@@ -74,6 +74,22 @@ typedef struct fedc_round_record {
 typedef int (*fedc_central_eval_fn)(void *user, const fedc_params *model, uint64_t round, double *loss,
                                     double *accuracy, char *err, size_t errlen);
 
+/* Secure aggregation (docs/secagg.md): SecAgg+ (Bell et al. 2020; the
+ * complete graph of Bonawitz et al. 2017 when K = n - 1). The server learns
+ * the sum of the surviving clients' quantised, weighted updates and nothing
+ * else, and the round survives clients dropping out at any stage as long as
+ * each survivor keeps T neighbours. A zero field takes its default, chosen
+ * per round from the number n of clients sampled. */
+typedef struct fedc_secagg_options {
+    int enabled;
+    uint32_t neighbours;  /* K: n - 1 (every other client) up to n = 199, else 198 (see secagg.md) */
+    uint32_t threshold;   /* T: floor(K / 2) + 1, the least that is safe; must be > K / 2 */
+    double range;         /* R: each coordinate of an update is clipped to [-R, R] (default 8) */
+    unsigned bits;        /* B: bits per coordinate; default the most, up to 24, that n cannot wrap */
+    double max_weight;    /* W: a client's weight is min(num_examples, W) / W (default 1000) */
+    double stage_timeout; /* seconds each stage after training waits (default 60) */
+} fedc_secagg_options;
+
 typedef struct fedc_server_options {
     const char *listen;               /* "HOST:PORT" (default "127.0.0.1:7000"; port 0 picks one) */
     uint64_t rounds;                  /* the cap on rounds (default 10) */
@@ -107,6 +123,10 @@ typedef struct fedc_server_options {
      * or weighs or extends them (the robust aggregators, scaffold,
      * fednova). */
     fedc_dp_options dp;
+    /* Secure aggregation; off by default. Not with a strategy that needs
+     * every update or weighs or extends them, nor with --dp central (the
+     * server cannot clip what it cannot see). */
+    fedc_secagg_options secagg;
     fedc_central_eval_fn central_eval;
     void *central_eval_user;
     void (*on_round)(void *user, const fedc_round_record *r);

@@ -23,6 +23,7 @@ struct fedc_client {
     volatile sig_atomic_t stop;
     volatile int fd;     /* the live socket, so stop() can interrupt a blocking read */
     fedc_params *params; /* the last received model, reused when the layout repeats */
+    fedc__csa *sa;       /* the secure-aggregation round in progress, if any */
 };
 
 void fedc_client_options_init(fedc_client_options *opt)
@@ -66,6 +67,7 @@ fedc_client *fedc_client_create(const fedc_client_options *opt, const fedc_clien
 void fedc_client_destroy(fedc_client *c)
 {
     if (!c) return;
+    fedc__csa_destroy(c->sa);
     fedc_params_destroy(c->params);
     free(c->server);
     free(c);
@@ -85,6 +87,13 @@ void fedc_client_stop(fedc_client *c)
     c->stop = 1;
     int fd = c->fd;
     if (fd >= 0) shutdown(fd, SHUT_RDWR);
+}
+
+void fedc__client_swap_secagg(fedc_client *c, fedc__csa **state)
+{
+    fedc__csa *t = c->sa;
+    c->sa = *state;
+    *state = t;
 }
 
 static void sleep_seconds(double s)
@@ -163,6 +172,47 @@ static int handle_get_parameters(fedc_client *c, fedc__conn *conn, const Fedc__V
     return rc;
 }
 
+static int send_secagg(fedc__conn *conn, uint64_t round, uint8_t *payload, size_t len, char *err,
+                       size_t errlen)
+{
+    Fedc__V1__SecAgg sa = FEDC__V1__SEC_AGG__INIT;
+    Fedc__V1__Message m = FEDC__V1__MESSAGE__INIT;
+    sa.round = round;
+    sa.payload.data = payload;
+    sa.payload.len = len;
+    m.body_case = FEDC__V1__MESSAGE__BODY_SECAGG;
+    m.secagg = &sa;
+    return fedc__send_message(conn, &m, err, errlen);
+}
+
+/* One of the server's later stages of secure aggregation. */
+static int handle_secagg(fedc_client *c, fedc__conn *conn, const Fedc__V1__SecAgg *in)
+{
+    char why[FEDC_ERRMSG_MAX];
+    if (!c->sa || fedc__csa_round(c->sa) != in->round) {
+        snprintf(why, sizeof why, "no secure aggregation in progress for round %llu",
+                 (unsigned long long)in->round);
+        fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "%s", why);
+        return send_failure(conn, in->round, why, c->errmsg, sizeof c->errmsg);
+    }
+    uint8_t *msg = NULL;
+    size_t len = 0;
+    int last = 0;
+    int rc = fedc__csa_step(c->sa, in->payload.data, in->payload.len, &msg, &len, &last, why, sizeof why);
+    if (rc || last) {
+        fedc__csa_destroy(c->sa);
+        c->sa = NULL;
+    }
+    if (rc) {
+        fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "round %llu: secure aggregation failed: %s",
+                 (unsigned long long)in->round, why);
+        return send_failure(conn, in->round, why, c->errmsg, sizeof c->errmsg);
+    }
+    rc = send_secagg(conn, in->round, msg, len, c->errmsg, sizeof c->errmsg);
+    free(msg);
+    return rc;
+}
+
 static int handle_fit(fedc_client *c, fedc__conn *conn, const Fedc__V1__FitIns *ins)
 {
     int rc = recv_model(c, conn, ins->num_tensors);
@@ -170,7 +220,9 @@ static int handle_fit(fedc_client *c, fedc__conn *conn, const Fedc__V1__FitIns *
     char why[FEDC_ERRMSG_MAX] = "";
     fedc_config *cfg = fedc_config_create(), *metrics = fedc_config_create();
     uint64_t num_examples = 0;
-    if (!cfg || !metrics) {
+    /* Secure aggregation sends the update, so it keeps the model sent. */
+    fedc_params *global = ins->secagg ? fedc_params_clone(c->params) : NULL;
+    if (!cfg || !metrics || (ins->secagg && !global)) {
         rc = FEDC_ERR_NOMEM;
         snprintf(why, sizeof why, "out of memory");
     } else {
@@ -181,7 +233,25 @@ static int handle_fit(fedc_client *c, fedc__conn *conn, const Fedc__V1__FitIns *
             rc = FEDC_ERR_INVALID;
             snprintf(why, sizeof why, "fit reported 0 examples");
         }
+        if (!rc && ins->secagg) {
+            /* The update goes into the round's protocol (secagg.c), not a FitRes. */
+            uint8_t *msg = NULL;
+            size_t len = 0;
+            fedc__csa_destroy(c->sa);
+            c->sa = NULL;
+            rc = fedc__csa_begin(ins->secagg, ins->round, global, c->params, num_examples, &c->sa, &msg, &len,
+                                 why, sizeof why);
+            if (!rc) {
+                rc = send_secagg(conn, ins->round, msg, len, c->errmsg, sizeof c->errmsg);
+                free(msg);
+                fedc_params_destroy(global);
+                fedc_config_destroy(cfg);
+                fedc_config_destroy(metrics);
+                return rc;
+            }
+        }
     }
+    fedc_params_destroy(global);
     if (rc) {
         fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "round %llu: fit failed: %s", (unsigned long long)ins->round,
                  why[0] ? why : fedc_strerror(rc));
@@ -273,6 +343,7 @@ static int dispatch(fedc_client *c, fedc__conn *conn, const fedc__msg *in, int *
     case FEDC__V1__MESSAGE__BODY_GET_PARAMETERS_INS:
         return handle_get_parameters(c, conn, in->get_parameters_ins);
     case FEDC__V1__MESSAGE__BODY_FIT_INS: return handle_fit(c, conn, in->fit_ins);
+    case FEDC__V1__MESSAGE__BODY_SECAGG: return handle_secagg(c, conn, in->secagg);
     case FEDC__V1__MESSAGE__BODY_EVALUATE_INS: return handle_evaluate(c, conn, in->evaluate_ins);
     case FEDC__V1__MESSAGE__BODY_SHUTDOWN:
         fedc_log(FEDC_LOG_DEBUG, LOG_COMPONENT, "server ended the federation: %s",

@@ -1,1 +1,1 @@
-fedc_sources(client/client.c)
+fedc_sources(client/client.c client/secagg.c)

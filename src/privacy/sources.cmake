@@ -1,1 +1,1 @@
-fedc_sources(privacy/rdp.c privacy/dp.c)
+fedc_sources(privacy/rdp.c privacy/dp.c privacy/ddg.c)

@@ -79,6 +79,7 @@ const char *fedc__msg_name(const fedc__msg *m)
     case FEDC__V1__MESSAGE__BODY_FAILURE: return "failure";
     case FEDC__V1__MESSAGE__BODY_ERROR: return "error";
     case FEDC__V1__MESSAGE__BODY_SHUTDOWN: return "shutdown";
+    case FEDC__V1__MESSAGE__BODY_SECAGG: return "secagg";
     default: return "unknown";
     }
 }

@@ -1,11 +1,13 @@
 /* Masking for secure aggregation (masking.h): quantisation into Z_{2^32},
- * pairwise keys (X25519 + BLAKE2b) and XChaCha20-expanded masks, all from
- * libsodium. */
+ * pairwise keys (X25519 + BLAKE2b, libsodium) and masks expanded with
+ * AES-128 in counter mode (OpenSSL's libcrypto, which uses the CPU's AES
+ * instructions where it has them). */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #include "fedc/core.h"
@@ -109,12 +111,32 @@ int fedc__secagg_agree(const uint8_t my_sk[FEDC_SECAGG_KEY_BYTES],
     return FEDC_OK;
 }
 
-static void expand_nonce(uint64_t round, uint8_t nonce[crypto_stream_xchacha20_NONCEBYTES])
+int fedc__secagg_aes_ctr(const uint8_t key[16], const uint8_t iv[16], uint8_t *out, size_t len)
 {
-    _Static_assert(crypto_stream_xchacha20_NONCEBYTES == sizeof FEDC_SECAGG_EXPAND_CTX - 1 + 8,
-                   "the nonce is the context and the round");
-    memcpy(nonce, FEDC_SECAGG_EXPAND_CTX, sizeof FEDC_SECAGG_EXPAND_CTX - 1);
-    for (int b = 0; b < 8; b++) nonce[sizeof FEDC_SECAGG_EXPAND_CTX - 1 + b] = (uint8_t)(round >> (8 * b));
+    if (len == 0) return FEDC_OK;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (!ctx) return FEDC_ERR_NOMEM;
+    int ok = EVP_EncryptInit_ex(ctx, EVP_aes_128_ctr(), NULL, key, iv);
+    /* The keystream is the encryption of zeros, written in place. */
+    memset(out, 0, len);
+    for (size_t at = 0; ok && at < len;) {
+        int step = len - at < (1u << 30) ? (int)(len - at) : (1 << 30), got = 0;
+        ok = EVP_EncryptUpdate(ctx, out + at, &got, out + at, step) && got == step;
+        at += (size_t)step;
+    }
+    EVP_CIPHER_CTX_free(ctx); /* wipes the key schedule */
+    return ok ? FEDC_OK : FEDC_ERR_NOMEM;
+}
+
+/* AES-128-CTR's key and initial counter block for a seed and round. */
+static void expand_key(const uint8_t seed[FEDC_SECAGG_KEY_BYTES], uint64_t round, uint8_t key[16],
+                       uint8_t iv[16])
+{
+    /* All 32 bytes of the seed make the 128-bit key. */
+    crypto_generichash(key, 16, (const unsigned char *)FEDC_SECAGG_EXPAND_CTX,
+                       sizeof FEDC_SECAGG_EXPAND_CTX - 1, seed, FEDC_SECAGG_KEY_BYTES);
+    for (int b = 0; b < 8; b++) iv[b] = (uint8_t)(round >> (8 * b));
+    memset(iv + 8, 0, 8);
 }
 
 static uint32_t load_le32(const uint8_t *p)
@@ -122,19 +144,22 @@ static uint32_t load_le32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-void fedc__secagg_expand(const uint8_t seed[FEDC_SECAGG_KEY_BYTES], uint64_t round, uint32_t *mask, size_t n)
+int fedc__secagg_expand(const uint8_t seed[FEDC_SECAGG_KEY_BYTES], uint64_t round, uint32_t *mask, size_t n)
 {
-    if (n == 0) return;
-    uint8_t nonce[crypto_stream_xchacha20_NONCEBYTES];
-    expand_nonce(round, nonce);
+    if (n == 0) return FEDC_OK;
+    uint8_t key[16], iv[16];
+    expand_key(seed, round, key, iv);
     /* The keystream goes straight into the output, then each word is read
      * as little-endian in place (a no-op on little-endian hosts). */
     uint8_t *bytes = (uint8_t *)mask;
-    crypto_stream_xchacha20(bytes, n * sizeof(uint32_t), nonce, seed);
+    int rc = fedc__secagg_aes_ctr(key, iv, bytes, n * sizeof(uint32_t));
+    sodium_memzero(key, sizeof key);
+    if (rc) return rc;
     for (size_t i = 0; i < n; i++) {
         uint32_t w = load_le32(bytes + 4 * i);
         memcpy(bytes + 4 * i, &w, sizeof w);
     }
+    return FEDC_OK;
 }
 
 void fedc__secagg_mask_add(uint32_t *x, const uint32_t *mask, size_t n)
@@ -147,21 +172,31 @@ void fedc__secagg_mask_sub(uint32_t *x, const uint32_t *mask, size_t n)
     for (size_t i = 0; i < n; i++) x[i] -= mask[i];
 }
 
-void fedc__secagg_apply_mask(uint32_t *x, size_t n, const uint8_t seed[FEDC_SECAGG_KEY_BYTES], uint64_t round,
-                             int sign)
+int fedc__secagg_apply_mask(uint32_t *x, size_t n, const uint8_t seed[FEDC_SECAGG_KEY_BYTES], uint64_t round,
+                            int sign)
 {
-    enum { WORDS = 1024, BLOCK = 64 }; /* a chunk is 4096 bytes: 64 ChaCha blocks */
-    if (sign == 0 || n == 0) return;
-    uint8_t nonce[crypto_stream_xchacha20_NONCEBYTES], zero[WORDS * 4], ks[WORDS * 4];
-    expand_nonce(round, nonce);
-    memset(zero, 0, sizeof zero);
-    for (size_t at = 0; at < n; at += WORDS) {
+    enum { WORDS = 4096 }; /* a chunk of keystream is 16 KiB, in the first-level cache */
+    if (sign == 0 || n == 0) return FEDC_OK;
+    uint8_t key[16], iv[16], ks[WORDS * 4];
+    expand_key(seed, round, key, iv);
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_128_ctr(), NULL, key, iv);
+    sodium_memzero(key, sizeof key);
+    memset(ks, 0, sizeof ks);
+    /* One cipher context for the whole length: the counter carries on from
+     * chunk to chunk, so the words are those of fedc__secagg_expand. */
+    for (size_t at = 0; ok && at < n; at += WORDS) {
         size_t m = n - at < WORDS ? n - at : WORDS;
-        crypto_stream_xchacha20_xor_ic(ks, zero, m * 4, nonce, (uint64_t)(at * 4 / BLOCK), seed);
+        int got = 0;
+        memset(ks, 0, m * 4);
+        ok = EVP_EncryptUpdate(ctx, ks, &got, ks, (int)(m * 4)) && got == (int)(m * 4);
+        if (!ok) break;
         if (sign > 0)
             for (size_t j = 0; j < m; j++) x[at + j] += load_le32(ks + 4 * j);
         else
             for (size_t j = 0; j < m; j++) x[at + j] -= load_le32(ks + 4 * j);
     }
     sodium_memzero(ks, sizeof ks);
+    EVP_CIPHER_CTX_free(ctx);
+    return ok ? FEDC_OK : FEDC_ERR_NOMEM;
 }

@@ -2,6 +2,7 @@
  * state for one round, the message codec, share encryption. */
 #include <inttypes.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -229,7 +230,8 @@ int fedc__sa_neighbours(const fedc__sa_config *cfg, uint8_t *adj, char *err, siz
         return FEDC_OK;
     }
     uint32_t w[FEDC__SA_MAX_CLIENTS], perm[FEDC__SA_MAX_CLIENTS], pos[FEDC__SA_MAX_CLIENTS];
-    fedc__secagg_expand(cfg->graph_seed, cfg->round, w, n);
+    if (fedc__secagg_expand(cfg->graph_seed, cfg->round, w, n))
+        return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "secagg: out of memory (OpenSSL)");
     for (uint32_t i = 0; i < n; i++) perm[i] = i;
     for (uint32_t i = n - 1; i >= 1; i--) {
         uint32_t j = (uint32_t)(((uint64_t)w[i] * (i + 1)) >> 32);
@@ -341,7 +343,12 @@ int fedc__sa_client_create(const fedc__sa_config *cfg, uint32_t me, fedc__sa_cli
     }
     c->cfg = *cfg;
     c->me = me;
-    fedc__sa_neighbours(cfg, adj, NULL, 0);
+    rc = fedc__sa_neighbours(cfg, adj, err, errlen);
+    if (rc) {
+        free(adj);
+        fedc__sa_client_destroy(c);
+        return rc;
+    }
     memcpy(c->nb, adj + (size_t)me * n, n);
     free(adj);
     fedc__secagg_keypair(c->c_pk, c->c_sk);
@@ -595,12 +602,14 @@ int fedc__sa_client_masked_input(fedc__sa_client *c, const uint8_t *in, size_t i
         goto done;
     }
     memcpy(y, q, (size_t)dim * 4);
-    fedc__secagg_apply_mask(y, dim, c->b, c->cfg.round, 1);
-    for (uint32_t j = 0; j < n; j++) {
+    if (fedc__secagg_apply_mask(y, dim, c->b, c->cfg.round, 1))
+        rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "secagg: out of memory (OpenSSL)");
+    for (uint32_t j = 0; j < n && !rc; j++) {
         if (!got[j]) continue;
         uint8_t s[KB];
         rc = fedc__secagg_agree(c->s_sk, c->pk_s + (size_t)j * KB, c->s_pk, s, err, errlen);
-        if (!rc) fedc__secagg_apply_mask(y, dim, s, c->cfg.round, fedc__secagg_pair_sign(c->me, j));
+        if (!rc && fedc__secagg_apply_mask(y, dim, s, c->cfg.round, fedc__secagg_pair_sign(c->me, j)))
+            rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "secagg: out of memory (OpenSSL)");
         sodium_memzero(s, sizeof s);
         if (rc) break;
     }
@@ -674,11 +683,19 @@ int fedc__sa_client_unmask(fedc__sa_client *c, const uint8_t *in, size_t inlen, 
                             c->me);
         goto done;
     }
-    if (n3 < c->cfg.t) {
+    /* Its own neighbourhood must keep t survivors (itself included), not
+     * only the round: in SecAgg+ a neighbourhood can shrink below t while
+     * the round stays above it, and then the few survivors' sum, which
+     * this client's shares help to unmask, says too much about each. */
+    uint32_t near = 1;
+    for (uint32_t j = 0; j < n; j++) near += c->nb[j] && u3[j] && j != c->me;
+    if (n3 < c->cfg.t || near < c->cfg.t) {
         rc = fedc_set_error(err, errlen, FEDC_ERR_INVALID,
                             "secagg: client %" PRIu32 " refuses to unmask: only %" PRIu32
-                            " survivors, fewer than t = %" PRIu32,
-                            c->me, n3, c->cfg.t);
+                            " survivors%s, fewer "
+                            "than t = %" PRIu32,
+                            c->me, n3 < c->cfg.t ? n3 : near,
+                            n3 < c->cfg.t ? "" : " among its neighbours and itself", c->cfg.t);
         goto done;
     }
     if ((rc = wr_start(&w, 4 + (size_t)count * RESP_ENTRY, FEDC__SA_MSG_UNMASK_RESP, c->cfg.round, c->me,
@@ -769,7 +786,11 @@ int fedc__sa_server_create(const fedc__sa_config *cfg, fedc__sa_server **out, ch
         fedc__sa_server_destroy(s);
         return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "secagg: out of memory for the server");
     }
-    fedc__sa_neighbours(cfg, s->adj, NULL, 0);
+    rc = fedc__sa_neighbours(cfg, s->adj, err, errlen);
+    if (rc) {
+        fedc__sa_server_destroy(s);
+        return rc;
+    }
     s->stage = FEDC__SA_STAGE_ADVERTISE;
     *out = s;
     return FEDC_OK;
@@ -1111,7 +1132,8 @@ int fedc__sa_server_finish(fedc__sa_server *s, uint32_t *sum, size_t dim, uint32
         uint8_t secret[KB];
         if (s->u3[j]) {
             rc = reconstruct(s, j, secret, err, errlen);
-            if (!rc) fedc__secagg_apply_mask(s->sum, dim, secret, s->cfg.round, -1);
+            if (!rc && fedc__secagg_apply_mask(s->sum, dim, secret, s->cfg.round, -1))
+                rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "secagg: out of memory (OpenSSL)");
         } else if (s->u2[j]) {
             uint8_t pk[KB];
             rc = reconstruct(s, j, secret, err, errlen);
@@ -1130,8 +1152,9 @@ int fedc__sa_server_finish(fedc__sa_server *s, uint32_t *sum, size_t dim, uint32
                 rc = fedc__secagg_agree(secret, s->pk_s + (size_t)k * KB, s->pk_s + (size_t)j * KB, pair, err,
                                         errlen);
                 /* k applied sign(k, j) PRG(s_kj): remove it */
-                if (!rc)
-                    fedc__secagg_apply_mask(s->sum, dim, pair, s->cfg.round, -fedc__secagg_pair_sign(k, j));
+                if (!rc &&
+                    fedc__secagg_apply_mask(s->sum, dim, pair, s->cfg.round, -fedc__secagg_pair_sign(k, j)))
+                    rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "secagg: out of memory (OpenSSL)");
                 sodium_memzero(pair, sizeof pair);
             }
         }
@@ -1144,4 +1167,31 @@ int fedc__sa_server_finish(fedc__sa_server *s, uint32_t *sum, size_t dim, uint32
     }
     memset(s->sum, 0, dim * 4);
     return rc;
+}
+
+/* ---- defaults ---- */
+
+double fedc__sa_too_few_neighbours(uint32_t k)
+{
+    double p = 0;
+    for (uint32_t i = 0; i <= k / 2; i++) {
+        double lg = lgamma(k + 1.0) - lgamma(i + 1.0) - lgamma(k - i + 1.0);
+        p += exp(lg + i * log(2.0 / 3) + (k - i) * log(1.0 / 3));
+    }
+    return p;
+}
+
+uint32_t fedc__sa_default_neighbours(uint32_t n)
+{
+    if (n < 2) return 0;
+    uint32_t k = 2;
+    while (k < n - 1 && fedc__sa_too_few_neighbours(k) > 1e-6) k += 2;
+    return k < n - 1 ? k : n - 1;
+}
+
+unsigned fedc__sa_default_bits(uint32_t n)
+{
+    unsigned b = 24;
+    while (b > 1 && (uint64_t)n * ((1ull << b) - 1) >= (1ull << 32)) b--;
+    return b;
 }

@@ -43,7 +43,7 @@
  * even, 2 <= K < n - 1, the neighbours form a Harary graph H(K, n) on a
  * random permutation of the clients: the permutation comes from the public
  * graph_seed (chosen by the server per round) through fedc__secagg_expand
- * (XChaCha20, this round) giving one uint32 w_i per client and the
+ * (AES-128-CTR, this round) giving one uint32 w_i per client and the
  * Fisher-Yates shuffle for i = n-1 .. 1 swapping position i with
  * floor(w_i * (i + 1) / 2^32) (bias below n / 2^32); pos(c) is client c's
  * place in the shuffled order and c, e are neighbours when their cyclic
@@ -192,6 +192,20 @@ int fedc__sa_server_finish(fedc__sa_server *s, uint32_t *sum, size_t dim, uint32
 /* How many shares of b_j and of s_sk_j the server has received so far
  * (it accepts only one kind per client, so one of them is always 0). */
 void fedc__sa_server_share_counts(const fedc__sa_server *s, uint32_t j, uint32_t *n_b, uint32_t *n_s);
+
+/* ---- defaults (fedc server --secagg) ---- */
+
+/* P[Binomial(k, 2/3) <= floor(k/2)]: the chance that a client keeps fewer
+ * than T = floor(k/2) + 1 of its k neighbours when each drops out
+ * independently with probability 1/3. */
+double fedc__sa_too_few_neighbours(uint32_t k);
+/* The default K for n clients: the smallest even k with
+ * fedc__sa_too_few_neighbours(k) <= 1e-6 (198), or n - 1 (every other
+ * client) when that is no more. */
+uint32_t fedc__sa_default_neighbours(uint32_t n);
+/* The most bits, up to 24, for which the sum of n quantised values cannot
+ * reach 2^32. */
+unsigned fedc__sa_default_bits(uint32_t n);
 
 #ifdef __cplusplus
 }

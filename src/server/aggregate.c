@@ -54,6 +54,9 @@ int fedc__srv_prepare_fit(fedc_server *s)
 /* The epsilon of `steps` rounds at the accountant's q and z. */
 double fedc__srv_dp_epsilon(const fedc_server *s, uint64_t steps)
 {
+    /* The distributed discrete Gaussian is accounted for round by round,
+     * for the clients whose noise reached the sum (secure.c). */
+    if (s->ddg_rdp) return fedc__srv_ddg_epsilon(s);
     double eps = NAN;
     char err[FEDC_ERRMSG_MAX];
     if (fedc_privacy_epsilon(s->dp_q, s->dp_z, steps, s->opt.dp.delta, NULL, 0, &eps, NULL, err, sizeof err))
@@ -191,6 +194,13 @@ static void finish_fit_all(fedc_server *s)
 static int dp_release(fedc_server *s, fedc_params *mean, char *err, size_t errlen)
 {
     const fedc_dp_options *dp = &s->opt.dp;
+    if (s->opt.secagg.enabled) {
+        /* The clients noised before masking (the distributed discrete
+         * Gaussian, or local DP): the round was charged when it was
+         * unmasked (secure.c) or started. */
+        s->rec.epsilon = fedc__srv_dp_epsilon(s, s->dp_steps);
+        return FEDC_OK;
+    }
     if (dp->mode != FEDC_DP_LOCAL) {
         double m = s->opt.sampling == FEDC_SAMPLING_POISSON ? s->opt.fraction_fit * (double)s->population
                                                             : (double)s->sampled;
@@ -283,6 +293,8 @@ void fedc__srv_finish_fit(fedc_server *s)
         }
     if (lw > 0) r->train_loss = ls / lw;
     if (s->ok < s->opt.min_clients || s->ok == 0) {
+        fedc_params_destroy(s->sa_mean);
+        s->sa_mean = NULL;
         r->failed = 1;
         if (!s->fail_reason[0])
             snprintf(s->fail_reason, sizeof s->fail_reason,
@@ -294,27 +306,32 @@ void fedc__srv_finish_fit(fedc_server *s)
         return;
     }
     char err[FEDC_ERRMSG_MAX];
-    int rc = s->virt.collect ? s->virt.collect(s->virt.ctx, &s->agg, err, sizeof err) : FEDC_OK;
-    if (rc) {
-        fedc_set_error(s->errmsg, sizeof s->errmsg, rc, "%s", err);
-        fedc__srv_begin_shutdown(s, rc);
-        return;
-    }
     const fedc_strategy *st = s->opt.strategy;
-    if (st && (st->flags & FEDC_STRATEGY_ALL_UPDATES)) {
-        finish_fit_all(s);
-        return;
-    }
-    /* The mean has the layout of what the clients were sent (with a
-     * strategy's extra tensors after the model's). */
-    fedc_params *next = fedc_params_clone(s->fit->params);
-    rc = next ? fedc__fedavg_finalize(&s->agg, next, err, sizeof err) : FEDC_ERR_NOMEM;
-    if (rc) {
-        fedc_params_destroy(next);
-        fedc_set_error(s->errmsg, sizeof s->errmsg, rc, "cannot finalise the aggregate: %s",
-                       next ? err : "out of memory");
-        fedc__srv_begin_shutdown(s, rc);
-        return;
+    fedc_params *next = s->sa_mean; /* secure aggregation's weighted mean (secure.c) */
+    s->sa_mean = NULL;
+    int rc = FEDC_OK;
+    if (!next) {
+        rc = s->virt.collect ? s->virt.collect(s->virt.ctx, &s->agg, err, sizeof err) : FEDC_OK;
+        if (rc) {
+            fedc_set_error(s->errmsg, sizeof s->errmsg, rc, "%s", err);
+            fedc__srv_begin_shutdown(s, rc);
+            return;
+        }
+        if (st && (st->flags & FEDC_STRATEGY_ALL_UPDATES)) {
+            finish_fit_all(s);
+            return;
+        }
+        /* The mean has the layout of what the clients were sent (with a
+         * strategy's extra tensors after the model's). */
+        next = fedc_params_clone(s->fit->params);
+        rc = next ? fedc__fedavg_finalize(&s->agg, next, err, sizeof err) : FEDC_ERR_NOMEM;
+        if (rc) {
+            fedc_params_destroy(next);
+            fedc_set_error(s->errmsg, sizeof s->errmsg, rc, "cannot finalise the aggregate: %s",
+                           next ? err : "out of memory");
+            fedc__srv_begin_shutdown(s, rc);
+            return;
+        }
     }
     if (s->opt.dp.mode != FEDC_DP_OFF) {
         rc = dp_release(s, next, err, sizeof err);

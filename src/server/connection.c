@@ -278,6 +278,7 @@ void fedc__srv_node_close(node *n, const char *why)
         fedc_log(n->is_virtual ? FEDC_LOG_DEBUG : FEDC_LOG_WARN, LOG_COMPONENT, "dropping %s (%s): %s",
                  n->id[0] ? n->id : "client", n->peer, why);
     n->closing = 1;
+    fedc__srv_secagg_forget(n);
     if (n->waiting_slot) fedc__srv_unlink_waiter(n);
     fedc__srv_unfold_partial(n);
     fedc__srv_release_slot(n);
@@ -403,6 +404,7 @@ static void on_message(node *n, fedc__msg *m)
     }
     switch (m->body_case) {
     case FEDC__V1__MESSAGE__BODY_FIT_RES: fedc__srv_on_fit_res(n, m->fit_res); break;
+    case FEDC__V1__MESSAGE__BODY_SECAGG: fedc__srv_on_secagg(n, m->secagg); break;
     case FEDC__V1__MESSAGE__BODY_GET_PARAMETERS_RES:
         if (n->req != REQ_GETPARAMS) {
             fedc__srv_protocol_error(n, "unexpected get_parameters_res");
@@ -595,10 +597,12 @@ void fedc__srv_consume(node *n, size_t nread)
             }
             on_message(n, m);
             fedc__msg_free(m);
-            if (n->is_virtual && !n->closing) {
+            if (!n->closing && (n->is_virtual || n->msgcap > (1u << 20))) {
                 /* A simulated client's whole message is always at hand, so it
                  * needs no buffer between messages: with a large population
-                 * this is most of the memory per client. */
+                 * this is most of the memory per client. A large message (a
+                 * masked input, the size of the model) is rare: its buffer
+                 * is not kept either. */
                 free(n->msgbuf);
                 n->msgbuf = NULL;
                 n->msgcap = 0;
@@ -667,6 +671,7 @@ void fedc__srv_on_connection(uv_stream_t *server, int status)
     if (!n) return;
     n->srv = s;
     n->slot = -1;
+    n->sa_index = -1;
     n->metrics = fedc_config_create();
     uv_tcp_init(&s->loop, &n->tcp);
     n->tcp.data = n;

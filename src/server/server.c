@@ -83,8 +83,6 @@ void fedc__srv_set_model(fedc_server *s, fedc_params *p)
     s->model = b;
 }
 
-static void on_stage_timeout(uv_timer_t *t);
-
 static void send_request(fedc_server *s, node *n, req_kind kind)
 {
     fedc_config *cfg = fedc_config_create();
@@ -93,6 +91,7 @@ static void send_request(fedc_server *s, node *n, req_kind kind)
     Fedc__V1__FitIns fi = FEDC__V1__FIT_INS__INIT;
     Fedc__V1__EvaluateIns ei = FEDC__V1__EVALUATE_INS__INIT;
     Fedc__V1__GetParametersIns gi = FEDC__V1__GET_PARAMETERS_INS__INIT;
+    Fedc__V1__SecAggSetup su = FEDC__V1__SEC_AGG_SETUP__INIT;
     int rc = cfg ? fedc_config_merge(cfg, s->fit_config) : FEDC_ERR_NOMEM;
     if (!rc && kind != REQ_GETPARAMS)
         rc = fedc_config_set_i64(
@@ -120,6 +119,27 @@ static void send_request(fedc_server *s, node *n, req_kind kind)
         fi.config = kv.ptrs;
         fi.n_config = kv.n;
         fi.num_tensors = (uint32_t)fedc_params_count(s->fit->params);
+        if (s->sa && n->sa_index >= 0) {
+            su.index = (uint32_t)n->sa_index;
+            su.num_clients = s->sa_n;
+            su.neighbours = s->sa_k;
+            su.threshold = s->sa_t;
+            su.graph_seed.data = s->sa_graph_seed;
+            su.graph_seed.len = sizeof s->sa_graph_seed;
+            su.clip_range = s->opt.secagg.range;
+            su.bits = s->sa_bits;
+            su.max_weight = s->opt.secagg.max_weight;
+            su.dim = s->sa_dim;
+            if (s->sa_ddg) {
+                su.ddg_clip = s->opt.dp.clip;
+                su.ddg_gamma = s->sa_ddg_gamma;
+                su.ddg_local_stddev = s->sa_ddg_stddev;
+                su.ddg_beta = 0.6065306597126334; /* exp(-0.5), as secure.c */
+                su.ddg_rotation_seed.data = s->sa_ddg_seed;
+                su.ddg_rotation_seed.len = sizeof s->sa_ddg_seed;
+            }
+            fi.secagg = &su;
+        }
         m.body_case = FEDC__V1__MESSAGE__BODY_FIT_INS;
         m.fit_ins = &fi;
         blob = s->fit;
@@ -150,7 +170,7 @@ static void send_request(fedc_server *s, node *n, req_kind kind)
 
 static void start_stage_timer(fedc_server *s)
 {
-    uv_timer_start(&s->stage_timer, on_stage_timeout, (uint64_t)(s->opt.round_timeout * 1000), 0);
+    uv_timer_start(&s->stage_timer, fedc__srv_on_stage_timeout, (uint64_t)(s->opt.round_timeout * 1000), 0);
 }
 
 static void on_progress_timer(uv_timer_t *t)
@@ -221,7 +241,10 @@ static void start_round(fedc_server *s)
         return;
     }
     uv_timer_stop(&s->wait_timer);
-    if (s->opt.dp.mode != FEDC_DP_OFF && s->opt.dp.target_epsilon > 0) {
+    /* Under --secagg with --dp client-clip the check needs the round's
+     * sample: fedc__srv_secagg_prepare() makes it. */
+    if (s->opt.dp.mode != FEDC_DP_OFF && s->opt.dp.target_epsilon > 0 &&
+        !(s->opt.secagg.enabled && s->opt.dp.mode == FEDC_DP_CLIENT_CLIP)) {
         double next = fedc__srv_dp_epsilon(s, s->dp_steps + 1);
         if (!(next <= s->opt.dp.target_epsilon)) {
             fedc_log(FEDC_LOG_WARN, LOG_COMPONENT,
@@ -303,6 +326,12 @@ static void start_round(fedc_server *s)
     if (k < s->opt.min_clients) {
         snprintf(s->fail_reason, sizeof s->fail_reason, "%s %zu clients; a round needs %u",
                  changed ? "the strategy chose" : "poisson sampling drew", k, s->opt.min_clients);
+        free(v);
+        fedc__srv_maybe_finish_stage(s);
+        return;
+    }
+    if (s->opt.secagg.enabled && fedc__srv_secagg_prepare(s, v, k)) {
+        /* The round fails with the reason in s->fail_reason. */
         free(v);
         fedc__srv_maybe_finish_stage(s);
         return;
@@ -483,11 +512,15 @@ void fedc__srv_finish_round(fedc_server *s)
     start_round(s);
 }
 
-static void on_stage_timeout(uv_timer_t *t)
+void fedc__srv_on_stage_timeout(uv_timer_t *t)
 {
     fedc_server *s = t->data;
     char why[128];
-    snprintf(why, sizeof why, "no result within the round timeout (%g s)", s->opt.round_timeout);
+    if (s->sa && fedc__sa_server_stage(s->sa) > FEDC__SA_STAGE_ADVERTISE)
+        snprintf(why, sizeof why, "no answer within the secure-aggregation stage timeout (%g s)",
+                 s->opt.secagg.stage_timeout);
+    else
+        snprintf(why, sizeof why, "no result within the round timeout (%g s)", s->opt.round_timeout);
     /* Count the missing results as failures but keep the clients: a late
      * answer is read and dropped, and the client is sampled again after. */
     for (node *n = s->nodes; n; n = n->next) {
@@ -529,7 +562,11 @@ void fedc__srv_maybe_finish_stage(fedc_server *s)
             ask_initial_parameters(s);
         break;
     case PHASE_FIT:
-        if (s->stage_pending == 0) fedc__srv_finish_fit(s);
+        if (s->stage_pending) break;
+        if (s->sa)
+            fedc__srv_secagg_stage_done(s);
+        else
+            fedc__srv_finish_fit(s);
         break;
     case PHASE_EVAL:
         if (s->stage_pending == 0 && !s->central_running) fedc__srv_finish_round(s);
@@ -573,6 +610,7 @@ void fedc__srv_begin_shutdown(fedc_server *s, int rc)
     s->stopping = 1;
     s->rc = rc;
     s->ph = PHASE_DONE;
+    fedc__srv_secagg_end(s);
     if (s->model && s->out_dir) {
         char path[4096], err[FEDC_ERRMSG_MAX], hex[65], rounds[32];
         snprintf(path, sizeof path, "%s/model.safetensors", s->out_dir);
@@ -633,6 +671,9 @@ void fedc_server_options_init(fedc_server_options *o)
     o->dp.delta = 1e-5;
     o->dp.target_quantile = 0.5;
     o->dp.clip_lr = 0.2;
+    o->secagg.range = 8;
+    o->secagg.max_weight = 1000;
+    o->secagg.stage_timeout = 60;
 }
 
 static int mkdir_p(const char *path, char *err, size_t errlen)
@@ -726,6 +767,7 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
                                       : "exchanges more than the model with the clients"),
                    NULL;
     }
+    if (opt->secagg.enabled && fedc__srv_secagg_check(opt, err, errlen)) return NULL;
     if (opt->strategy && opt->strategy->evaluate && opt->central_eval)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
                               "strategy %s evaluates centrally, and so does central_eval: set one of them",
@@ -765,7 +807,13 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
     s->fit_config = fedc_config_create();
     s->slots = calloc(opt->max_inflight_updates, sizeof *s->slots);
     s->slot_busy = calloc(opt->max_inflight_updates, sizeof *s->slot_busy);
+    if (opt->secagg.enabled && opt->dp.mode == FEDC_DP_CLIENT_CLIP) {
+        size_t norders;
+        fedc_rdp_default_orders(&norders);
+        s->ddg_rdp = calloc(norders, sizeof *s->ddg_rdp);
+    }
     if (!s->listen_addr || !s->fit_config || !s->slots || !s->slot_busy ||
+        (opt->secagg.enabled && opt->dp.mode == FEDC_DP_CLIENT_CLIP && !s->ddg_rdp) ||
         (opt->fit_config && fedc_config_merge(s->fit_config, opt->fit_config))) {
         fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
         goto fail_nouv;
@@ -914,11 +962,13 @@ void fedc_server_destroy(fedc_server *s)
         uv_loop_close(&s->loop);
     }
     fedc__srv_bury(s);
+    fedc__srv_secagg_end(s);
     fedc__srv_blob_unref(s->fit);
     fedc__srv_blob_unref(s->model);
     if (s->agg_ready) fedc__fedavg_free(&s->agg);
     for (uint32_t i = 0; s->slots && i < s->opt.max_inflight_updates; i++) fedc_params_destroy(s->slots[i]);
     free(s->slots);
+    free(s->ddg_rdp);
     free(s->slot_busy);
     free(s->vnodes);
     fedc__srv_free_updates(s);

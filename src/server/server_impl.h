@@ -24,6 +24,7 @@
 #include "fedc/server.h"
 #include "net/conn.h"
 #include "proto/wire.h"
+#include "secagg/protocol.h"
 #include "server/server_internal.h"
 #include "strategy/fedavg.h"
 
@@ -104,6 +105,11 @@ struct node {
     uint64_t num_examples; /* of the FitRes being read */
     double weight;         /* its aggregation weight (see fedc_strategy.fit_weight) */
     fedc_config *metrics;
+
+    /* Secure aggregation (secure.c): this node's index in the round, -1
+     * when it takes no part, and whether it answered the current stage. */
+    int32_t sa_index;
+    int sa_answered;
 };
 
 typedef struct fit_result {
@@ -192,6 +198,24 @@ struct fedc_server {
     uint32_t dp_clipped;   /* updates the server clipped this round */
     double dp_clip;        /* the clip norm of this round (it moves with --dp-adaptive) */
     double epsilon_record; /* the largest "epsilon_record" a client reported (NaN: none) */
+
+    /* Secure aggregation (opt.secagg, secure.c): the round's protocol
+     * server, its clients by index (NULL once dropped), its parameters,
+     * and the mean it produced for fedc__srv_finish_fit(). */
+    fedc__sa_server *sa;
+    node **sa_nodes;
+    uint32_t sa_n;
+    uint32_t sa_k, sa_t;
+    unsigned sa_bits;
+    uint64_t sa_dim; /* the model's coordinates, plus the weight */
+    uint8_t sa_graph_seed[32];
+    fedc_params *sa_mean;
+    /* With --dp client-clip: the distributed discrete Gaussian's round
+     * parameters, and the RDP spent so far at fedc_rdp_default_orders(). */
+    int sa_ddg;
+    double sa_ddg_gamma, sa_ddg_stddev;
+    uint8_t sa_ddg_seed[32];
+    double *ddg_rdp;
 };
 
 /* Central and client-clip DP: the server clips each update on arrival. */
@@ -248,6 +272,8 @@ void fedc__srv_feed_pending(node *n);
 
 /* server.c */
 void fedc__srv_maybe_finish_stage(fedc_server *s);
+/* The stage timer ran out: the results still due count as failures. */
+void fedc__srv_on_stage_timeout(uv_timer_t *t);
 void fedc__srv_begin_shutdown(fedc_server *s, int rc);
 void fedc__srv_set_model(fedc_server *s, fedc_params *p);
 /* Drops the whole updates and the metrics the fit results hold. */
@@ -258,6 +284,25 @@ int fedc__srv_cmp_node_id(const void *a, const void *b);
 void fedc__srv_start_eval(fedc_server *s);
 /* Ends the round: evaluations combined, metrics written, then the next round or the end. */
 void fedc__srv_finish_round(fedc_server *s);
+
+/* secure.c */
+/* Checks opt->secagg against the rest of the options at create time. */
+int fedc__srv_secagg_check(const fedc_server_options *opt, char *err, size_t errlen);
+/* Sets up the round's secure aggregation for the k sampled nodes v (sorted
+ * by id here): indices, parameters, the protocol server. Non-zero: the
+ * round cannot use it (s->fail_reason says why) and must fail. */
+int fedc__srv_secagg_prepare(fedc_server *s, node **v, size_t k);
+/* A SecAgg message from n. */
+void fedc__srv_on_secagg(node *n, const Fedc__V1__SecAgg *m);
+/* Every client of the current stage has answered, failed or timed out:
+ * the next stage, or the mean and fedc__srv_finish_fit(), or a failed round. */
+void fedc__srv_secagg_stage_done(fedc_server *s);
+/* The epsilon spent so far under --dp client-clip with --secagg. */
+double fedc__srv_ddg_epsilon(const fedc_server *s);
+/* n is going away: it takes no further part in the round. */
+void fedc__srv_secagg_forget(node *n);
+/* Frees the round's secure-aggregation state (wiping its secrets). */
+void fedc__srv_secagg_end(fedc_server *s);
 
 /* aggregate.c */
 /* Makes s->fit, the model plus the strategy's fit_tensors; a failure ends the federation. */

@@ -338,6 +338,12 @@ void fedc__srv_on_fit_res(node *n, const Fedc__V1__FitRes *r)
         fedc__srv_protocol_error(n, "unexpected fit_res for round %llu", (unsigned long long)r->round);
         return;
     }
+    if (n->sa_index >= 0) {
+        /* Its update in the clear would defeat the round's secure aggregation. */
+        fedc__srv_protocol_error(n, "fit_res in a round with secure aggregation: the client must answer with "
+                                    "secagg messages (docs/secagg.md)");
+        return;
+    }
     if (r->num_tensors > FEDC_MAX_MODEL_TENSORS) {
         fedc__srv_protocol_error(n, "fit_res announces %u tensors (at most %u)", r->num_tensors,
                                  FEDC_MAX_MODEL_TENSORS);

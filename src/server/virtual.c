@@ -73,6 +73,7 @@ int fedc__server_add_virtual(fedc_server *s, uint32_t index)
     }
     n->srv = s;
     n->slot = -1;
+    n->sa_index = -1;
     n->is_virtual = 1;
     n->vindex = index;
     snprintf(n->peer, sizeof n->peer, "sim:%u", index);

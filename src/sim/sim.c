@@ -76,20 +76,29 @@ static void deliver(void *ctx, uint32_t index, uint8_t *frame, size_t frame_len,
     j->round = fedc__server_round(s->server);
     j->capacity = fedc__server_fit_capacity(s->server);
     const fedc_sim_options *o = s->opt;
-    if (blob && (o->dropout_rate > 0 || o->straggler_rate > 0)) {
-        /* Which request this is (fit or evaluate) is part of the draw, so
-         * that the two requests of a round get independent faults. */
-        int kind = 0;
+    /* Faults hit requests: those that carry a model (fit, evaluate) and
+     * the stages of secure aggregation. */
+    int kind = 0;
+    if ((blob || s->secagg) && (o->dropout_rate > 0 || o->straggler_rate > 0)) {
+        /* Which request this is (fit, evaluate, which secure-aggregation
+         * stage) is part of the draw, so that the requests of a round get
+         * independent faults. */
         fedc__msg *m = NULL;
         if (fedc__msg_unpack(frame + FEDC_FRAME_HEADER_BYTES, frame_len - FEDC_FRAME_HEADER_BYTES, &m, NULL,
                              0) == FEDC_OK) {
             kind = (int)m->body_case;
+            if (m->body_case == FEDC__V1__MESSAGE__BODY_SECAGG && m->secagg->payload.len > 4)
+                kind = kind << 8 | m->secagg->payload.data[4];
+            else if (!blob)
+                kind = 0; /* not a request */
             fedc__msg_free(m);
         }
+    }
+    if (kind) {
         fedc_rng rng;
         fedc_rng_seed(&rng, fedc_seed_derive(o->fault_seed ^ 0x6661756c74ULL /* "fault" */,
                                              fedc__server_round(s->server),
-                                             ((uint64_t)index << 8) | (uint64_t)kind));
+                                             ((uint64_t)index << 16) | (uint64_t)kind));
         double u = fedc_rng_uniform(&rng), v = fedc_rng_uniform(&rng);
         if (u < o->dropout_rate)
             j->vanish = v < 0.5 ? VANISH_BEFORE : VANISH_HALFWAY;
@@ -313,7 +322,10 @@ static void *worker_main(void *arg)
             d->delay = j->delay;
             if (j->vanish != VANISH_BEFORE) {
                 int finished = 0;
+                /* Only this worker answers this client now (s->busy). */
+                if (s->secagg) fedc__client_swap_secagg(w->client, &s->secagg[j->index]);
                 int rc = fedc__client_serve(w->client, &conn, &finished);
+                if (s->secagg) fedc__client_swap_secagg(w->client, &s->secagg[j->index]);
                 if (w->opened && s->opt->close_client)
                     s->opt->close_client(s->opt->user, j->index, w->client_user);
                 w->opened = 0;
@@ -447,6 +459,14 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
         server_opt->dp.mode != FEDC_DP_OFF ||
         (server_opt->strategy && ((server_opt->strategy->flags & FEDC_STRATEGY_ALL_UPDATES) ||
                                   server_opt->strategy->fit_weight || server_opt->strategy->fit_tensors));
+    if (server_opt->secagg.enabled) {
+        if (opt->mpi)
+            return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED,
+                                  "--secagg does not run over --mpi yet: run the simulation in one process");
+        s.whole_answers = 1;
+        s.secagg = calloc(opt->clients, sizeof *s.secagg);
+        if (!s.secagg) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    }
     if (opt->mpi) {
 #ifdef FEDC_HAVE_MPI
         int rc = fedc__sim_mpi_rank(&s.rank, &s.nranks, err, errlen);
@@ -470,6 +490,7 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
     if (!s.busy || !s.workers) {
         free(s.busy);
         free(s.workers);
+        free(s.secagg);
         return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
     }
     pthread_mutex_init(&s.mu, NULL);
@@ -579,5 +600,7 @@ done:
     pthread_mutex_destroy(&s.mu);
     free(s.busy);
     free(s.workers);
+    for (uint32_t i = 0; s.secagg && i < opt->clients; i++) fedc__csa_destroy(s.secagg[i]);
+    free(s.secagg);
     return rc;
 }

@@ -130,6 +130,9 @@ struct sim {
     uint32_t max_frame; /* the server's largest frame, for reading answers on other ranks */
     int whole_answers;  /* the strategy needs every update: other ranks fold nothing */
     int collecting;     /* rank 0's loop waits for the ranks' sums: nobody may wait for it */
+    /* Secure aggregation: each virtual client's state between the stages
+     * of a round (the workers' clients serve many virtual clients). */
+    struct fedc__csa **secagg;
 };
 
 /* calloc that waits for memory rather than fail: for messages that must

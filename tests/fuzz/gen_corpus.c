@@ -131,6 +131,34 @@ static void gen_messages(void)
     m.body_case = FEDC__V1__MESSAGE__BODY_FAILURE;
     m.failure = &fa;
     put_message("failure", &m);
+    /* A training request of a round with secure aggregation, and one of
+     * its stage messages (a KEYS header with an empty body). */
+    static uint8_t seed32[32] = {1, 2, 3};
+    Fedc__V1__SecAggSetup su = FEDC__V1__SEC_AGG_SETUP__INIT;
+    su.index = 2;
+    su.num_clients = 8;
+    su.neighbours = 7;
+    su.threshold = 4;
+    su.graph_seed.data = seed32;
+    su.graph_seed.len = sizeof seed32;
+    su.clip_range = 8;
+    su.bits = 24;
+    su.max_weight = 1000;
+    su.dim = 101;
+    fi.secagg = &su;
+    m.body_case = FEDC__V1__MESSAGE__BODY_FIT_INS;
+    m.fit_ins = &fi;
+    put_message("fit_ins_secagg", &m);
+    fi.secagg = NULL;
+    static uint8_t payload[28] = {'F', 'S', 'A',  '1',  2,    0,    0, 0, 12, 0, 0, 0, 0, 0,
+                                  0,   0,   0xff, 0xff, 0xff, 0xff, 2, 0, 0,  0, 0, 0, 0, 0};
+    Fedc__V1__SecAgg sa = FEDC__V1__SEC_AGG__INIT;
+    sa.round = 12;
+    sa.payload.data = payload;
+    sa.payload.len = sizeof payload;
+    m.body_case = FEDC__V1__MESSAGE__BODY_SECAGG;
+    m.secagg = &sa;
+    put_message("secagg", &m);
     Fedc__V1__Shutdown sd = FEDC__V1__SHUTDOWN__INIT;
     sd.reason = "done";
     m.body_case = FEDC__V1__MESSAGE__BODY_SHUTDOWN;

@@ -19,3 +19,6 @@ endif()
 # every stage (complete graph and SecAgg+), clean aborts below t, never both secrets of a client,
 # malicious messages refused, masked inputs uniform.
 fedc_test(NAME test_secagg_protocol SOURCES unit/test_secagg_protocol.c TIMEOUT 120 LABELS unit)
+# What the server learns: every byte it receives over two rounds (complete graph; SecAgg+ with three
+# dropouts) holds no window of any input, masked inputs look uniform, share counters, exact sums.
+fedc_test(NAME test_secagg_view SOURCES unit/test_secagg_view.c TIMEOUT 120 LABELS unit)

@@ -364,8 +364,8 @@ static void test_unpack_errors(void)
     err[0] = '\0';
     CHECK_STATUS(fedc__msg_unpack(empty, 0, &o, err, sizeof err), FEDC_ERR_PROTOCOL, "0 bytes");
     CHECK_CONTAINS(err, "no body", "0 bytes message");
-    /* Field 13 (unknown to v1) only: decodes, but sets no body. */
-    const uint8_t unknown_only[] = {0x68, 0x01};
+    /* Field 99 (unknown to v1) only: decodes, but sets no body. */
+    const uint8_t unknown_only[] = {0x98, 0x06, 0x01}; /* field 99, a varint */
     CHECK_STATUS(fedc__msg_unpack(unknown_only, sizeof unknown_only, &o, err, sizeof err), FEDC_ERR_PROTOCOL,
                  "unknown field only");
     /* hello submessage whose length runs past the buffer. */
@@ -382,7 +382,7 @@ static void test_unpack_errors(void)
     const uint8_t wt7[] = {0x0f, 0x00};
     CHECK_STATUS(fedc__msg_unpack(wt7, sizeof wt7, &o, err, sizeof err), FEDC_ERR_PROTOCOL, "wire type 7");
     /* Unknown field before a valid body: ignored, the body decodes. */
-    const uint8_t extra[] = {0x68, 0x05, 0x62, 0x00};
+    const uint8_t extra[] = {0x98, 0x06, 0x05, 0x62, 0x00}; /* field 99 = 5, then shutdown{} */
     o = NULL;
     CHECK_STATUS(fedc__msg_unpack(extra, sizeof extra, &o, err, sizeof err), FEDC_OK,
                  "unknown field then shutdown{}");

@@ -14,9 +14,10 @@
  *     (vector computed independently with Python's cryptography and
  *     hashlib), the same key on both sides, different keys for different
  *     pairs, refusals of a low-order point and of one's own key;
- *   - expand: XChaCha20 vectors computed independently (a Python HChaCha20
- *     checked against draft-irtf-cfrg-xchacha's vector, over
- *     cryptography's ChaCha20), determinism, prefixes, differences across
+ *   - aes_ctr: NIST SP 800-38A's F.5.1 (CTR-AES128.Encrypt) vectors;
+ *   - expand: the words of `openssl enc -aes-128-ctr` with the documented
+ *     key (Python's hashlib.blake2b) and counter block,
+ *     determinism, prefixes, differences across
  *     rounds (also in the round's high bits) and seeds, uniform top and low
  *     bytes (chi-square); apply_mask equals expand + add/sub at lengths
  *     around its chunk boundaries and undoes itself;
@@ -309,10 +310,32 @@ static void test_expand(void)
     uint8_t seed[32], seed2[32];
     for (int i = 0; i < 32; i++) seed[i] = (uint8_t)i;
     const uint64_t round = 0x0102030405060708ull;
-    /* XChaCha20 key 00..1f, nonce "fedc secagg mask" || round (LE), via Python. */
-    const uint32_t want0[8] = {0x21ab884eu, 0x25b61ddcu, 0x1369b5a8u, 0x6b82553du,
-                               0x180a3ecbu, 0xa87c361au, 0xdf041f1fu, 0xf97dd5abu};
-    const uint32_t want5000[4] = {0xb25c2526u, 0x13fdfea7u, 0x15c04df1u, 0xa7b20fd8u};
+    /* NIST SP 800-38A F.5.1: the keystream is ciphertext XOR plaintext. */
+    static const uint8_t nist_key[16] = {0x2b, 0x7e, 0x15, 0x16, 0x28, 0xae, 0xd2, 0xa6,
+                                         0xab, 0xf7, 0x15, 0x88, 0x09, 0xcf, 0x4f, 0x3c};
+    static const uint8_t nist_iv[16] = {0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7,
+                                        0xf8, 0xf9, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff};
+    static const char *const nist_pt = "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51"
+                                       "30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710";
+    static const char *const nist_ct = "874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff"
+                                       "5ae4df3edbd5d35e5b4f09020db03eab1e031dda2fbe03d1792170a0f3009cee";
+    uint8_t ks[64];
+    CHECK(fedc__secagg_aes_ctr(nist_key, nist_iv, ks, sizeof ks) == FEDC_OK, "aes_ctr failed");
+    int nist_ok = 1;
+    for (int i = 0; i < 64; i++) {
+        unsigned pt, ct;
+        sscanf(nist_pt + 2 * i, "%2x", &pt);
+        sscanf(nist_ct + 2 * i, "%2x", &ct);
+        nist_ok &= (ks[i] ^ pt) == ct;
+    }
+    CHECK(nist_ok, "AES-128-CTR differs from NIST SP 800-38A F.5.1");
+    /* Seed 00..1f: key hashlib.blake2b(b"fedc secagg mask", key=seed,
+     * digest_size=16) = 409035830f17c4cdd2ea977a4e3e540e, counter block
+     * round (LE) || 0^8: `openssl enc -aes-128-ctr -K 4090...540e -iv
+     * 08070605040302010000000000000000` of zeros, as little-endian words. */
+    const uint32_t want0[8] = {0xc6983e9fu, 0xf52d7754u, 0x72ac98b6u, 0x563296eeu,
+                               0xf5c71f6au, 0x6ec3d56cu, 0xa1d566cdu, 0xf1aeddc4u};
+    const uint32_t want5000[4] = {0x21154fe4u, 0xc63ba731u, 0xc388a59eu, 0x00fcf21fu};
     enum { NK = 5004 };
     static uint32_t a[NK], b[NK];
     fedc__secagg_expand(seed, round, a, NK);
@@ -360,9 +383,10 @@ static void test_expand(void)
     TEST_NOTE("expand: %zu words, top-byte chi-square %.1f, low-byte %.1f (bound %.1f)", n, top, low, bound);
     free(w);
 
-    /* apply_mask = expand + add / sub, around its 1024-word chunks. */
-    const size_t lens[] = {1, 15, 16, 17, 1023, 1024, 1025, 4097, 5000};
-    static uint32_t x[5000], y[5000], m[5000];
+    /* apply_mask = expand + add / sub, around its 4096-word chunks and
+     * AES's 4-word blocks. */
+    const size_t lens[] = {1, 3, 4, 5, 15, 16, 17, 1023, 4095, 4096, 4097, 8193, 9000};
+    static uint32_t x[9000], y[9000], m[9000];
     for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
         size_t len = lens[li];
         for (size_t i = 0; i < len; i++) x[i] = (uint32_t)test_rand();

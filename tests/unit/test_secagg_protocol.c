@@ -605,6 +605,83 @@ static void test_secagg_plus(void)
     CHECK(aborted, "no infeasible SecAgg+ pattern found to abort");
 }
 
+/* SecAgg+: a client refuses to unmask when its own neighbourhood keeps
+ * fewer than t survivors, even if the round keeps more. */
+static void test_neighbourhood_survivors(void)
+{
+    fedc__sa_config cfg = {.round = 9, .n = 20, .k = 8, .t = 5, .dim = 16};
+    for (int i = 0; i < 32; i++) cfg.graph_seed[i] = (uint8_t)(7 * i + 1);
+    uint8_t adj[20 * 20];
+    char err[FEDC_ERRMSG_MAX];
+    CHECK_STATUS(fedc__sa_neighbours(&cfg, adj, err, sizeof err), FEDC_OK, err);
+    sim m;
+    if (sim_init(&m, &cfg, NULL)) return;
+    int rc = sim_advertise(&m);
+    if (!rc) rc = sim_share(&m);
+    if (!rc) rc = sim_masked(&m, NULL, NULL, 0);
+    CHECK_STATUS(rc, FEDC_OK, m.err);
+    uint8_t *msg = NULL, *out = NULL;
+    size_t len = 0, outlen = 0;
+    if (!rc) rc = fedc__sa_server_message_for(m.s, 0, &msg, &len, err, sizeof err);
+    CHECK_STATUS(rc, FEDC_OK, err);
+    if (!rc) {
+        /* U3 = client 0 and its 11 non-neighbours, D = its 8 neighbours:
+         * 12 survivors in the round, 1 in client 0's neighbourhood. */
+        uint8_t req[FEDC__SA_HEADER_BYTES + 4 + 4 * 20 + 4];
+        size_t at = FEDC__SA_HEADER_BYTES, n3 = 0, nd = 0;
+        memcpy(req, msg, FEDC__SA_HEADER_BYTES);
+        at += 4;
+        for (uint32_t j = 0; j < 20; j++)
+            if (!adj[j]) put32(req + at + 4 * n3++, j);
+        put32(req + FEDC__SA_HEADER_BYTES, (uint32_t)n3);
+        size_t dat = at + 4 * n3;
+        for (uint32_t j = 0; j < 20; j++)
+            if (adj[j]) put32(req + dat + 4 + 4 * nd++, j);
+        put32(req + dat, (uint32_t)nd);
+        CHECK(n3 == 12 && nd == 8, "client 0 has %zu non-neighbours and %zu neighbours", n3 - 1, nd);
+        rc = fedc__sa_client_unmask(m.c[0], req, dat + 4 + 4 * nd, &out, &outlen, err, sizeof err);
+        CHECK_STATUS(rc, FEDC_ERR_INVALID, "too few survivors among the neighbours");
+        CHECK_CONTAINS(err, "among its neighbours", "too few survivors among the neighbours");
+        free(out);
+    }
+    free(msg);
+    sim_free(&m);
+}
+
+/* The defaults fedc server --secagg takes from the number of clients. */
+static void test_defaults(void)
+{
+    /* K: the complete graph while n - 1 <= 198, the smallest even K whose
+     * neighbourhoods survive a random third dropping with probability
+     * 1 - 1e-6 beyond. */
+    CHECK(fedc__sa_too_few_neighbours(198) <= 1e-6, "K 198: %g", fedc__sa_too_few_neighbours(198));
+    CHECK(fedc__sa_too_few_neighbours(196) > 1e-6, "K 196: %g", fedc__sa_too_few_neighbours(196));
+    /* Against a direct sum for a small case: P[Bin(4, 2/3) <= 2] = 1 - P[3] - P[4]. */
+    double p4 = 1 - 4 * (8.0 / 27) * (1.0 / 3) - 16.0 / 81;
+    CHECK(fabs(fedc__sa_too_few_neighbours(4) - p4) < 1e-12, "K 4: %g, want %g",
+          fedc__sa_too_few_neighbours(4), p4);
+    CHECK(fedc__sa_default_neighbours(3) == 2, "n 3: %u", fedc__sa_default_neighbours(3));
+    CHECK(fedc__sa_default_neighbours(8) == 7, "n 8: %u", fedc__sa_default_neighbours(8));
+    CHECK(fedc__sa_default_neighbours(199) == 198, "n 199: %u", fedc__sa_default_neighbours(199));
+    CHECK(fedc__sa_default_neighbours(200) == 198, "n 200: %u", fedc__sa_default_neighbours(200));
+    CHECK(fedc__sa_default_neighbours(255) == 198, "n 255: %u", fedc__sa_default_neighbours(255));
+    /* B: 24 while n (2^24 - 1) < 2^32, i.e. n <= 256; fewer never needed
+     * below 255 clients, but the rule holds for any n. */
+    CHECK(fedc__sa_default_bits(8) == 24, "bits n 8: %u", fedc__sa_default_bits(8));
+    CHECK(fedc__sa_default_bits(255) == 24, "bits n 255: %u", fedc__sa_default_bits(255));
+    CHECK(fedc__sa_default_bits(257) == 23, "bits n 257: %u", fedc__sa_default_bits(257));
+    for (uint32_t n = 3; n <= FEDC__SA_MAX_CLIENTS; n++) {
+        fedc__sa_config cfg = {.round = 1, .n = n, .dim = 1};
+        cfg.k = fedc__sa_default_neighbours(n);
+        cfg.t = cfg.k / 2 + 1;
+        char err[FEDC_ERRMSG_MAX];
+        if (fedc__sa_check_config(&cfg, err, sizeof err)) {
+            CHECK(0, "n %u: the defaults K %u T %u are refused: %s", n, cfg.k, cfg.t, err);
+            break;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -615,5 +692,7 @@ int main(int argc, char **argv)
     test_malicious();
     test_uniform();
     test_secagg_plus();
+    test_neighbourhood_survivors();
+    test_defaults();
     return test_summary();
 }
