@@ -11,7 +11,11 @@
  * Build:  cc custom_client.c $(pkg-config --cflags --libs fedc) -lm
  * Run:    custom_client HOST:PORT DATA_DIR [NODE_ID]
  * with the server started without --model, e.g.
- *         fedc server --min-clients 2 --rounds 5
+ *         fedc server --min-clients 2 --rounds 5 --cert ... --key ...
+ *
+ * TLS (docs/security.md) from the environment: FEDC_TLS_CA (the CA of the
+ * server's certificate), and FEDC_TLS_CERT and FEDC_TLS_KEY when the
+ * server asks for client certificates; FEDC_INSECURE=1 for plaintext.
  */
 #include <math.h>
 #include <stdio.h>
@@ -163,6 +167,10 @@ int main(int argc, char **argv)
     fedc_client_options_init(&opt);
     opt.server = argv[1];
     opt.node_id = argc > 3 ? argv[3] : NULL;
+    opt.tls_ca = getenv("FEDC_TLS_CA");
+    opt.tls_cert = getenv("FEDC_TLS_CERT");
+    opt.tls_key = getenv("FEDC_TLS_KEY");
+    opt.insecure = getenv("FEDC_INSECURE") && !strcmp(getenv("FEDC_INSECURE"), "1");
     fedc_client_callbacks cb = {get_parameters, fit, evaluate};
     fedc_client *c = fedc_client_create(&opt, &cb, &l);
     int rc = c ? fedc_client_run(c) : FEDC_ERR_INVALID;

@@ -7,7 +7,9 @@
  *
  * starts a server for the built-in mlp on HOST:PORT, waits for two clients
  * (`fedc client --server HOST:PORT --data DIR`; more may join), and runs
- * ROUNDS rounds.
+ * ROUNDS rounds. TLS files come from the environment: FEDC_TLS_CERT and
+ * FEDC_TLS_KEY (the server's), FEDC_TLS_CA (to require client
+ * certificates), or FEDC_INSECURE=1 for plaintext.
  * Each round:
  *   - select_fit lets one client rest in every even round when three or
  *     more were sampled (the server's sampling picks, the strategy may
@@ -236,6 +238,13 @@ int main(int argc, char **argv)
 
     fedc_server_options opt;
     fedc_server_options_init(&opt);
+    /* TLS from the environment (docs/security.md): the server's certificate
+     * and key, and the CA of the clients' certificates; FEDC_INSECURE=1
+     * for plaintext. */
+    opt.tls_cert = getenv("FEDC_TLS_CERT");
+    opt.tls_key = getenv("FEDC_TLS_KEY");
+    opt.tls_ca = getenv("FEDC_TLS_CA");
+    opt.insecure = getenv("FEDC_INSECURE") && !strcmp(getenv("FEDC_INSECURE"), "1");
     opt.listen = argv[1];
     opt.rounds = strtoull(argv[2], NULL, 10);
     opt.min_clients = 2;

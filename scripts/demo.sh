@@ -3,9 +3,12 @@
 # over 10 clients (Dirichlet, alpha 0.5); a server and 10 client processes
 # train the built-in CNN together over TCP on 127.0.0.1 until the global
 # model reaches 80% accuracy on the held-out test set (or 40 rounds pass).
-# Each client reads only its own directory.
-#   FEDC_PORT   port for the server (default 7000)
-#   FEDC_OUT    output directory (default out/demo)
+# Each client reads only its own directory. The connections are mutual TLS:
+# a test PKI (fedc certs) in the output directory gives the server and each
+# client its own certificate.
+#   FEDC_PORT       port for the server (default 7000)
+#   FEDC_OUT        output directory (default out/demo)
+#   FEDC_BUILD_DIR  build directory (default build/, as scripts/build.sh)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -16,11 +19,16 @@ clients=10
 
 scripts/setup-deps.sh
 scripts/build.sh -DFEDC_BUILD_TESTS=OFF -DFEDC_BUILD_BENCH=OFF
-fedc="$root/build/tools/fedc"
+fedc="${FEDC_BUILD_DIR:-$root/build}/tools/fedc"
 
 mkdir -p "$out/logs"
 "$fedc" partition --data "$data" --clients "$clients" --scheme dirichlet --alpha 0.5 --seed 42 \
   --out "$out/clients"
+
+# A test CA, the server's certificate (localhost, 127.0.0.1, ::1) and one
+# certificate per client: $out/pki/client-000.pem ... (docs/security.md).
+"$fedc" certs --out "$out/pki" --clients "$clients" --force > /dev/null
+pki="$out/pki"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -29,12 +37,13 @@ trap cleanup EXIT
 echo "starting the server and $clients clients (client logs in $out/logs/)"
 "$fedc" server --listen "127.0.0.1:$port" --model cnn --min-clients "$clients" --rounds 40 \
   --target-accuracy 0.80 --lr 0.05 --momentum 0.9 --batch-size 32 --local-epochs 1 \
-  --test-data "$data" --seed 42 --out "$out" 2> "$out/logs/server.log" &
+  --test-data "$data" --seed 42 --out "$out" \
+  --cert "$pki/server.pem" --key "$pki/server.key" --ca "$pki/ca.pem" 2> "$out/logs/server.log" &
 server=$!
 for ((i = 0; i < clients; i++)); do
   id=$(printf "client-%03d" "$i")
   "$fedc" client --server "127.0.0.1:$port" --data "$out/clients/$id" --node-id "$id" \
-    > "$out/logs/$id.log" 2>&1 &
+    --ca "$pki/ca.pem" --cert "$pki/$id.pem" --key "$pki/$id.key" > "$out/logs/$id.log" 2>&1 &
   pids+=($!)
 done
 set +e

@@ -60,13 +60,17 @@ work="$(mktemp -d)"
 mkdir -p "$work/full"
 "$bin/make_synthetic" "$work/full" 3000 1000 7 0.2 > /dev/null
 "$bin/fedc" partition --data "$work/full" --clients 2 --scheme iid --seed 1 --out "$work/parts" > /dev/null
+# Over mutual TLS, as a federation runs by default.
+"$bin/fedc" certs --out "$work/pki" --clients 2 > /dev/null
+pki="$work/pki"
 port=$((20000 + RANDOM % 20000))
 "$bin/fedc" server --listen "127.0.0.1:$port" --model mlp --min-clients 2 --rounds 3 --device cuda \
-  --test-data "$work/full" --out "$work/out" > "$res/federation.log" 2>&1 &
+  --test-data "$work/full" --out "$work/out" --cert "$pki/server.pem" --key "$pki/server.key" \
+  --ca "$pki/ca.pem" > "$res/federation.log" 2>&1 &
 server=$!
 for i in 0 1; do
   "$bin/fedc" client --server "127.0.0.1:$port" --data "$work/parts/client-00$i" --device cuda \
-    >> "$res/clients.log" 2>&1 &
+    --ca "$pki/ca.pem" --cert "$pki/client-00$i.pem" --key "$pki/client-00$i.key" >> "$res/clients.log" 2>&1 &
 done
 wait "$server"
 rc=$?

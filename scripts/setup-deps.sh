@@ -11,7 +11,8 @@ packages=(
   libopenblas-dev                         # GEMM for the built-in trainer
   zlib1g-dev                              # gzipped IDX datasets
   libsodium-dev                           # CSPRNG, hashing (and later crypto)
-  libssl-dev                              # AES-CTR masks for secure aggregation (TLS later)
+  libssl-dev                              # TLS 1.3, and AES-CTR masks for secure aggregation
+  openssl                                 # the openssl command: tests of fedc certs and keygen
   libuv1-dev                              # the server's event loop
   libcjson-dev                            # safetensors headers, metrics.jsonl
   dataset-fashion-mnist                   # the default dataset

@@ -24,6 +24,15 @@ static const char usage_text[] =
     "its train split is used for training, its test split for federated evaluation.\n"
     "\n"
     "  --server HOST:PORT      the server (required)\n"
+    "  --ca FILE               TLS: the CA that signed the server's certificate (PEM);\n"
+    "                          the certificate must also name HOST (docs/security.md)\n"
+    "  --cert FILE --key FILE  TLS: this client's certificate and key, for a server\n"
+    "                          that requires them (fedc server --ca)\n"
+    "  --server-name NAME      the name the server's certificate must carry (default HOST)\n"
+    "  --insecure              connect without TLS (plaintext: anyone on the path can\n"
+    "                          read and change the traffic)\n"
+    "  --heartbeat S           probe a silent server after S s (TCP keepalive): a dead\n"
+    "                          server or link is noticed within 2S s (default 30; 0: off)\n"
     "  --data DIR              local data directory (required; checked before connecting)\n"
     "  --node-id ID            this node's id (default: random, printed at start)\n"
     "  --connect-timeout S     keep retrying an unreachable server for S s (default 60)\n"
@@ -63,6 +72,12 @@ enum {
     OPT_DEVICE,
     OPT_ATTACK,
     OPT_STATE_DIR,
+    OPT_CA,
+    OPT_CERT,
+    OPT_KEY,
+    OPT_SERVER_NAME,
+    OPT_INSECURE,
+    OPT_HEARTBEAT,
     OPT_HELP
 };
 
@@ -78,6 +93,12 @@ int fedc_cmd_client(int argc, char **argv)
                                              {"device", required_argument, NULL, OPT_DEVICE},
                                              {"attack", required_argument, NULL, OPT_ATTACK},
                                              {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+                                             {"ca", required_argument, NULL, OPT_CA},
+                                             {"cert", required_argument, NULL, OPT_CERT},
+                                             {"key", required_argument, NULL, OPT_KEY},
+                                             {"server-name", required_argument, NULL, OPT_SERVER_NAME},
+                                             {"insecure", no_argument, NULL, OPT_INSECURE},
+                                             {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
                                              {"help", no_argument, NULL, OPT_HELP},
                                              {NULL, 0, NULL, 0}};
     fedc_client_options opt;
@@ -114,6 +135,14 @@ int fedc_cmd_client(int argc, char **argv)
             }
             break;
         case OPT_STATE_DIR: state_dir = optarg; break;
+        case OPT_CA: opt.tls_ca = optarg; break;
+        case OPT_CERT: opt.tls_cert = optarg; break;
+        case OPT_KEY: opt.tls_key = optarg; break;
+        case OPT_SERVER_NAME: opt.tls_server_name = optarg; break;
+        case OPT_INSECURE: opt.insecure = 1; break;
+        case OPT_HEARTBEAT:
+            if (cli_double(CMD, "--heartbeat", optarg, 0, 1e6, &opt.heartbeat)) return FEDC_EXIT_USAGE;
+            break;
         case OPT_HELP: fputs(usage_text, stdout); return FEDC_EXIT_OK;
         default: cli_unknown_flag(CMD, argv[optind - 1]); return FEDC_EXIT_USAGE;
         }
@@ -126,6 +155,25 @@ int fedc_cmd_client(int argc, char **argv)
         cli_error(CMD, "%s is required (see 'fedc client --help')", !opt.server ? "--server" : "--data");
         return FEDC_EXIT_USAGE;
     }
+    if (opt.insecure && (opt.tls_ca || opt.tls_cert || opt.tls_key)) {
+        cli_error(CMD, "--insecure and the TLS flags (--ca, --cert, --key) exclude each other");
+        return FEDC_EXIT_USAGE;
+    }
+    if (!opt.insecure && !opt.tls_ca) {
+        cli_error(CMD,
+                  "--ca FILE is required to check the server's certificate (fedc certs makes a test set), "
+                  "or --insecure for plaintext");
+        return FEDC_EXIT_USAGE;
+    }
+    if (!opt.tls_cert != !opt.tls_key) {
+        cli_error(CMD, "%s needs %s", opt.tls_cert ? "--cert" : "--key", opt.tls_cert ? "--key" : "--cert");
+        return FEDC_EXIT_USAGE;
+    }
+    if (opt.insecure)
+        fedc_log(FEDC_LOG_WARN, CMD,
+                 "--insecure: the connection to %s is plaintext, unauthenticated and "
+                 "unencrypted",
+                 opt.server);
     int drc = cli_device(CMD, device, &t.device);
     if (drc != FEDC_EXIT_OK) return drc;
     char err[FEDC_ERRMSG_MAX];

@@ -50,6 +50,23 @@ int fedc_cmd_server(int argc, char **argv)
         cli_error(CMD, "unexpected argument '%s'", argv[optind]);
         return FEDC_EXIT_USAGE;
     }
+    const char *tls_bad = NULL;
+    if (c.opt.insecure && (c.opt.tls_cert || c.opt.tls_key || c.opt.tls_ca))
+        tls_bad = "--insecure and the TLS flags (--cert, --key, --ca) exclude each other";
+    else if (!c.opt.insecure && !c.opt.tls_cert && !c.opt.tls_key)
+        tls_bad =
+            "--cert FILE and --key FILE are required for TLS (fedc certs makes a test set), or --insecure "
+            "for plaintext";
+    else if (!c.opt.insecure && (!c.opt.tls_cert || !c.opt.tls_key))
+        tls_bad = c.opt.tls_cert ? "--cert needs --key" : "--key needs --cert";
+    if (tls_bad) {
+        cli_error(CMD, "%s", tls_bad);
+        server_cli_free(&c);
+        return FEDC_EXIT_USAGE;
+    }
+    if (c.opt.insecure)
+        fedc_log(FEDC_LOG_WARN, CMD,
+                 "--insecure: connections are plaintext, unauthenticated and unencrypted");
     int exit_code = server_cli_prepare(&c, CMD);
     if (exit_code) {
         server_cli_free(&c);

@@ -8,5 +8,7 @@ int fedc_cmd_client(int argc, char **argv);
 int fedc_cmd_partition(int argc, char **argv);
 int fedc_cmd_sim(int argc, char **argv);
 int fedc_cmd_privacy(int argc, char **argv);
+int fedc_cmd_certs(int argc, char **argv);
+int fedc_cmd_keygen(int argc, char **argv);
 
 #endif

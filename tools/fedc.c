@@ -21,6 +21,8 @@ static void usage(FILE *f)
             "  partition   split a dataset into per-client data directories\n"
             "  sim         run the server and many virtual clients in one process\n"
             "  privacy     the (epsilon, delta) spent by steps of the sampled Gaussian mechanism\n"
+            "  certs       make a test federation's TLS certificates (a CA, the server, the clients)\n"
+            "  keygen      make a node's Ed25519 key pair and print its fingerprint\n"
             "  version     print the version\n"
             "\n"
             "'fedc COMMAND --help' lists a command's flags. Documentation: docs/.\n",
@@ -57,6 +59,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "partition")) return fedc_cmd_partition(argc - 1, argv + 1);
     if (!strcmp(cmd, "sim")) return fedc_cmd_sim(argc - 1, argv + 1);
     if (!strcmp(cmd, "privacy")) return fedc_cmd_privacy(argc - 1, argv + 1);
+    if (!strcmp(cmd, "certs")) return fedc_cmd_certs(argc - 1, argv + 1);
+    if (!strcmp(cmd, "keygen")) return fedc_cmd_keygen(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("fedc %s (protocol 1)\n", FEDC_VERSION_STRING);
         print_devices();

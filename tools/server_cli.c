@@ -27,6 +27,13 @@ const char server_cli_help[] =
     "  --test-data DIR           evaluate the global model on DIR's test split every round\n"
     "  --out DIR                 write DIR/metrics.jsonl and DIR/model.safetensors (default out)\n"
     "  --seed S                  seed for sampling and client training (default 0)\n"
+    "  --cert FILE --key FILE    TLS: the server's certificate chain and key (PEM;\n"
+    "                            fedc certs makes a test set; docs/security.md)\n"
+    "  --ca FILE                 TLS: clients must present a certificate this CA signed\n"
+    "  --insecure                plaintext connections, no TLS (anyone on the path can\n"
+    "                            read and change the traffic)\n"
+    "  --heartbeat S             probe a silent client after S s (TCP keepalive); drop it\n"
+    "                            after 3 unanswered probes, within 2S s (default 30; 0: off)\n"
     "  --max-frame-bytes N       largest frame accepted (default 16777216)\n"
     "  --device cpu|cuda[:N]     where the server aggregates and evaluates (default cpu)\n"
     "  --strategy NAME           how updates become the next model: fedavg (default),\n"
@@ -123,7 +130,12 @@ enum {
     OPT_SECAGG_RANGE,
     OPT_SECAGG_BITS,
     OPT_SECAGG_WEIGHT,
-    OPT_SECAGG_TIMEOUT
+    OPT_SECAGG_TIMEOUT,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_TLS_CA,
+    OPT_INSECURE,
+    OPT_HEARTBEAT
 };
 
 const struct option server_cli_options[] = {
@@ -177,6 +189,11 @@ const struct option server_cli_options[] = {
     {"secagg-bits", required_argument, NULL, OPT_SECAGG_BITS},
     {"secagg-max-weight", required_argument, NULL, OPT_SECAGG_WEIGHT},
     {"secagg-timeout", required_argument, NULL, OPT_SECAGG_TIMEOUT},
+    {"cert", required_argument, NULL, OPT_TLS_CERT},
+    {"key", required_argument, NULL, OPT_TLS_KEY},
+    {"ca", required_argument, NULL, OPT_TLS_CA},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
     {NULL, 0, NULL, 0}};
 _Static_assert(sizeof server_cli_options / sizeof server_cli_options[0] <= SERVER_CLI_MAX_OPTIONS,
                "raise SERVER_CLI_MAX_OPTIONS");
@@ -305,6 +322,11 @@ int server_cli_option(server_cli *c, const char *cmd, int opt, const char *arg)
         return cli_double(cmd, "--dp-clipped-count-stddev", arg, 1e-300, 1e300,
                           &c->opt.dp.clipped_count_stddev);
     case OPT_SECAGG: c->opt.secagg.enabled = 1; return 0;
+    case OPT_TLS_CERT: c->opt.tls_cert = arg; return 0;
+    case OPT_TLS_KEY: c->opt.tls_key = arg; return 0;
+    case OPT_TLS_CA: c->opt.tls_ca = arg; return 0;
+    case OPT_INSECURE: c->opt.insecure = 1; return 0;
+    case OPT_HEARTBEAT: return cli_double(cmd, "--heartbeat", arg, 0, 1e6, &c->opt.heartbeat);
     case OPT_SECAGG_K:
         c->secagg_flags = 1;
         if (cli_u64(cmd, "--secagg-neighbours", arg, 2, 254, &u)) return -1;

@@ -64,8 +64,22 @@ typedef struct fedc_client_options {
     const char *node_id;      /* this node's id; NULL: a random one is made */
     double connect_timeout;   /* seconds to keep retrying to reach the server (default 60) */
     double io_timeout;        /* seconds a read may wait once connected; 0 = forever (default) */
+    double heartbeat;         /* TCP keepalive as on the server (fedc_server_options.heartbeat; default 30) */
     uint32_t max_frame_bytes; /* largest frame accepted (default 16 MiB) */
     uint64_t max_model_bytes; /* largest model accepted (default 16 GiB) */
+    /* TLS 1.3 (docs/security.md): the CA file (PEM) the server's certificate
+     * must chain to; the server's certificate must also name the host of
+     * `server` (or tls_server_name). With tls_cert and tls_key (PEM) the
+     * client presents its own certificate (mutual TLS). Without tls_ca the
+     * connection is plaintext, which is refused unless insecure is set.
+     * A program using TLS should ignore SIGPIPE (OpenSSL writes to the
+     * socket with write(2)). The strings are not copied: they must stay
+     * valid until fedc_client_run() returns. */
+    const char *tls_ca;
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_server_name;
+    int insecure; /* allow a plaintext connection */
 } fedc_client_options;
 
 /* Fills opt with the defaults above. */

@@ -109,7 +109,21 @@ typedef struct fedc_server_options {
         max_inflight_updates; /* updates received at once, each needing a model-sized buffer (default 2) */
     uint64_t max_model_bytes; /* largest model accepted from a client (default 16 GiB) */
     uint32_t max_connections; /* default 10000 */
+    /* TLS 1.3 (docs/security.md): the server's certificate chain and
+     * private key, PEM files. With tls_ca set, every client must present a
+     * certificate signed by that CA (mutual TLS). Without tls_cert the
+     * connections are plaintext, which is refused unless insecure is set. */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_ca;
+    int insecure;             /* allow plaintext connections */
     double handshake_timeout; /* seconds for a new connection to say hello (default 10) */
+    /* Heartbeat: after this many seconds without traffic the kernel probes
+     * the client (TCP keepalive), every heartbeat / 3 s; after 3 unanswered
+     * probes the connection is dropped, so a client whose machine or link
+     * died is noticed within 2 x heartbeat s even in the middle of a long
+     * round (default 30; 0: off). */
+    double heartbeat;
     /* Where the updates are summed (default the CPU). On a GPU the sums are
      * bit-identical to the CPU's; worth it for large models. */
     fedc_device device;

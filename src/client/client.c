@@ -9,6 +9,7 @@
 #include "client/client_internal.h"
 #include "fedc/client.h"
 #include "net/conn.h"
+#include "net/tls.h"
 #include "proto/wire.h"
 
 #define LOG_COMPONENT "client"
@@ -30,6 +31,7 @@ void fedc_client_options_init(fedc_client_options *opt)
 {
     memset(opt, 0, sizeof *opt);
     opt->connect_timeout = 60.0;
+    opt->heartbeat = 30;
     opt->max_frame_bytes = FEDC_DEFAULT_MAX_FRAME;
     opt->max_model_bytes = 16ull << 30;
 }
@@ -425,7 +427,36 @@ static int session(fedc_client *c, fedc__conn *conn, int *welcomed)
     }
 }
 
+static int run_sessions(fedc_client *c, SSL_CTX *tls);
+
+/* The name the server's certificate must carry: tls_server_name, else the
+ * host of the server's address. */
+static const char *tls_name(const fedc_client *c, char *buf, size_t len)
+{
+    if (c->opt.tls_server_name) return c->opt.tls_server_name;
+    char port[16];
+    if (fedc__parse_hostport(c->server, buf, len, port, sizeof port, NULL, 0)) return NULL;
+    return buf;
+}
+
 int fedc_client_run(fedc_client *c)
+{
+    SSL_CTX *tls = NULL;
+    if (c->opt.tls_ca || c->opt.tls_cert || c->opt.tls_key) {
+        int trc = fedc__tls_client_ctx(c->opt.tls_ca, c->opt.tls_cert, c->opt.tls_key, &tls, c->errmsg,
+                                       sizeof c->errmsg);
+        if (trc) return trc;
+    } else if (!c->opt.insecure) {
+        return fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_INVALID,
+                              "no TLS CA: give the CA that signed the server's certificate (--ca), or allow "
+                              "plaintext explicitly (--insecure)");
+    }
+    int rc = run_sessions(c, tls);
+    SSL_CTX_free(tls);
+    return rc;
+}
+
+static int run_sessions(fedc_client *c, SSL_CTX *tls)
 {
     fedc_rng jitter;
     uint64_t seed;
@@ -458,6 +489,18 @@ int fedc_client_run(fedc_client *c)
             continue;
         }
         conn.io_timeout = c->opt.io_timeout;
+        fedc__socket_keepalive(conn.fd, c->opt.heartbeat);
+        if (tls) {
+            char host[256];
+            left = deadline - fedc_now();
+            rc = fedc__conn_tls_connect(&conn, tls, tls_name(c, host, sizeof host), left > 10 ? left : 10,
+                                        last, sizeof last);
+            if (rc) {
+                /* A certificate that does not verify will not next time either. */
+                fedc__conn_close(&conn);
+                return fedc_set_error(c->errmsg, sizeof c->errmsg, rc, "%s", last);
+            }
+        }
         c->fd = conn.fd;
         int welcomed = 0;
         rc = session(c, &conn, &welcomed);

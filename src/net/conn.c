@@ -12,8 +12,12 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "fedc/core.h"
 #include "net/conn.h"
+#include "net/tls.h"
 
 int fedc__parse_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen, char *err,
                          size_t errlen)
@@ -125,6 +129,21 @@ static int wait_ready(fedc__conn *c, short events, char *err, size_t errlen)
     }
 }
 
+void fedc__socket_keepalive(int fd, double idle)
+{
+    if (!(idle > 0)) return;
+    int on = 1, cnt = 3;
+    int secs = idle < 1 ? 1 : (int)idle, intvl = secs / 3 > 0 ? secs / 3 : 1;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &secs, sizeof secs);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    /* Data unacknowledged for as long also ends the connection (a peer that
+     * vanished while we were sending). */
+    unsigned user_timeout = (unsigned)(secs + cnt * intvl) * 1000u;
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+}
+
 void fedc__conn_memory(fedc__conn *c, const struct iovec *in, int in_count, fedc__bytes *out,
                        const char *peer)
 {
@@ -181,10 +200,77 @@ static int memory_read(fedc__conn *c, char *p, size_t n, char *err, size_t errle
     return FEDC_OK;
 }
 
+/* Reads through the TLS session: records are decrypted as they come. */
+static int tls_read(fedc__conn *c, char *p, size_t n, char *err, size_t errlen)
+{
+    while (n > 0) {
+        if (SSL_pending(c->ssl) == 0) {
+            int rc = wait_ready(c, POLLIN, err, errlen);
+            if (rc) return rc;
+        }
+        int want = n > (1u << 30) ? (1 << 30) : (int)n;
+        int r = SSL_read(c->ssl, p, want);
+        if (r > 0) {
+            p += r;
+            n -= (size_t)r;
+            c->bytes_received += (uint64_t)r;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_SYSCALL && errno == EINTR) continue;
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && (errno == 0 || errno == ECONNRESET))) {
+            ERR_clear_error();
+            return fedc_set_error(err, errlen, FEDC_ERR_CLOSED, "%s closed the connection", c->peer);
+        }
+        if (e == SSL_ERROR_WANT_READ ||
+            (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+            ERR_clear_error();
+            return fedc_set_error(err, errlen, FEDC_ERR_TIMEOUT, "%s: no data for %.0f s", c->peer,
+                                  c->io_timeout);
+        }
+        char why[300];
+        return fedc_set_error(err, errlen, FEDC_ERR_IO, "%s: TLS read: %s", c->peer,
+                              fedc__tls_reason(c->ssl, why, sizeof why));
+    }
+    return FEDC_OK;
+}
+
+static int tls_write(fedc__conn *c, const char *p, size_t n, char *err, size_t errlen)
+{
+    while (n > 0) {
+        int want = n > (1u << 30) ? (1 << 30) : (int)n;
+        int w = SSL_write(c->ssl, p, want);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            c->bytes_sent += (uint64_t)w;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, w);
+        if (e == SSL_ERROR_SYSCALL && errno == EINTR) continue;
+        char why[300];
+        if (e == SSL_ERROR_SYSCALL && (errno == EPIPE || errno == ECONNRESET || errno == 0)) {
+            ERR_clear_error();
+            return fedc_set_error(err, errlen, FEDC_ERR_CLOSED, "%s: write: the connection was closed",
+                                  c->peer);
+        }
+        if (e == SSL_ERROR_WANT_WRITE ||
+            (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+            ERR_clear_error();
+            return fedc_set_error(err, errlen, FEDC_ERR_TIMEOUT, "%s: write blocked for %.0f s", c->peer,
+                                  c->io_timeout);
+        }
+        return fedc_set_error(err, errlen, FEDC_ERR_IO, "%s: TLS write: %s", c->peer,
+                              fedc__tls_reason(c->ssl, why, sizeof why));
+    }
+    return FEDC_OK;
+}
+
 int fedc__conn_read(fedc__conn *c, void *buf, size_t n, char *err, size_t errlen)
 {
     char *p = buf;
     if (c->fd < 0 && c->out) return memory_read(c, p, n, err, errlen);
+    if (c->ssl) return tls_read(c, p, n, err, errlen);
     while (n > 0) {
         int rc = wait_ready(c, POLLIN, err, errlen);
         if (rc) return rc;
@@ -210,6 +296,13 @@ int fedc__conn_writev(fedc__conn *c, struct iovec *iov, int iovcnt, char *err, s
             if (fedc__bytes_append(c->out, iov[i].iov_base, iov[i].iov_len))
                 return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
             c->bytes_sent += iov[i].iov_len;
+        }
+        return FEDC_OK;
+    }
+    if (c->ssl) {
+        for (int i = 0; i < iovcnt; i++) {
+            int rc = tls_write(c, iov[i].iov_base, iov[i].iov_len, err, errlen);
+            if (rc) return rc;
         }
         return FEDC_OK;
     }
@@ -257,6 +350,12 @@ int fedc__conn_write(fedc__conn *c, const void *buf, size_t n, char *err, size_t
 
 void fedc__conn_close(fedc__conn *c)
 {
+    if (c && c->ssl) {
+        SSL_shutdown(c->ssl); /* our close_notify; the peer's is not awaited */
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        ERR_clear_error();
+    }
     if (c && c->fd >= 0) {
         close(c->fd);
         c->fd = -1;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 struct iovec;
+struct ssl_st;
 
 /* A growable byte buffer: where an in-memory connection's writes go. */
 typedef struct fedc__bytes {
@@ -29,7 +30,8 @@ typedef struct fedc__conn {
     const struct iovec *in; /* in-memory mode: what there is to read */
     int in_count, in_index;
     size_t in_offset;
-    fedc__bytes *out; /* in-memory mode: where writes go */
+    fedc__bytes *out;   /* in-memory mode: where writes go */
+    struct ssl_st *ssl; /* a TLS session over fd (net/tls.h), or NULL */
 } fedc__conn;
 
 /* Sets up an in-memory connection over `in` (not copied; must outlive the
@@ -59,7 +61,13 @@ int fedc__conn_write(fedc__conn *c, const void *buf, size_t n, char *err, size_t
 /* Writes several buffers with writev. */
 struct iovec;
 int fedc__conn_writev(fedc__conn *c, struct iovec *iov, int iovcnt, char *err, size_t errlen);
+/* Ends the TLS session, if any (close_notify), and closes the socket. */
 void fedc__conn_close(fedc__conn *c);
+
+/* Turns on TCP keepalive on fd: probes after `idle` seconds of silence,
+ * every idle / 3 s, and the connection fails after 3 unanswered probes
+ * (so within 2 idle s). idle <= 0 does nothing. */
+void fedc__socket_keepalive(int fd, double idle);
 
 /* Listens on host:port (tests and tools that need a blocking listener). */
 int fedc__listen_tcp(const char *hostport, int *fd_out, int *port_out, char *err, size_t errlen);

@@ -1,1 +1,1 @@
-fedc_sources(net/conn.c)
+fedc_sources(net/conn.c net/tls.c)

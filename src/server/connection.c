@@ -86,14 +86,12 @@ typedef struct write_req {
     int close_after;
 } write_req;
 
-static void begin_drain(node *n);
-
 static void on_write(uv_write_t *req, int status)
 {
     write_req *w = (write_req *)req;
     if (w->n && w->close_after) {
         if (status == 0)
-            begin_drain(w->n);
+            fedc__srv_begin_drain(w->n);
         else
             fedc__srv_node_close(w->n, NULL);
     }
@@ -134,6 +132,22 @@ int fedc__srv_node_send(node *n, const fedc__msg *m, model_blob *blob, int close
     }
     w->n = n;
     w->close_after = close_after;
+    if (n->ssl) {
+        /* Encrypted as the socket drains (tls.c), which takes the frame,
+         * the buffers and the model's reference. */
+        uint8_t *frame = w->frame;
+        uv_buf_t *bufs = w->bufs;
+        free(w);
+        int rc = fedc__srv_tls_send(n, frame, flen, bufs, nb, blob, close_after);
+        if (rc) {
+            free(frame);
+            free(bufs);
+            fedc__srv_blob_unref(blob);
+            return rc;
+        }
+        s->bytes_sent += total;
+        return FEDC_OK;
+    }
     if (n->is_virtual) {
         /* The simulator takes the frame and a reference to the model; it
          * hands the reference back through fedc__server_blob_release(). */
@@ -180,6 +194,7 @@ static void on_node_closed(uv_handle_t *h)
 {
     node *n = (node *)h;
     if (n->timer_open) return; /* the timer's close callback frees */
+    fedc__srv_tls_free(n);
     free(n->msgbuf);
     fedc_config_destroy(n->metrics);
     if (n->sk == S_GETPARAMS) fedc_params_destroy(n->stream_params);
@@ -248,7 +263,9 @@ void fedc__srv_request_failed(node *n, const char *why)
     }
     n->req = REQ_NONE;
     if (!n->closing && !n->retired) fedc__srv_set_state(n, NODE_IDLE);
-    if (current) fedc__srv_maybe_finish_stage(s);
+    /* A late answer makes its client idle again: a server waiting for
+     * clients may now have enough. */
+    if (current || s->ph == PHASE_WAIT) fedc__srv_maybe_finish_stage(s);
 }
 
 /* Takes n out of the federation at once: its partial update out of the
@@ -347,14 +364,21 @@ static void on_hello(node *n, const Fedc__V1__Hello *h)
      * (the simulator numbers them), so only clients on sockets can clash
      * with it: with none, its hello skips a scan that would make joining N
      * simulated clients cost O(N^2). */
-    for (node *o = n->is_virtual && s->nsockets == 0 ? NULL : s->nodes; o; o = o->next)
-        if (o != n && o->state != NODE_HANDSHAKE && !strcmp(o->id, h->node_id)) {
+    for (node *o = n->is_virtual && s->nsockets == 0 ? NULL : s->nodes, *next; o; o = next) {
+        next = o->next;
+        if (o != n && o->state != NODE_HANDSHAKE && !o->closing && !o->draining && !o->retired &&
+            !strcmp(o->id, h->node_id)) {
+            /* The newest connection wins: a client that reconnects after its
+             * old connection went silent (a dead link, a half-open socket)
+             * must not wait for the server to notice. The old one is told
+             * and closed; its request, if any, counts as failed. */
             char why[256];
-            snprintf(why, sizeof why, "node id '%s' is already connected", h->node_id);
-            fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "refused %s: %s", n->peer, why);
-            send_error_and_close(n, why);
-            return;
+            snprintf(why, sizeof why, "node id '%s' connected again from %s: this connection is replaced",
+                     h->node_id, n->peer);
+            fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "%s (was %s)", why, o->peer);
+            send_error_and_close(o, why);
         }
+    }
     snprintf(n->id, sizeof n->id, "%s", h->node_id);
     if (n->timer_open) uv_timer_stop(&n->handshake_timer);
     Fedc__V1__Welcome w = FEDC__V1__WELCOME__INIT;
@@ -466,7 +490,9 @@ static void on_message(node *n, fedc__msg *m)
         }
         n->req = REQ_NONE;
         fedc__srv_set_state(n, NODE_IDLE);
-        if (current) fedc__srv_maybe_finish_stage(s);
+        /* A late answer makes its client idle again: a server waiting for
+         * clients may now have enough. */
+        if (current || s->ph == PHASE_WAIT) fedc__srv_maybe_finish_stage(s);
         break;
     }
     case FEDC__V1__MESSAGE__BODY_FAILURE:
@@ -490,8 +516,18 @@ static void on_message(node *n, fedc__msg *m)
 void fedc__srv_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     node *n = (node *)h;
-    fedc_server *s = n->srv;
     (void)suggested;
+    if (n->ssl) {
+        /* Ciphertext: into the session first (tls.c). */
+        *buf = uv_buf_init((char *)n->srv->tls_buf, sizeof n->srv->tls_buf);
+        return;
+    }
+    fedc__srv_reader_buf(n, buf);
+}
+
+void fedc__srv_reader_buf(node *n, uv_buf_t *buf)
+{
+    fedc_server *s = n->srv;
     if (n->draining || n->retired) {
         *buf = uv_buf_init((char *)s->discard, DISCARD_BYTES);
         return;
@@ -550,7 +586,6 @@ static void on_header_complete(node *n)
 void fedc__srv_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     node *n = (node *)st;
-    (void)buf;
     if (nread == 0 || n->closing) return;
     if (n->draining || n->retired) {
         if (nread < 0) fedc__srv_node_close(n, NULL);
@@ -567,7 +602,10 @@ void fedc__srv_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         }
         return;
     }
-    fedc__srv_consume(n, (size_t)nread);
+    if (n->ssl)
+        fedc__srv_tls_on_read(n, buf->base, (size_t)nread);
+    else
+        fedc__srv_consume(n, (size_t)nread);
 }
 
 /* Advances the frame reader by nread bytes that have just been placed where
@@ -636,7 +674,7 @@ static void on_shutdown_done(uv_shutdown_t *req, int status)
  * sending until it closes too (at most 5 s). Closing at once would reset a
  * client that is in the middle of sending an update, and the reset would
  * destroy the message it has not read yet. */
-static void begin_drain(node *n)
+void fedc__srv_begin_drain(node *n)
 {
     if (n->closing || n->draining) return;
     if (n->is_virtual || !n->timer_open) {
@@ -644,6 +682,8 @@ static void begin_drain(node *n)
         return;
     }
     n->draining = 1;
+    if (n->ssl) fedc__srv_tls_close_notify(n);
+    if (n->closing) return;
     uv_shutdown_t *req = malloc(sizeof *req);
     if (!req || uv_shutdown(req, (uv_stream_t *)&n->tcp, on_shutdown_done)) {
         free(req);
@@ -683,6 +723,8 @@ void fedc__srv_on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&n->tcp, 1);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&n->tcp, &fd) == 0) fedc__socket_keepalive(fd, s->opt.heartbeat);
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     int sl = sizeof ss;
@@ -713,7 +755,18 @@ void fedc__srv_on_connection(uv_stream_t *server, int status)
     n->handshake_timer.data = n;
     n->timer_open = 1;
     uv_timer_start(&n->handshake_timer, on_handshake_timeout, (uint64_t)(s->opt.handshake_timeout * 1000), 0);
+    if (s->tls && fedc__srv_tls_accept(n)) {
+        fedc__srv_node_close(n, "out of memory for a TLS session");
+        return;
+    }
     uv_read_start((uv_stream_t *)&n->tcp, fedc__srv_on_alloc, fedc__srv_on_read);
+}
+
+void fedc__srv_read_resume(node *n)
+{
+    uv_read_start((uv_stream_t *)&n->tcp, fedc__srv_on_alloc, fedc__srv_on_read);
+    /* Plaintext may already wait in the session: no new read would come for it. */
+    if (n->ssl) fedc__srv_tls_pump(n);
 }
 
 static void node_resume(node *n)
@@ -725,5 +778,5 @@ static void node_resume(node *n)
     if (n->is_virtual)
         fedc__srv_feed_pending(n);
     else
-        uv_read_start((uv_stream_t *)&n->tcp, fedc__srv_on_alloc, fedc__srv_on_read);
+        fedc__srv_read_resume(n);
 }

@@ -319,6 +319,7 @@ void fedc__srv_on_secagg(node *n, const Fedc__V1__SecAgg *m)
         /* Too late: the stage ended without this client. */
         n->req = REQ_NONE;
         fedc__srv_set_state(n, NODE_IDLE);
+        if (s->ph == PHASE_WAIT) fedc__srv_maybe_finish_stage(s);
         return;
     }
     const uint8_t *p = m->payload.data;

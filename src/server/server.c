@@ -2,6 +2,7 @@
  * the stages of a round (fit, evaluate), metrics, and shutting down. The
  * end of the fit stage (the strategy's hooks, the mean, DP) is in
  * aggregate.c; connections and the frame reader are in connection.c. */
+#include "net/tls.h"
 #include "server/server_impl.h"
 
 static void start_round(fedc_server *s);
@@ -668,6 +669,7 @@ void fedc_server_options_init(fedc_server_options *o)
     o->max_model_bytes = 16ull << 30;
     o->max_connections = 10000;
     o->handshake_timeout = 10;
+    o->heartbeat = 30;
     o->dp.delta = 1e-5;
     o->dp.target_quantile = 0.5;
     o->dp.clip_lr = 0.2;
@@ -711,6 +713,9 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "round-timeout must be positive"), NULL;
     if (opt->max_frame_bytes < FEDC_CHUNK_BYTES + 64)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "max frame size must be above 1 MiB"), NULL;
+    if (!(opt->heartbeat >= 0) || !isfinite(opt->heartbeat))
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "heartbeat must be 0 (off) or positive seconds"),
+               NULL;
     if (opt->max_inflight_updates == 0)
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "max in-flight updates must be at least 1"),
                NULL;
@@ -820,6 +825,18 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
     }
     s->opt.listen = s->listen_addr;
     s->opt.fit_config = NULL;
+    if (opt->tls_cert || opt->tls_key || opt->tls_ca) {
+        if (fedc__tls_server_ctx(opt->tls_cert, opt->tls_key, opt->tls_ca, &s->tls, err, errlen))
+            goto fail_nouv;
+    } else if (!opt->insecure) {
+        fedc_set_error(
+            err, errlen, FEDC_ERR_INVALID,
+            "no TLS certificate: give the server's certificate and key (fedc certs makes a set for a "
+            "test federation), or allow plaintext explicitly (--insecure)");
+        goto fail_nouv;
+    }
+    /* Pointers into the caller's strings are not kept. */
+    s->opt.tls_cert = s->opt.tls_key = s->opt.tls_ca = NULL;
     s->opt.initial_model = NULL;
     if (opt->out_dir) {
         s->out_dir = strdup(opt->out_dir);
@@ -969,6 +986,7 @@ void fedc_server_destroy(fedc_server *s)
     for (uint32_t i = 0; s->slots && i < s->opt.max_inflight_updates; i++) fedc_params_destroy(s->slots[i]);
     free(s->slots);
     free(s->ddg_rdp);
+    SSL_CTX_free(s->tls);
     free(s->slot_busy);
     free(s->vnodes);
     fedc__srv_free_updates(s);

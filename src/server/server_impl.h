@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/ssl.h>
 #include <sodium.h>
 #include <uv.h>
 
@@ -110,6 +111,12 @@ struct node {
      * when it takes no part, and whether it answered the current stage. */
     int32_t sa_index;
     int sa_answered;
+
+    /* TLS (tls.c): the session, the plaintext queued to be encrypted, and
+     * the ciphertext bytes written but not yet on the wire. */
+    SSL *ssl;
+    struct tls_out *tls_queue;
+    size_t tls_inflight;
 };
 
 typedef struct fit_result {
@@ -150,8 +157,10 @@ struct fedc_server {
     node *nodes;
     uint64_t next_serial;
     uint32_t nconnections;
-    uint32_t nsockets; /* connections that are not simulated clients */
-    uint32_t nidle;    /* nodes in NODE_IDLE, kept by fedc__srv_set_state() */
+    uint32_t nsockets;          /* connections that are not simulated clients */
+    uint32_t nidle;             /* nodes in NODE_IDLE, kept by fedc__srv_set_state() */
+    SSL_CTX *tls;               /* NULL: plaintext connections (opt.insecure) */
+    uint8_t tls_buf[64u << 10]; /* ciphertext just read, before it goes into a session */
     int running;
     fedc__virtual_transport virt;
     node **vnodes; /* simulated clients by index */
@@ -247,6 +256,35 @@ void fedc__srv_protocol_error(node *n, const char *fmt, ...) FEDC_PRINTF(2, 3);
 void fedc__srv_release_slot(node *n);
 /* Takes n out of the queue of clients waiting for a staging buffer. */
 void fedc__srv_unlink_waiter(node *n);
+
+/* The reader's next destination (a frame header, a message buffer, a
+ * tensor's bytes or the discard buffer), as fedc__srv_on_alloc() gives it. */
+void fedc__srv_reader_buf(node *n, uv_buf_t *buf);
+/* Reads from n again after a pause (uv_read_start, and under TLS the
+ * plaintext already decrypted or buffered). */
+void fedc__srv_read_resume(node *n);
+/* After the last message to n: close_notify under TLS, FIN, then read and
+ * drop until the client closes (at most 5 s). */
+void fedc__srv_begin_drain(node *n);
+
+/* tls.c */
+/* Sets up n's TLS session (server side) before its first read. */
+int fedc__srv_tls_accept(node *n);
+/* Frees n's session and whatever it still had queued. */
+void fedc__srv_tls_free(node *n);
+/* len bytes of ciphertext arrived: handshake, then the plaintext to the reader. */
+void fedc__srv_tls_on_read(node *n, const char *data, size_t len);
+/* Decrypts what the session holds into the reader until it pauses. */
+void fedc__srv_tls_pump(node *n);
+/* Queues frame (flen bytes; bufs[0] is set to it) and bufs[1 .. nbufs-1]
+ * (a model, `blob` referenced) for encryption; takes frame, bufs and the
+ * reference. close_after: drain and close once it is on the wire. */
+int fedc__srv_tls_send(node *n, uint8_t *frame, size_t flen, uv_buf_t *bufs, unsigned nbufs, model_blob *blob,
+                       int close_after);
+/* Encrypts more of the queue while the socket keeps up. */
+void fedc__srv_tls_flush(node *n);
+/* Queues the session's close_notify for the socket. */
+void fedc__srv_tls_close_notify(node *n);
 
 /* stream.c */
 /* Takes the chunks of n's update folded so far back out of the aggregate. */

@@ -33,7 +33,7 @@ void fedc__srv_abandon_update(node *n)
         if (n->waiting_slot) {
             /* It was paused for a buffer it no longer needs: read on. */
             fedc__srv_unlink_waiter(n);
-            if (!n->is_virtual) uv_read_start((uv_stream_t *)&n->tcp, fedc__srv_on_alloc, fedc__srv_on_read);
+            if (!n->is_virtual) fedc__srv_read_resume(n);
         }
         fedc__srv_release_slot(n);
         n->cur_t = NULL;
@@ -310,7 +310,9 @@ void fedc__srv_stream_finished(node *n)
     }
     n->req = REQ_NONE;
     fedc__srv_set_state(n, NODE_IDLE);
-    if (current) fedc__srv_maybe_finish_stage(s);
+    /* A late answer makes its client idle again: a server waiting for
+     * clients may now have enough. */
+    if (current || s->ph == PHASE_WAIT) fedc__srv_maybe_finish_stage(s);
 }
 
 /* Pauses reading from n until a staging buffer is free. */

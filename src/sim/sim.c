@@ -519,6 +519,8 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
     fedc_server_options so = *server_opt;
     if (!so.listen || !strcmp(so.listen, "127.0.0.1:7000")) so.listen = "127.0.0.1:0";
     if (so.max_connections < opt->clients + 16) so.max_connections = opt->clients + 16;
+    /* The virtual clients use no socket; TLS applies to real ones only. */
+    if (!so.tls_cert) so.insecure = 1;
     s.server = fedc_server_create(&so, err, errlen);
     if (!s.server) {
         rc = FEDC_ERR_INVALID;

@@ -18,6 +18,27 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok: $*"; }
 
+# A test PKI (docs/security.md): a CA, a server certificate for localhost and
+# 127.0.0.1, and client certificates client-000 .. client-009. Servers run
+# with mutual TLS: "${SERVER_TLS[@]}"; client I with "${CLIENT_TLS[@]}" after
+# client_tls I.
+PKI="$WORK/pki"
+PKI_CLIENTS=10
+if ! "$FEDC_BIN" certs --out "$PKI" --clients "$PKI_CLIENTS" > "$WORK/certs.log" 2>&1; then
+  cat "$WORK/certs.log" >&2
+  fail "'$FEDC_BIN certs' could not make the test certificates"
+fi
+SERVER_TLS=(--cert "$PKI/server.pem" --key "$PKI/server.key" --ca "$PKI/ca.pem")
+
+# client_tls I: sets CLIENT_TLS to the TLS flags of client I (its own
+# certificate; I < PKI_CLIENTS).
+client_tls() {
+  local id
+  (( $1 < PKI_CLIENTS )) || fail "client_tls $1: the test PKI has $PKI_CLIENTS client certificates"
+  id=$(printf 'client-%03d' "$1")
+  CLIENT_TLS=(--ca "$PKI/ca.pem" --cert "$PKI/$id.pem" --key "$PKI/$id.key")
+}
+
 # A TCP port that nothing listens on right now.
 free_port() {
   "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -80,13 +101,15 @@ for l in open(sys.argv[1]):
 }
 
 # start_clients PORT N: starts fedc clients c0..c(N-1) on the partitioned
-# data, logging to $WORK/cI.log; their pids are in CLIENTS.
+# data, each with its own certificate (mutual TLS with "${SERVER_TLS[@]}"),
+# logging to $WORK/cI.log; their pids are in CLIENTS.
 start_clients() {
   local port="$1" n="$2" i
   CLIENTS=()
   for ((i = 0; i < n; i++)); do
+    client_tls "$i"
     "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-00$i" --node-id "c$i" \
-      > "$WORK/c$i.log" 2>&1 &
+      "${CLIENT_TLS[@]}" > "$WORK/c$i.log" 2>&1 &
     CLIENTS[$i]=$!; PIDS+=($!)
   done
 }

@@ -6,7 +6,7 @@ make_data "$WORK/data" 3
 port=$(free_port)
 # Many local epochs make each round last long enough to kill a client inside it.
 "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 2 --rounds 4 --lr 0.01 \
-  --local-epochs 15 --fraction-evaluate 1 --out "$WORK/out" --seed 5 --round-timeout 60 \
+  --local-epochs 40 --fraction-evaluate 1 --out "$WORK/out" --seed 5 --round-timeout 60 "${SERVER_TLS[@]}" \
   > "$WORK/server.out" 2> "$WORK/server.err" &
 server=$!; PIDS+=($server)
 start_clients "$port" 3

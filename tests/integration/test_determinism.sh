@@ -9,12 +9,13 @@ run() { # run NAME SEED ORDER...
   local name="$1" seed="$2"; shift 2
   local port; port=$(free_port)
   "$FEDC_BIN" server --listen "127.0.0.1:$port" --model cnn --min-clients 3 --rounds 2 --lr 0.05 \
-    --out "$WORK/$name" --seed "$seed" --fraction-evaluate 0 > /dev/null 2> "$WORK/$name.err" &
+    --out "$WORK/$name" --seed "$seed" --fraction-evaluate 0 "${SERVER_TLS[@]}" > /dev/null 2> "$WORK/$name.err" &
   local server=$!; PIDS+=($server)
   local pids=() i
   for i in "$@"; do
+    client_tls "$i"
     "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-00$i" --node-id "c$i" \
-      > /dev/null 2>&1 &
+      "${CLIENT_TLS[@]}" > /dev/null 2>&1 &
     pids+=($!); PIDS+=($!)
     sleep "0.$((RANDOM % 4))"
   done

@@ -139,13 +139,14 @@ pass "DP-SGD: epsilon_record per round equals fedc privacy for the largest clien
 port=$(free_port)
 federation() { # federation OUT: a server and two clients for 2 rounds of DP-SGD
   "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 2 --rounds 2 --lr 0.02 \
-    --dp-sgd-clip 1 --dp-sgd-noise-multiplier 1.3 --out "$1" --seed 5 > "$1.out" 2> "$1.err" &
+    --dp-sgd-clip 1 --dp-sgd-noise-multiplier 1.3 --out "$1" --seed 5 "${SERVER_TLS[@]}" > "$1.out" 2> "$1.err" &
   local server=$!; PIDS+=($server)
   start_clients "$port" 0
   local i
   for i in 0 1; do
+    client_tls "$i"
     "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-00$i" --node-id "c$i" \
-      --state-dir "$WORK/state$i" > "$WORK/c$i.log" 2>&1 &
+      --state-dir "$WORK/state$i" "${CLIENT_TLS[@]}" > "$WORK/c$i.log" 2>&1 &
     CLIENTS[$i]=$!; PIDS+=($!)
   done
   wait_pid "$server" 120

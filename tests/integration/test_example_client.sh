@@ -7,10 +7,13 @@ source "$(dirname "$0")/lib.sh"
 make_data "$WORK/data" 3
 port=$(free_port)
 "$FEDC_BIN" server --listen "127.0.0.1:$port" --min-clients 3 --rounds 3 --lr 0.01 --out "$WORK/out" \
-  > /dev/null 2> "$WORK/server.err" &
+  "${SERVER_TLS[@]}" > /dev/null 2> "$WORK/server.err" &
 server=$!; PIDS+=($server)
+# The example reads its TLS files from the environment.
 for i in 0 1 2; do
-  "$FEDC_EXAMPLE_CLIENT" "127.0.0.1:$port" "$WORK/data/parts/client-00$i" "ex$i" > "$WORK/ex$i.log" 2>&1 &
+  client_tls "$i"
+  FEDC_TLS_CA="${CLIENT_TLS[1]}" FEDC_TLS_CERT="${CLIENT_TLS[3]}" FEDC_TLS_KEY="${CLIENT_TLS[5]}" \
+    "$FEDC_EXAMPLE_CLIENT" "127.0.0.1:$port" "$WORK/data/parts/client-00$i" "ex$i" > "$WORK/ex$i.log" 2>&1 &
   pids[$i]=$!; PIDS+=(${pids[$i]})
 done
 wait_pid "$server" 120; rc=$WAIT_RC

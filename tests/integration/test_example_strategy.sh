@@ -10,11 +10,14 @@ source "$(dirname "$0")/lib.sh"
 make_data "$WORK/data" 3
 port=$(free_port)
 mkdir -p "$WORK/out"
-"$FEDC_EXAMPLE_STRATEGY" "127.0.0.1:$port" 6 "$WORK/out" "$WORK/data/full" > "$WORK/server.log" 2>&1 &
+# The example reads its TLS files from the environment (mutual TLS).
+FEDC_TLS_CERT="${SERVER_TLS[1]}" FEDC_TLS_KEY="${SERVER_TLS[3]}" FEDC_TLS_CA="${SERVER_TLS[5]}" \
+  "$FEDC_EXAMPLE_STRATEGY" "127.0.0.1:$port" 6 "$WORK/out" "$WORK/data/full" > "$WORK/server.log" 2>&1 &
 server=$!; PIDS+=($server)
 for i in 0 1 2; do
+  client_tls "$i"
   "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-00$i" --node-id "c$i" \
-    > /dev/null 2>&1 &
+    "${CLIENT_TLS[@]}" > /dev/null 2>&1 &
   PIDS+=($!)
 done
 wait_pid "$server" 90

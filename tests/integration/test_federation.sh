@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib.sh"
 make_data "$WORK/data" 3
 port=$(free_port)
 "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 3 --rounds 5 --lr 0.02 \
-  --momentum 0.9 --test-data "$WORK/data/full" --out "$WORK/out" --seed 3 \
+  --momentum 0.9 --test-data "$WORK/data/full" --out "$WORK/out" --seed 3 "${SERVER_TLS[@]}" \
   > "$WORK/server.out" 2> "$WORK/server.err" &
 server=$!; PIDS+=($server)
 start_clients "$port" 3
@@ -55,7 +55,7 @@ grep -q "done: model in" "$WORK/server.out" || fail "server did not say where th
 # first round starts from the trained weights, not from scratch.
 port=$(free_port)
 "$FEDC_BIN" server --listen "127.0.0.1:$port" --initial-model "$WORK/out/model.safetensors" --min-clients 3 \
-  --rounds 1 --lr 0.02 --momentum 0.9 --test-data "$WORK/data/full" --out "$WORK/out2" \
+  --rounds 1 --lr 0.02 --momentum 0.9 --test-data "$WORK/data/full" --out "$WORK/out2" "${SERVER_TLS[@]}" \
   > /dev/null 2> "$WORK/server2.err" &
 server=$!; PIDS+=($server)
 start_clients "$port" 3

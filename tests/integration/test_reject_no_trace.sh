@@ -8,15 +8,18 @@ source "$(dirname "$0")/lib.sh"
 : "${FEDC_POISON_CLIENT:?FEDC_POISON_CLIENT must point to poison_client}"
 make_data "$WORK/data" 2
 
+# Plaintext (--insecure): poison_client writes raw protocol frames without
+# TLS, and this test is about the aggregate, not the transport (test_tls
+# covers that); every run, the clean one included, uses the same transport.
 run() { # run NAME POISON_MODE|none
   local name="$1" mode="$2" port; port=$(free_port)
   "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 2 --rounds 3 --local-epochs 4 \
-    --lr 0.02 --fraction-evaluate 0 --seed 9 --out "$WORK/$name" > /dev/null 2> "$WORK/$name.err" &
+    --lr 0.02 --fraction-evaluate 0 --seed 9 --out "$WORK/$name" --insecure > /dev/null 2> "$WORK/$name.err" &
   local server=$!; PIDS+=($server)
   local pids=() i
   for i in 0 1; do
     "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-00$i" --node-id "c$i" \
-      > /dev/null 2>&1 &
+      --insecure > /dev/null 2>&1 &
     pids+=($!); PIDS+=($!)
   done
   if [[ "$mode" != none ]]; then

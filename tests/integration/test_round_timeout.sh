@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib.sh"
 make_data "$WORK/data" 3
 port=$(free_port)
 "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 2 --rounds 8 --local-epochs 20 \
-  --round-timeout 2 --lr 0.02 --out "$WORK/out" --seed 4 > /dev/null 2> "$WORK/server.err" &
+  --round-timeout 2 --lr 0.02 --out "$WORK/out" --seed 4 "${SERVER_TLS[@]}" > /dev/null 2> "$WORK/server.err" &
 server=$!; PIDS+=($server)
 start_clients "$port" 3
 # The server starts with the first two clients; wait for a round that all

@@ -8,13 +8,14 @@ source "$(dirname "$0")/lib.sh"
 make_data "$WORK/data" 2
 port=$(free_port)
 "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 2 --rounds 5 --lr 0.02 \
-  --local-epochs 3 --strategy scaffold --out "$WORK/out" --seed 5 --round-timeout 60 \
+  --local-epochs 3 --strategy scaffold --out "$WORK/out" --seed 5 --round-timeout 60 "${SERVER_TLS[@]}" \
   > "$WORK/server.out" 2> "$WORK/server.err" &
 server=$!; PIDS+=($server)
 client() { # client I [FLAGS...]: starts client cI, appending to $WORK/cI.log
   local i="$1"; shift
+  client_tls "$i"
   "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-00$i" --node-id "c$i" \
-    "$@" >> "$WORK/c$i.log" 2>&1 &
+    "${CLIENT_TLS[@]}" "$@" >> "$WORK/c$i.log" 2>&1 &
   CLIENTS[$i]=$!; PIDS+=($!)
 }
 CLIENTS=()

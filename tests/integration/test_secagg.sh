@@ -145,7 +145,7 @@ expect 2 "1 .. 24\|--secagg-bits" "${sim[@]}" --secagg --secagg-bits 30
 port=$(free_port)
 # Many local epochs make each round last long enough to kill clients inside it.
 FEDC_LOG=debug "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 5 --rounds 4 --lr 0.01 \
-  --local-epochs 60 --out "$WORK/out" --seed 5 --round-timeout 60 --secagg --secagg-timeout 20 \
+  --local-epochs 60 --out "$WORK/out" --seed 5 --round-timeout 60 --secagg --secagg-timeout 20 "${SERVER_TLS[@]}" \
   > "$WORK/server.out" 2> "$WORK/server.err" &
 server=$!; PIDS+=($server)
 start_clients "$port" 8

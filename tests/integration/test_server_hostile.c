@@ -37,6 +37,7 @@ static void *honest(void *id)
 {
     fedc_client_options o;
     fedc_client_options_init(&o);
+    o.insecure = 1;
     o.server = g_addr;
     o.node_id = id;
     o.connect_timeout = 5;
@@ -180,6 +181,7 @@ static int run(int mode, int evils, uint32_t min_clients, uint64_t rounds, fedc_
 {
     fedc_server_options o;
     fedc_server_options_init(&o);
+    o.insecure = 1;
     o.listen = "127.0.0.1:0";
     o.rounds = rounds;
     o.min_clients = min_clients;

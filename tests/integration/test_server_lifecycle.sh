@@ -9,7 +9,7 @@ make_data "$WORK/data" 3
 port=$(free_port)
 rc=0
 timeout 60 "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 2 --wait-timeout 1 \
-  --out "$WORK/w" > /dev/null 2> "$WORK/w.err" || rc=$?
+  --out "$WORK/w" "${SERVER_TLS[@]}" > /dev/null 2> "$WORK/w.err" || rc=$?
 [[ $rc == 1 ]] || { cat "$WORK/w.err"; fail "--wait-timeout: exit $rc, want 1"; }
 grep -q "only 0 of the 2 clients needed connected within 1 s" "$WORK/w.err" || { cat "$WORK/w.err"; fail "no wait-timeout message"; }
 pass "--wait-timeout: gives up with a message"
@@ -18,7 +18,7 @@ pass "--wait-timeout: gives up with a message"
 # stands is saved, the server exits 1 saying it was stopped.
 port=$(free_port)
 "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 3 --rounds 1000 --local-epochs 2 \
-  --out "$WORK/s" > /dev/null 2> "$WORK/s.err" &
+  --out "$WORK/s" "${SERVER_TLS[@]}" > /dev/null 2> "$WORK/s.err" &
 server=$!; PIDS+=($server)
 start_clients "$port" 3
 wait_for_lines "$WORK/s/metrics.jsonl" 2 120

@@ -8,12 +8,13 @@ make_data "$WORK/data" 3          # fedc partition --clients 3 --scheme iid --se
 common=(--model mlp --min-clients 3 --rounds 3 --lr 0.02 --momentum 0.9 --seed 5 --quiet)
 
 port=$(free_port)
-"$FEDC_BIN" server --listen "127.0.0.1:$port" "${common[@]}" --out "$WORK/real" 2> "$WORK/real.err" &
+"$FEDC_BIN" server --listen "127.0.0.1:$port" "${common[@]}" --out "$WORK/real" "${SERVER_TLS[@]}" 2> "$WORK/real.err" &
 server=$!; PIDS+=($server)
 pids=()
 for i in 0 1 2; do
+  client_tls "$i"
   "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-00$i" \
-    --node-id "client-00$i" > "$WORK/r$i.log" 2>&1 &
+    --node-id "client-00$i" "${CLIENT_TLS[@]}" > "$WORK/r$i.log" 2>&1 &
   pids+=($!); PIDS+=($!)
 done
 wait_pid "$server" 120

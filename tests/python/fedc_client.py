@@ -8,7 +8,13 @@ pairs, ReLU between layers, softmax cross-entropy at the end) with minibatch
 SGD in numpy on local IDX data.
 
 usage: fedc_client.py --server HOST:PORT --node-id ID [--data DIR]
-                      [--bad-shape] [--nan]
+                      (--ca FILE [--cert FILE --key FILE] [--server-name NAME]
+                       | --insecure) [--bad-shape] [--nan]
+
+The connection is TLS 1.3 (Python's ssl module): --ca is the CA the server's
+certificate must be signed by, and that certificate must name HOST (or
+--server-name); --cert and --key are this client's certificate and key, for a
+server that requires them. --insecure connects in plaintext.
 
 The message classes come from fedc_pb2, generated from fedc.proto by
 `protoc --python_out`. If fedc_pb2 is not importable, the client generates it
@@ -22,6 +28,7 @@ import gzip
 import os
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -533,16 +540,38 @@ class Client:
                 raise ProtocolError(f"unexpected {body} message")
 
 
-def connect(host, port, timeout):
+def tls_context(ca, cert=None, key=None):
+    """A TLS 1.3 client context that trusts only the CA in the file `ca` and,
+    with cert and key, presents that certificate (mutual TLS)."""
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def connect(host, port, timeout, tls=None, server_name=None):
+    """A connection to host:port, retrying refused connections for `timeout`
+    seconds; with `tls` (an ssl.SSLContext), after the TLS handshake, which
+    checks that the server's certificate names server_name (default host).
+    A failed handshake is not retried."""
     deadline = time.time() + timeout
     while True:
         try:
-            return socket.create_connection((host, port), timeout=10)
+            sock = socket.create_connection((host, port), timeout=10)
+            break
         except OSError as e:
             if time.time() >= deadline:
                 raise
             log(f"connect to {host}:{port}: {e}; retrying")
             time.sleep(0.5)
+    if tls is None:
+        return sock
+    try:
+        return tls.wrap_socket(sock, server_hostname=server_name or host)
+    except OSError:
+        sock.close()
+        raise
 
 
 def main():
@@ -556,7 +585,20 @@ def main():
     ap.add_argument("--nan", action="store_true", help="send updates with NaN values")
     ap.add_argument("--connect-timeout", type=float, default=60.0,
                     help="keep retrying an unreachable server for S seconds")
+    ap.add_argument("--ca", help="TLS: the CA that signed the server's certificate (PEM)")
+    ap.add_argument("--cert", help="TLS: this client's certificate (PEM), with --key")
+    ap.add_argument("--key", help="TLS: this client's private key (PEM), with --cert")
+    ap.add_argument("--server-name", help="the name the server's certificate must carry "
+                                          "(default: HOST)")
+    ap.add_argument("--insecure", action="store_true",
+                    help="connect without TLS (plaintext)")
     args = ap.parse_args()
+    if args.insecure and (args.ca or args.cert or args.key or args.server_name):
+        ap.error("--insecure and the TLS flags (--ca, --cert, --key, --server-name) exclude each other")
+    if not args.insecure and not args.ca:
+        ap.error("--ca FILE is required to check the server's certificate, or --insecure for plaintext")
+    if bool(args.cert) != bool(args.key):
+        ap.error("--cert needs --key" if args.cert else "--key needs --cert")
     NODE = args.node_id
     host, sep, port = args.server.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -569,11 +611,22 @@ def main():
     else:
         log(f"data: {len(data.train[1])} train, {len(data.test[1])} test examples")
 
+    tls = None
+    if args.insecure:
+        log("warning: --insecure: the connection is plaintext, unauthenticated and unencrypted")
+    else:
+        try:
+            tls = tls_context(args.ca, args.cert, args.key)
+        except (OSError, ssl.SSLError) as e:
+            log(f"TLS files: {e}")
+            return 1
     try:
-        sock = connect(host, int(port), args.connect_timeout)
+        sock = connect(host, int(port), args.connect_timeout, tls, args.server_name)
     except OSError as e:
         log(f"cannot connect to {args.server}: {e}")
         return 1
+    if tls is not None:
+        log(f"TLS: {sock.version()}, {sock.cipher()[0]}")
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = Conn(sock)

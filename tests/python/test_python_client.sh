@@ -12,6 +12,9 @@
 #                 logs both shapes, rejects the update and the rounds go on.
 #   3. NaN:       the Python client sends NaN values; same.
 #
+# Every connection is mutual TLS 1.3 (a test PKI from fedc certs): the Python
+# client speaks it with Python's ssl module.
+#
 # Needs: $FEDC_BIN (the fedc program), protoc, Debian's python3-protobuf and
 # python3-numpy (run with /usr/bin/python3), and the Fashion-MNIST IDX files.
 set -euo pipefail
@@ -45,6 +48,16 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# --- a test PKI: the server's certificate names 127.0.0.1; client-000 and
+# client-001 are the C clients', client-002 and client-003 the Python ones'.
+"$FEDC_BIN" certs --out "$work/pki" --clients 4 >"$work/certs.log" 2>&1 ||
+    { cat "$work/certs.log" >&2; fail "'$FEDC_BIN certs' could not make the test certificates"; }
+server_tls=(--cert "$work/pki/server.pem" --key "$work/pki/server.key" --ca "$work/pki/ca.pem")
+# client_tls I: the TLS flags of client certificate I (0 .. 3)
+client_tls() {
+    echo --ca "$work/pki/ca.pem" --cert "$work/pki/client-00$1.pem" --key "$work/pki/client-00$1.key"
+}
 
 # --- message classes: generated at test time, never committed
 if ! "$PY" -c 'import fedc_pb2' 2>/dev/null; then
@@ -122,13 +135,14 @@ run_federation() {
     echo "== $name: port $port, python client flags: ${*:-none}"
 
     timeout 120 "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp \
-        --min-clients "$min" --rounds 3 --out "$dir/out" --lr 0.05 --batch-size 32 \
+        --min-clients "$min" --rounds 3 --out "$dir/out" --lr 0.05 --batch-size 32 "${server_tls[@]}" \
         >"$dir/server.out" 2>"$dir/server.err" &
     local spid=$!
     pids+=("$spid")
 
+    # shellcheck disable=SC2046
     timeout 120 "$PY" "$here/fedc_client.py" --server "127.0.0.1:$port" --node-id py1 \
-        --data "$work/data/client-2" "$@" >"$dir/py1.out" 2>"$dir/py1.err" &
+        --data "$work/data/client-2" $(client_tls 2) "$@" >"$dir/py1.out" 2>"$dir/py1.err" &
     local ppid=$!
     pids+=("$ppid")
     if ! wait_for_line "$dir/py1.err" "connected to" "$ppid"; then
@@ -138,8 +152,9 @@ run_federation() {
 
     local c cpids=()
     for c in 0 1; do
+        # shellcheck disable=SC2046
         timeout 120 "$FEDC_BIN" client --server "127.0.0.1:$port" \
-            --data "$work/data/client-$c" --node-id "c$((c + 1))" \
+            --data "$work/data/client-$c" --node-id "c$((c + 1))" $(client_tls "$c") \
             >"$dir/c$((c + 1)).out" 2>"$dir/c$((c + 1)).err" &
         cpids+=($!)
         pids+=($!)
@@ -218,27 +233,20 @@ scenario_own_model() {
     port="$(free_port)"
     echo "== own_model: port $port, handshake probes, then two Python clients"
     timeout 120 "$FEDC_BIN" server --listen "127.0.0.1:$port" --min-clients 2 --rounds 2 \
-        --out "$dir/out" --lr 0.05 --batch-size 32 >"$dir/server.out" 2>"$dir/server.err" &
+        --out "$dir/out" --lr 0.05 --batch-size 32 "${server_tls[@]}" >"$dir/server.out" 2>"$dir/server.err" &
     spid=$!
     pids+=("$spid")
 
     rc=0
-    timeout 60 "$PY" - "$here" "$port" <<'EOF' || rc=$?
-import socket, struct, sys, time
+    timeout 60 "$PY" - "$here" "$port" "$work/pki" <<'EOF' || rc=$?
+import struct, sys
 sys.path.insert(0, sys.argv[1])
 import fedc_client as fc
-pb, port = fc.pb, int(sys.argv[2])
+pb, port, pki = fc.pb, int(sys.argv[2]), sys.argv[3]
+tls = fc.tls_context(f"{pki}/ca.pem", f"{pki}/client-002.pem", f"{pki}/client-002.key")
 
 def connect():
-    deadline = time.time() + 30
-    while True:
-        try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            return fc.Conn(s)
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.1)
+    return fc.Conn(fc.connect("127.0.0.1", port, 30, tls))
 
 def hello(c, node, version=1, max_frame=0):
     m = pb.Message()
@@ -277,7 +285,14 @@ refused_hello("max_frame_bytes 1000", "max_frame_bytes", node="m", max_frame=100
 keep = connect()
 hello(keep, node="probe-1", max_frame=1 << 24)
 expect("valid hello", answer(keep), "welcome")
-refused_hello("node_id already connected", "probe-1", node="probe-1")
+# A node id already connected: the newest connection wins, the old one is
+# told why and closed.
+again = connect()
+hello(again, node="probe-1")
+expect("node_id already connected: the new connection", answer(again), "welcome")
+expect("node_id already connected: the old connection", answer(keep), "error", "replaced")
+keep.sock.close()
+keep = again
 for desc, raw in [("unknown frame type", struct.pack(">IB", 3, 9) + b"abc"),
                   ("empty MESSAGE frame", struct.pack(">IB", 0, 1)),
                   ("message with no body", struct.pack(">IB", 2, 1) + b"\x78\x01"),
@@ -292,12 +307,14 @@ sys.exit(1 if failures else 0)
 EOF
     [ "$rc" -eq 0 ] || fail "own_model: the server broke a handshake or framing rule"
 
+    # shellcheck disable=SC2046
     timeout 120 "$PY" "$here/fedc_client.py" --server "127.0.0.1:$port" --node-id py1 \
-        --data "$work/data/client-0" >"$dir/py1.out" 2>"$dir/py1.err" &
+        --data "$work/data/client-0" $(client_tls 2) >"$dir/py1.out" 2>"$dir/py1.err" &
     p1=$!
     pids+=("$p1")
+    # shellcheck disable=SC2046
     timeout 120 "$PY" "$here/fedc_client.py" --server "127.0.0.1:$port" --node-id py2 \
-        --data "$work/data/client-1" >"$dir/py2.out" 2>"$dir/py2.err" &
+        --data "$work/data/client-1" $(client_tls 3) >"$dir/py2.out" 2>"$dir/py2.err" &
     p2=$!
     pids+=("$p2")
     for p in "$spid" "$p1" "$p2"; do

@@ -14,3 +14,5 @@ fedc_test(NAME test_core_safetensors SOURCES unit/test_core_safetensors.c TIMEOU
 # Files whose tensor names a parameter set cannot hold (duplicate, empty, too long).
 fedc_test(NAME test_core_safetensors_names SOURCES unit/test_core_safetensors.c ARGS names
           TIMEOUT 30 LABELS unit)
+# Node keys: fingerprints, the .pub line and loading a private key.
+fedc_test(NAME test_core_nodekey SOURCES unit/test_core_nodekey.c TIMEOUT 30 LABELS unit)

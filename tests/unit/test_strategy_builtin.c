@@ -274,6 +274,7 @@ static void test_server_refuses(void)
     fedc_strategy odd = *s;
     fedc_server_options opt;
     fedc_server_options_init(&opt);
+    opt.insecure = 1;
     opt.listen = "127.0.0.1:0";
     opt.strategy = &odd;
     char err[FEDC_ERRMSG_MAX] = "";

@@ -386,6 +386,7 @@ static int run(hooks *h, uint64_t rounds, char *err, size_t errlen)
     fedc_params *init = zero_model();
     fedc_server_options so;
     fedc_server_options_init(&so);
+    so.insecure = 1;
     so.rounds = rounds;
     so.min_clients = 2;
     so.fraction_evaluate = 1;
@@ -587,6 +588,7 @@ static void test_central(void)
     /* Refused together with central_eval. */
     fedc_server_options so;
     fedc_server_options_init(&so);
+    so.insecure = 1;
     so.listen = "127.0.0.1:0";
     so.strategy = &h.iface;
     so.central_eval = stub_central;
@@ -704,6 +706,7 @@ static void test_refusals(void)
     h.iface.aggregate_all = NULL;
     fedc_server_options so;
     fedc_server_options_init(&so);
+    so.insecure = 1;
     so.listen = "127.0.0.1:0";
     so.strategy = &h.iface;
     char err[FEDC_ERRMSG_MAX];

@@ -449,6 +449,7 @@ static int run_sim(const fedc_strategy *st, uint64_t rounds, uint32_t min_client
     fedc_params *init = make_model(zero);
     fedc_server_options so;
     fedc_server_options_init(&so);
+    so.insecure = 1;
     so.rounds = rounds;
     so.min_clients = min_clients;
     so.initial_model = init;
@@ -508,6 +509,7 @@ static void test_sim(void)
     fedc_strategy *k = make("bulyan", "byzantine", 1, NULL, 0);
     fedc_server_options so;
     fedc_server_options_init(&so);
+    so.insecure = 1;
     so.listen = "127.0.0.1:0";
     so.strategy = k;
     so.min_clients = 6;
