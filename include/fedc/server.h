@@ -102,9 +102,9 @@ typedef struct fedc_server_options {
     double wait_timeout;              /* seconds to wait for min_clients; 0 = forever (default) */
     const fedc_params *initial_model; /* copied; NULL: ask the first client for its parameters */
     const fedc_config *fit_config;    /* extra keys sent with every fit and evaluate request */
-    const char *out_dir;              /* metrics.jsonl and model.safetensors go here; NULL: none */
-    uint64_t seed;                    /* client sampling and the per-client "seed" config key */
-    uint32_t max_frame_bytes;         /* largest frame accepted (default 16 MiB) */
+    const char *out_dir;      /* metrics.jsonl, model.safetensors and checkpoint.fedc go here; NULL: none */
+    uint64_t seed;            /* client sampling and the per-client "seed" config key */
+    uint32_t max_frame_bytes; /* largest frame accepted (default 16 MiB) */
     uint32_t
         max_inflight_updates; /* updates received at once, each needing a model-sized buffer (default 2) */
     uint64_t max_model_bytes; /* largest model accepted from a client (default 16 GiB) */
@@ -149,6 +149,23 @@ typedef struct fedc_server_options {
      * runs (0: never), with the results in so far; uses on_round_user. */
     void (*on_progress)(void *user, uint64_t round, uint32_t done, uint32_t sampled);
     double progress_interval;
+    /* Continue the federation whose checkpoint is in this directory
+     * (docs/checkpoints.md) instead of starting afresh; NULL: a fresh
+     * start. With out_dir set after every round, OUT/checkpoint.fedc holds
+     * the global model, the round number, the strategy's state (its
+     * save/restore), the DP accountant and whether the target was reached.
+     * On resume the model comes from there (initial_model, when set, must
+     * have its layout), the rounds go on from the one after it, and the
+     * lines of OUT/metrics.jsonl for later rounds are dropped. out_dir NULL
+     * takes this directory; otherwise it must be the same one. The other
+     * options should be the ones the federation started with: a checkpoint
+     * written with another strategy, seed, sampling, fraction_fit, DP mode
+     * or parameters, or secure aggregation on or off is refused, naming
+     * the difference (rounds, timeouts and the like may change).
+     * fedc_server_create() fails with FEDC_ERR_NOTFOUND when the directory
+     * has no checkpoint, FEDC_ERR_INVALID for a mismatch, FEDC_ERR_FORMAT
+     * or FEDC_ERR_VERSION for a damaged or foreign file. */
+    const char *resume_dir;
 } fedc_server_options;
 
 /* Fills opt with the defaults documented above. */
@@ -169,7 +186,10 @@ int fedc_server_port(const fedc_server *s);
 /*
  * Runs the federation: waits for min_clients, obtains the initial model,
  * runs up to `rounds` rounds, then tells every client the federation is
- * over and saves OUT/model.safetensors. Returns FEDC_OK when it ran all
+ * over and saves OUT/model.safetensors. After each round (failed ones too)
+ * it writes OUT/checkpoint.fedc atomically (temporary file, fsync, rename,
+ * fsync of OUT); a checkpoint that cannot be written is logged as an error
+ * and the federation goes on. Returns FEDC_OK when it ran all
  * rounds or reached target_accuracy, FEDC_ERR_NOTREACHED when a target was
  * set and the cap came first, FEDC_ERR_TIMEOUT when wait_timeout passed,
  * FEDC_ERR_CANCELLED after fedc_server_stop(). fedc_server_errmsg() says why.
@@ -179,6 +199,14 @@ int fedc_server_run(fedc_server *s);
 /* Ends a running federation at the next opportunity (the current round is
  * abandoned). Async-signal-safe. */
 void fedc_server_stop(fedc_server *s);
+/* Suspends a running federation so that resume_dir can continue it: the
+ * round in progress is abandoned, the checkpoint of the last complete
+ * round is made sure to be on disk (written again if writing it after the
+ * round failed), the clients are told to shut down, and fedc_server_run()
+ * returns FEDC_OK (FEDC_ERR_IO when that checkpoint cannot be written).
+ * OUT/model.safetensors is not written: the model is in the checkpoint.
+ * Async-signal-safe; `fedc server` calls it on SIGTERM. */
+void fedc_server_suspend(fedc_server *s);
 
 /* The current global model (owned by the server; NULL before it exists). */
 const fedc_params *fedc_server_model(const fedc_server *s);

@@ -3,6 +3,7 @@
  * end of the fit stage (the strategy's hooks, the mean, DP) is in
  * aggregate.c; connections and the frame reader are in connection.c. */
 #include "net/tls.h"
+#include "server/checkpoint.h"
 #include "server/server_impl.h"
 
 static void start_round(fedc_server *s);
@@ -448,6 +449,104 @@ static void write_metrics(fedc_server *s, const fedc_round_record *r)
     cJSON_Delete(o);
 }
 
+/* ---- checkpoints (docs/checkpoints.md) ---------------------------------- */
+
+/* The checkpoint of the round just ended, encoded. */
+static int encode_checkpoint(fedc_server *s, uint8_t **buf, size_t *len, char *err, size_t errlen)
+{
+    const fedc_strategy *st = s->opt.strategy;
+    fedc__checkpoint c;
+    memset(&c, 0, sizeof c);
+    c.round = s->round;
+    c.seed = s->opt.seed;
+    if (st && strlen(st->name) > FEDC__CHECKPOINT_MAX_NAME)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "the strategy's name is longer than %u bytes: a checkpoint cannot hold it",
+                              FEDC__CHECKPOINT_MAX_NAME);
+    if (st) snprintf(c.strategy, sizeof c.strategy, "%s", st->name);
+    c.sampling = (unsigned)s->opt.sampling;
+    c.fraction_fit = s->opt.fraction_fit;
+    c.secagg = s->opt.secagg.enabled != 0;
+    c.dp_mode = (unsigned)s->opt.dp.mode;
+    c.dp_adaptive = s->opt.dp.adaptive != 0;
+    c.dp_clip_option = s->opt.dp.clip;
+    c.dp_noise_multiplier = s->opt.dp.noise_multiplier;
+    c.dp_delta = s->opt.dp.delta;
+    c.target_reached = s->target_reached;
+    c.dp_steps = s->dp_steps;
+    c.dp_clip = s->dp_clip;
+    c.epsilon_record = s->epsilon_record;
+    if (s->ddg_rdp) {
+        size_t n = 0;
+        fedc_rdp_default_orders(&n);
+        c.ddg_rdp = s->ddg_rdp;
+        c.ddg_orders = (uint32_t)n;
+    }
+    c.model = s->model->params;
+    if (st && st->save(st->state, &c.strategy_state, &c.strategy_state_len))
+        return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "strategy %s cannot save its state: out of memory",
+                              st->name);
+    int rc = fedc__checkpoint_encode(&c, buf, len, err, errlen);
+    free(c.strategy_state);
+    return rc;
+}
+
+/* Writes OUT/checkpoint.fedc for the round just ended. A failure is logged
+ * and the federation goes on; the bytes are kept for fedc_server_suspend. */
+static void write_checkpoint(fedc_server *s)
+{
+    const fedc_strategy *st = s->opt.strategy;
+    if (!s->out_dir || s->ckpt_off || !s->model) return;
+    if (st && (!st->save || !st->restore)) {
+        s->ckpt_off = 1;
+        fedc_log(FEDC_LOG_ERROR, LOG_COMPONENT,
+                 "strategy %s cannot save and restore its state: no checkpoints are written, so this "
+                 "federation cannot be resumed",
+                 st->name);
+        return;
+    }
+    char err[FEDC_ERRMSG_MAX];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = encode_checkpoint(s, &buf, &len, err, sizeof err);
+    if (!rc) rc = fedc__checkpoint_write(s->out_dir, buf, len, err, sizeof err);
+    free(s->ckpt_unsaved);
+    s->ckpt_unsaved = NULL;
+    s->ckpt_unsaved_len = 0;
+    if (rc == FEDC_OK) {
+        free(buf);
+        s->ckpt_round = s->round;
+        return;
+    }
+    fedc_log(FEDC_LOG_ERROR, LOG_COMPONENT,
+             "cannot write the checkpoint of round %llu: %s; the federation goes on, and a resume would "
+             "start after round %llu",
+             (unsigned long long)s->round, err, (unsigned long long)s->ckpt_round);
+    s->ckpt_unsaved = buf;
+    s->ckpt_unsaved_len = len;
+    s->ckpt_unsaved_round = s->round;
+}
+
+/* After round s->round: ends the federation when the target accuracy was
+ * reached or the cap on rounds is met (1), else 0. */
+static int end_if_over(fedc_server *s)
+{
+    if (s->target_reached) {
+        fedc__srv_begin_shutdown(s, FEDC_OK);
+        return 1;
+    }
+    if (s->round < s->opt.rounds) return 0;
+    if (s->opt.target_accuracy > 0) {
+        fedc_set_error(s->errmsg, sizeof s->errmsg, FEDC_ERR_NOTREACHED,
+                       "target accuracy %.4f not reached in %llu rounds", s->opt.target_accuracy,
+                       (unsigned long long)s->opt.rounds);
+        fedc__srv_begin_shutdown(s, FEDC_ERR_NOTREACHED);
+    } else {
+        fedc__srv_begin_shutdown(s, FEDC_OK);
+    }
+    return 1;
+}
+
 void fedc__srv_finish_round(fedc_server *s)
 {
     uv_timer_stop(&s->stage_timer);
@@ -496,20 +595,11 @@ void fedc__srv_finish_round(fedc_server *s)
         fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "target accuracy %.4f reached in round %llu (%.4f)",
                  s->opt.target_accuracy, (unsigned long long)s->round, acc);
         s->target_reached = 1;
-        fedc__srv_begin_shutdown(s, FEDC_OK);
-        return;
     }
-    if (s->round >= s->opt.rounds) {
-        if (s->opt.target_accuracy > 0) {
-            fedc_set_error(s->errmsg, sizeof s->errmsg, FEDC_ERR_NOTREACHED,
-                           "target accuracy %.4f not reached in %llu rounds", s->opt.target_accuracy,
-                           (unsigned long long)s->opt.rounds);
-            fedc__srv_begin_shutdown(s, FEDC_ERR_NOTREACHED);
-        } else {
-            fedc__srv_begin_shutdown(s, FEDC_OK);
-        }
-        return;
-    }
+    /* The metrics line first: a crash between the two leaves a line that a
+     * resume drops, never a round without its line. */
+    write_checkpoint(s);
+    if (end_if_over(s)) return;
     start_round(s);
 }
 
@@ -612,7 +702,7 @@ void fedc__srv_begin_shutdown(fedc_server *s, int rc)
     s->rc = rc;
     s->ph = PHASE_DONE;
     fedc__srv_secagg_end(s);
-    if (s->model && s->out_dir) {
+    if (s->model && s->out_dir && !s->suspending) {
         char path[4096], err[FEDC_ERRMSG_MAX], hex[65], rounds[32];
         snprintf(path, sizeof path, "%s/model.safetensors", s->out_dir);
         snprintf(rounds, sizeof rounds, "%llu", (unsigned long long)s->round);
@@ -625,7 +715,9 @@ void fedc__srv_begin_shutdown(fedc_server *s, int rc)
     }
     Fedc__V1__Shutdown sd = FEDC__V1__SHUTDOWN__INIT;
     Fedc__V1__Message m = FEDC__V1__MESSAGE__INIT;
-    sd.reason = rc == FEDC_OK ? "federation complete" : (char *)fedc_strerror(rc);
+    sd.reason = s->suspending   ? "server suspended"
+                : rc == FEDC_OK ? "federation complete"
+                                : (char *)fedc_strerror(rc);
     m.body_case = FEDC__V1__MESSAGE__BODY_SHUTDOWN;
     m.shutdown = &sd;
     node *next;
@@ -644,9 +736,48 @@ void fedc__srv_begin_shutdown(fedc_server *s, int rc)
     uv_unref((uv_handle_t *)&s->grace_timer);
 }
 
+/* fedc_server_suspend(): the checkpoint of the last complete round on
+ * disk, then the end. */
+static void suspend(fedc_server *s)
+{
+    char err[FEDC_ERRMSG_MAX];
+    int rc = FEDC_OK;
+    s->suspending = 1;
+    if (s->ckpt_unsaved) {
+        rc = fedc__checkpoint_write(s->out_dir, s->ckpt_unsaved, s->ckpt_unsaved_len, err, sizeof err);
+        if (rc == FEDC_OK) s->ckpt_round = s->ckpt_unsaved_round;
+    } else if (s->out_dir && !s->ckpt_off && s->ckpt_round < s->ckpt_unsaved_round) {
+        rc = fedc_set_error(err, sizeof err, FEDC_ERR_IO, "it could not be made");
+    }
+    if (rc) {
+        fedc_set_error(
+            s->errmsg, sizeof s->errmsg, FEDC_ERR_IO,
+            "suspended, but the checkpoint of round %llu is not on disk (%s): a resume would start "
+            "after round %llu",
+            (unsigned long long)s->ckpt_unsaved_round, err, (unsigned long long)s->ckpt_round);
+        fedc__srv_begin_shutdown(s, FEDC_ERR_IO);
+        return;
+    }
+    int mid = s->ph == PHASE_FIT || s->ph == PHASE_EVAL;
+    if (!s->out_dir || s->ckpt_off)
+        fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "suspending: no checkpoints are written, nothing can resume");
+    else if (s->ckpt_round == 0)
+        fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "suspending before any round completed: nothing to resume");
+    else
+        fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "suspending%s: the checkpoint of round %llu is in %s/%s",
+                 mid ? " (the round in progress is abandoned)" : "", (unsigned long long)s->ckpt_round,
+                 s->out_dir, FEDC__CHECKPOINT_FILE);
+    fedc__srv_begin_shutdown(s, FEDC_OK);
+}
+
 static void on_stop_async(uv_async_t *a)
 {
     fedc_server *s = a->data;
+    if (s->stopping) return;
+    if (s->suspend_requested) {
+        suspend(s);
+        return;
+    }
     fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "stopping on request");
     fedc_set_error(s->errmsg, sizeof s->errmsg, FEDC_ERR_CANCELLED, "stopped on request");
     fedc__srv_begin_shutdown(s, FEDC_ERR_CANCELLED);
@@ -694,6 +825,171 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
         return fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot create directory '%s': %s", buf,
                               strerror(errno));
     return FEDC_OK;
+}
+
+/* The first option in which checkpoint c and opt differ, as "what": was
+ * "a", now "b"; NULL when they agree. */
+static const char *resume_mismatch(const fedc__checkpoint *c, const fedc_server_options *opt, char *was,
+                                   char *now, size_t len)
+{
+    const char *sname = opt->strategy ? opt->strategy->name : "";
+    if (strcmp(c->strategy, sname)) {
+        snprintf(was, len, "%s", c->strategy[0] ? c->strategy : "none (FedAvg)");
+        snprintf(now, len, "%s", sname[0] ? sname : "none (FedAvg)");
+        return "the strategy";
+    }
+    if (c->seed != opt->seed) {
+        snprintf(was, len, "%llu", (unsigned long long)c->seed);
+        snprintf(now, len, "%llu", (unsigned long long)opt->seed);
+        return "the seed";
+    }
+    if (c->sampling != (unsigned)opt->sampling || c->fraction_fit != opt->fraction_fit) {
+        snprintf(was, len, "%s %g", c->sampling ? "poisson" : "fixed", c->fraction_fit);
+        snprintf(now, len, "%s %g", opt->sampling ? "poisson" : "fixed", opt->fraction_fit);
+        return "the sampling and fraction-fit";
+    }
+    if (c->secagg != (opt->secagg.enabled != 0)) {
+        snprintf(was, len, "%s", c->secagg ? "on" : "off");
+        snprintf(now, len, "%s", opt->secagg.enabled ? "on" : "off");
+        return "secure aggregation";
+    }
+    if (c->dp_mode != (unsigned)opt->dp.mode || c->dp_adaptive != (opt->dp.adaptive != 0) ||
+        (c->dp_mode != FEDC_DP_OFF &&
+         (c->dp_clip_option != opt->dp.clip || c->dp_noise_multiplier != opt->dp.noise_multiplier ||
+          c->dp_delta != opt->dp.delta))) {
+        if (c->dp_mode == FEDC_DP_OFF)
+            snprintf(was, len, "off");
+        else
+            snprintf(was, len, "%s%s, clip %g, noise multiplier %g, delta %g",
+                     fedc_dp_mode_name((fedc_dp_mode)c->dp_mode), c->dp_adaptive ? " adaptive" : "",
+                     c->dp_clip_option, c->dp_noise_multiplier, c->dp_delta);
+        if (opt->dp.mode == FEDC_DP_OFF)
+            snprintf(now, len, "off");
+        else
+            snprintf(now, len, "%s%s, clip %g, noise multiplier %g, delta %g",
+                     fedc_dp_mode_name(opt->dp.mode), opt->dp.adaptive ? " adaptive" : "", opt->dp.clip,
+                     opt->dp.noise_multiplier, opt->dp.delta);
+        return "differential privacy";
+    }
+    return NULL;
+}
+
+/* fedc_server_options.resume_dir: the checkpoint's state into s and its
+ * model into *model. */
+static int load_checkpoint(fedc_server *s, const fedc_server_options *opt, fedc_params **model, char *err,
+                           size_t errlen)
+{
+    const char *dir = opt->resume_dir;
+    char why[FEDC_ERRMSG_MAX], was[160], now[160];
+    fedc__checkpoint c;
+    int rc = fedc__checkpoint_read(dir, &c, why, sizeof why);
+    if (rc == FEDC_ERR_NOTFOUND)
+        return fedc_set_error(err, errlen, rc,
+                              "nothing to resume in '%s': it has no %s (one is written after every round "
+                              "completed with --out)",
+                              dir, FEDC__CHECKPOINT_FILE);
+    if (rc) return fedc_set_error(err, errlen, rc, "cannot resume: %s", why);
+    const char *what = resume_mismatch(&c, opt, was, now, sizeof was);
+    size_t norders = 0;
+    fedc_rdp_default_orders(&norders);
+    if (what) {
+        rc = fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                            "cannot resume from '%s/%s': it was written with %s %s, and this server has %s; "
+                            "resume with the options the federation started with",
+                            dir, FEDC__CHECKPOINT_FILE, what, was, now);
+    } else if (c.ddg_orders != (s->ddg_rdp ? norders : 0)) {
+        rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT,
+                            "cannot resume from '%s/%s': it holds %u RDP orders of the distributed discrete "
+                            "Gaussian; this server needs %zu",
+                            dir, FEDC__CHECKPOINT_FILE, c.ddg_orders, s->ddg_rdp ? norders : 0);
+    } else if (opt->initial_model &&
+               fedc_params_check_same_layout(opt->initial_model, c.model, why, sizeof why)) {
+        rc = fedc_set_error(err, errlen, FEDC_ERR_SHAPE,
+                            "cannot resume from '%s/%s': its model is not the one given (%s)", dir,
+                            FEDC__CHECKPOINT_FILE, why);
+    } else if (opt->strategy && !opt->strategy->restore) {
+        rc = fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED,
+                            "cannot resume: strategy %s cannot restore its state", opt->strategy->name);
+    } else if (opt->strategy && (rc = opt->strategy->restore(opt->strategy->state, c.strategy_state,
+                                                             c.strategy_state_len, why, sizeof why))) {
+        rc = fedc_set_error(err, errlen, rc, "cannot resume from '%s/%s': strategy %s refused its state: %s",
+                            dir, FEDC__CHECKPOINT_FILE, opt->strategy->name, why);
+    }
+    if (rc) {
+        fedc__checkpoint_free(&c);
+        return rc;
+    }
+    s->round = s->ckpt_round = c.round;
+    s->target_reached = c.target_reached;
+    s->dp_steps = c.dp_steps;
+    s->dp_clip = c.dp_clip;
+    s->epsilon_record = c.epsilon_record;
+    if (s->ddg_rdp) memcpy(s->ddg_rdp, c.ddg_rdp, norders * sizeof *s->ddg_rdp);
+    s->resumed = 1;
+    *model = c.model;
+    c.model = NULL;
+    fedc__checkpoint_free(&c);
+    fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "resuming from %s/%s after round %llu", dir, FEDC__CHECKPOINT_FILE,
+             (unsigned long long)s->round);
+    return FEDC_OK;
+}
+
+/* On resume: drops the lines of metrics.jsonl for rounds after `round`
+ * (and any torn line), rewriting the file atomically. */
+static int trim_metrics(const char *path, uint64_t round, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT) return FEDC_OK;
+        return fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    }
+    char *text = NULL, *kept = NULL;
+    size_t cap = 0, len = 0, klen = 0, dropped = 0;
+    int rc = FEDC_OK;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            char *t = realloc(text, cap = (cap ? cap * 2 : 8192));
+            if (!t) {
+                rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+                break;
+            }
+            text = t;
+        }
+        size_t k = fread(text + len, 1, cap - len - 1, f);
+        len += k;
+        if (k == 0) break;
+    }
+    if (!rc && ferror(f)) rc = fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot read '%s'", path);
+    fclose(f);
+    if (!rc && !(kept = malloc(len + 1))) rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+    uint64_t last = 0;
+    for (size_t at = 0; !rc && at < len;) {
+        char *nl = memchr(text + at, '\n', len - at);
+        size_t end = nl ? (size_t)(nl - text) : len;
+        text[end] = '\0';
+        cJSON *o = nl ? cJSON_Parse(text + at) : NULL; /* a line without its newline is torn */
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "round");
+        /* Each round once, in order, up to the checkpoint's. */
+        if (cJSON_IsNumber(r) && r->valuedouble > (double)last && r->valuedouble <= (double)round) {
+            last = (uint64_t)r->valuedouble;
+            memcpy(kept + klen, text + at, end - at);
+            klen += end - at;
+            kept[klen++] = '\n';
+        } else {
+            dropped++;
+        }
+        cJSON_Delete(o);
+        at = end + 1;
+    }
+    if (!rc && dropped) {
+        rc = fedc__write_file_atomic(path, kept, klen, err, errlen);
+        if (!rc)
+            fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "%s: dropped %zu lines of rounds after %llu", path,
+                     dropped, (unsigned long long)round);
+    }
+    free(text);
+    free(kept);
+    return rc;
 }
 
 fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_t errlen)
@@ -796,6 +1092,7 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
 
     fedc_server *s = calloc(1, sizeof *s);
     if (!s) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory"), NULL;
+    fedc_params *resumed_model = NULL;
     s->opt = *opt;
     /* Amplification by sampling only for Poisson sampling, whose rate is
      * each client's chance to take part, and only against those who see
@@ -838,12 +1135,28 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
     /* Pointers into the caller's strings are not kept. */
     s->opt.tls_cert = s->opt.tls_key = s->opt.tls_ca = NULL;
     s->opt.initial_model = NULL;
-    if (opt->out_dir) {
-        s->out_dir = strdup(opt->out_dir);
-        if (!s->out_dir || mkdir_p(opt->out_dir, err, errlen)) goto fail_nouv;
+    s->opt.resume_dir = NULL;
+    const char *out_dir = opt->out_dir ? opt->out_dir : opt->resume_dir;
+    if (opt->resume_dir && opt->out_dir) {
+        char a[PATH_MAX], b[PATH_MAX];
+        if (!realpath(opt->resume_dir, a)) snprintf(a, sizeof a, "%s", opt->resume_dir);
+        if (!realpath(opt->out_dir, b)) snprintf(b, sizeof b, "%s", opt->out_dir);
+        if (strcmp(a, b)) {
+            fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                           "resume from '%s' into the same directory, not '%s': a federation's metrics and "
+                           "checkpoints stay together",
+                           opt->resume_dir, opt->out_dir);
+            goto fail_nouv;
+        }
+    }
+    if (opt->resume_dir && load_checkpoint(s, opt, &resumed_model, err, errlen)) goto fail_nouv;
+    if (out_dir) {
+        s->out_dir = strdup(out_dir);
+        if (!s->out_dir || mkdir_p(out_dir, err, errlen)) goto fail_nouv;
         char path[4096];
-        snprintf(path, sizeof path, "%s/metrics.jsonl", opt->out_dir);
-        s->metrics = fopen(path, "w");
+        snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
+        if (s->resumed && trim_metrics(path, s->round, err, errlen)) goto fail_nouv;
+        s->metrics = fopen(path, s->resumed ? "a" : "w");
         if (!s->metrics) {
             fedc_set_error(err, errlen, FEDC_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
             goto fail_nouv;
@@ -895,8 +1208,9 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
     uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &sl);
     s->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                        : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    if (opt->initial_model) {
-        fedc_params *p = fedc_params_clone(opt->initial_model);
+    if (resumed_model || opt->initial_model) {
+        fedc_params *p = resumed_model ? resumed_model : fedc_params_clone(opt->initial_model);
+        resumed_model = NULL;
         char why[FEDC_ERRMSG_MAX];
         if (!p) {
             fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
@@ -920,6 +1234,7 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
     return s;
 fail:
 fail_nouv:
+    fedc_params_destroy(resumed_model);
     s->finished = 1;
     fedc_server_destroy(s);
     return NULL;
@@ -943,6 +1258,14 @@ void fedc_server_stop(fedc_server *s)
     if (s && !s->finished) uv_async_send(&s->stop_async);
 }
 
+void fedc_server_suspend(fedc_server *s)
+{
+    if (s && !s->finished) {
+        s->suspend_requested = 1;
+        uv_async_send(&s->stop_async);
+    }
+}
+
 int fedc_server_run(fedc_server *s)
 {
     if (s->finished)
@@ -953,6 +1276,9 @@ int fedc_server_run(fedc_server *s)
     s->running = 1;
     if (s->opt.wait_timeout > 0)
         uv_timer_start(&s->wait_timer, on_wait_timeout, (uint64_t)(s->opt.wait_timeout * 1000), 0);
+    if (s->resumed && end_if_over(s))
+        fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "the checkpoint's federation had ended (round %llu%s): done",
+                 (unsigned long long)s->round, s->target_reached ? ", target accuracy reached" : "");
     fedc__srv_maybe_finish_stage(s); /* clients may have joined already (simulation) */
     uv_run(&s->loop, UV_RUN_DEFAULT);
     close_grace_timer(s);
@@ -987,6 +1313,7 @@ void fedc_server_destroy(fedc_server *s)
     free(s->slots);
     free(s->ddg_rdp);
     SSL_CTX_free(s->tls);
+    free(s->ckpt_unsaved);
     free(s->slot_busy);
     free(s->vnodes);
     fedc__srv_free_updates(s);

@@ -9,7 +9,9 @@
 #define FEDC_SERVER_IMPL_H
 
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
@@ -197,8 +199,20 @@ struct fedc_server {
     fedc_round_record rec;
     char fail_reason[FEDC_ERRMSG_MAX];
     FILE *metrics;
-    double best_acc;
     int target_reached;
+
+    /* Checkpoints (checkpoint.c, docs/checkpoints.md): the last round whose
+     * checkpoint is on disk, the bytes of a newer one that could not be
+     * written (retried by fedc_server_suspend), whether they are off (a
+     * strategy that cannot save its state), and suspension. */
+    uint64_t ckpt_round;
+    uint8_t *ckpt_unsaved;
+    size_t ckpt_unsaved_len;
+    uint64_t ckpt_unsaved_round;
+    int ckpt_off;
+    int resumed;
+    volatile sig_atomic_t suspend_requested; /* set by fedc_server_suspend() */
+    int suspending;
 
     /* Differential privacy (opt.dp). */
     double dp_q;           /* the sampling rate charged: fraction_fit under Poisson sampling, else 1 */

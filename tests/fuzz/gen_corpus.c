@@ -5,6 +5,7 @@
  * which (over)writes corpus/<target>/seed-*; the regression inputs kept
  * next to them (crash-*) are left alone.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "proto/frame.h"
 #include "proto/wire.h"
 #include "secagg_sim.h"
+#include "server/checkpoint.h"
 
 static const char *g_root;
 
@@ -254,6 +256,54 @@ static void gen_safetensors(void)
     fedc_params_destroy(p);
 }
 
+/* Checkpoints: FedAvg without DP, and a strategy's state with the DP
+ * accountant and an RDP vector. */
+static void gen_checkpoints(void)
+{
+    char err[FEDC_ERRMSG_MAX];
+    fedc_params *p = fedc_params_create();
+    int64_t s2[2] = {2, 3}, s1[1] = {3};
+    float w[6] = {1, -2, 3.5f, 0, 1e-3f, 7};
+    if (!p || fedc_params_add(p, "fc.weight", FEDC_F32, 2, s2, w, NULL, err, sizeof err) ||
+        fedc_params_add(p, "fc.bias", FEDC_F32, 1, s1, NULL, NULL, err, sizeof err))
+        exit(1);
+    fedc__checkpoint c;
+    memset(&c, 0, sizeof c);
+    c.round = 3;
+    c.seed = 5;
+    c.fraction_fit = 1;
+    c.dp_delta = 1e-5;
+    c.epsilon_record = NAN;
+    c.model = p;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (fedc__checkpoint_encode(&c, &buf, &len, err, sizeof err)) exit(1);
+    put_file("checkpoint", "fedavg", buf, len, NULL, 0);
+    free(buf);
+    fedc_strategy *st = NULL;
+    double rdp[4] = {0.5, 0.25, 0.125, 1e-3};
+    if (fedc_strategy_create("fedadam", NULL, &st, err, sizeof err) ||
+        st->save(st->state, &c.strategy_state, &c.strategy_state_len))
+        exit(1);
+    snprintf(c.strategy, sizeof c.strategy, "%s", st->name);
+    c.sampling = 1;
+    c.fraction_fit = 0.5;
+    c.secagg = 1;
+    c.dp_mode = 3;
+    c.dp_clip_option = c.dp_clip = 1;
+    c.dp_noise_multiplier = 1.1;
+    c.dp_steps = 3;
+    c.epsilon_record = 2.5;
+    c.ddg_rdp = rdp;
+    c.ddg_orders = 4;
+    if (fedc__checkpoint_encode(&c, &buf, &len, err, sizeof err)) exit(1);
+    put_file("checkpoint", "fedadam-dp", buf, len, NULL, 0);
+    free(buf);
+    free(c.strategy_state);
+    fedc_strategy_destroy(st);
+    fedc_params_destroy(p);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -265,5 +315,6 @@ int main(int argc, char **argv)
     gen_strategy_states();
     gen_secagg();
     gen_safetensors();
+    gen_checkpoints();
     return 0;
 }

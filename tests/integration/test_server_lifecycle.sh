@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The server's life cycle outside a normal run: giving up when too few
-# clients come (--wait-timeout), and stopping on SIGTERM (clients told,
-# model saved), and Poisson sampling drawing a different set each round.
+# clients come (--wait-timeout), and stopping on SIGINT (clients told,
+# model saved; SIGTERM suspends instead, test_resume.sh), and Poisson sampling drawing a different set each round.
 source "$(dirname "$0")/lib.sh"
 make_data "$WORK/data" 3
 
@@ -14,7 +14,7 @@ timeout 60 "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clien
 grep -q "only 0 of the 2 clients needed connected within 1 s" "$WORK/w.err" || { cat "$WORK/w.err"; fail "no wait-timeout message"; }
 pass "--wait-timeout: gives up with a message"
 
-# SIGTERM mid-federation: the clients are told and exit 0, the model as it
+# SIGINT mid-federation: the clients are told and exit 0, the model as it
 # stands is saved, the server exits 1 saying it was stopped.
 port=$(free_port)
 "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 3 --rounds 1000 --local-epochs 2 \
@@ -22,13 +22,13 @@ port=$(free_port)
 server=$!; PIDS+=($server)
 start_clients "$port" 3
 wait_for_lines "$WORK/s/metrics.jsonl" 2 120
-kill -TERM "$server"
+kill -INT "$server"
 wait_pid "$server" 60
-[[ "$WAIT_RC" == 1 ]] || { cat "$WORK/s.err"; fail "SIGTERM: server exit $WAIT_RC, want 1"; }
+[[ "$WAIT_RC" == 1 ]] || { cat "$WORK/s.err"; fail "SIGINT: server exit $WAIT_RC, want 1"; }
 grep -q "stopped on request" "$WORK/s.err" || { cat "$WORK/s.err"; fail "no stop message"; }
-[[ -s "$WORK/s/model.safetensors" ]] || fail "SIGTERM: model not saved"
+[[ -s "$WORK/s/model.safetensors" ]] || fail "SIGINT: model not saved"
 wait_clients 30
-pass "SIGTERM: clients told and exit 0, model saved, server exits 1"
+pass "SIGINT: clients told and exit 0, model saved, server exits 1"
 
 # Poisson sampling: each client independently with probability 0.5, so the
 # number sampled varies from round to round.
