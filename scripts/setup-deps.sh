@@ -20,6 +20,7 @@ packages=(
   protobuf-compiler                       # generates its Python message classes
   libopenmpi-dev openmpi-bin              # fedc sim --mpi
   clang libclang-rt-14-dev                # libFuzzer targets (tests/fuzz, docs/fuzzing.md)
+  iproute2                                # ip netns: the test across network namespaces (test_netns)
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)
