@@ -6,8 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "cli.h"
 #include "commands.h"
+#include "core/nodekey.h"
 #include "data/data_internal.h"
 #include "fedc/client.h"
 #include "fedc/data.h"
@@ -31,6 +34,8 @@ static const char usage_text[] =
     "  --server-name NAME      the name the server's certificate must carry (default HOST)\n"
     "  --insecure              connect without TLS (plaintext: anyone on the path can\n"
     "                          read and change the traffic)\n"
+    "  --node-key FILE         node authentication: this node's key (fedc keygen); its\n"
+    "                          fingerprint is the node id unless --node-id is given\n"
     "  --heartbeat S           probe a silent server after S s (TCP keepalive): a dead\n"
     "                          server or link is noticed within 2S s (default 30; 0: off)\n"
     "  --data DIR              local data directory (required; checked before connecting)\n"
@@ -78,6 +83,7 @@ enum {
     OPT_SERVER_NAME,
     OPT_INSECURE,
     OPT_HEARTBEAT,
+    OPT_NODE_KEY,
     OPT_HELP
 };
 
@@ -99,6 +105,7 @@ int fedc_cmd_client(int argc, char **argv)
                                              {"server-name", required_argument, NULL, OPT_SERVER_NAME},
                                              {"insecure", no_argument, NULL, OPT_INSECURE},
                                              {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
+                                             {"node-key", required_argument, NULL, OPT_NODE_KEY},
                                              {"help", no_argument, NULL, OPT_HELP},
                                              {NULL, 0, NULL, 0}};
     fedc_client_options opt;
@@ -140,6 +147,7 @@ int fedc_cmd_client(int argc, char **argv)
         case OPT_KEY: opt.tls_key = optarg; break;
         case OPT_SERVER_NAME: opt.tls_server_name = optarg; break;
         case OPT_INSECURE: opt.insecure = 1; break;
+        case OPT_NODE_KEY: opt.node_key = optarg; break;
         case OPT_HEARTBEAT:
             if (cli_double(CMD, "--heartbeat", optarg, 0, 1e6, &opt.heartbeat)) return FEDC_EXIT_USAGE;
             break;
@@ -219,6 +227,19 @@ int fedc_cmd_client(int argc, char **argv)
         goto done;
     }
     fedc_nn_set_threads((int)threads);
+    char fpr[FEDC_NODEKEY_FPR_LEN + 1];
+    if (opt.node_key) {
+        /* The key is checked now, and its fingerprint is the node id. */
+        EVP_PKEY *key = NULL;
+        uint8_t pub[FEDC_NODEKEY_PUB_LEN];
+        if (fedc__nodekey_load(opt.node_key, &key, pub, err, sizeof err)) {
+            cli_error(CMD, "--node-key: %s", err);
+            goto done;
+        }
+        EVP_PKEY_free(key);
+        fedc__nodekey_fingerprint(pub, fpr);
+        if (!opt.node_id) opt.node_id = fpr;
+    }
     cl = fedc_client_create(&opt, &trainer_callbacks, &t);
     if (!cl) {
         cli_error(CMD,

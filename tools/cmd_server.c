@@ -17,6 +17,11 @@ static volatile sig_atomic_t g_suspended;
 static void on_signal(int sig)
 {
     if (!g_server) return;
+    if (sig == SIGHUP) {
+        /* --authorized-keys is read again; revoked keys are disconnected. */
+        fedc_server_reload_keys(g_server);
+        return;
+    }
     if (sig == SIGTERM) {
         g_suspended = 1;
         fedc_server_suspend(g_server);
@@ -113,6 +118,7 @@ int fedc_cmd_server(int argc, char **argv)
     g_server = s;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
     int rc = fedc_server_run(s);
     g_server = NULL;
     if (g_suspended && rc == FEDC_OK) {

@@ -32,6 +32,10 @@ const char server_cli_help[] =
     "  --ca FILE                 TLS: clients must present a certificate this CA signed\n"
     "  --insecure                plaintext connections, no TLS (anyone on the path can\n"
     "                            read and change the traffic)\n"
+    "  --authorized-keys FILE    node authentication: admit only clients holding one of\n"
+    "                            these keys (fedc keygen .pub lines), proved by signing a\n"
+    "                            fresh nonce; SIGHUP reloads the file and disconnects\n"
+    "                            revoked keys (docs/security.md)\n"
     "  --heartbeat S             probe a silent client after S s (TCP keepalive); drop it\n"
     "                            after 3 unanswered probes, within 2S s (default 30; 0: off)\n"
     "  --max-frame-bytes N       largest frame accepted (default 16777216)\n"
@@ -135,7 +139,8 @@ enum {
     OPT_TLS_KEY,
     OPT_TLS_CA,
     OPT_INSECURE,
-    OPT_HEARTBEAT
+    OPT_HEARTBEAT,
+    OPT_AUTH_KEYS
 };
 
 const struct option server_cli_options[] = {
@@ -194,6 +199,7 @@ const struct option server_cli_options[] = {
     {"ca", required_argument, NULL, OPT_TLS_CA},
     {"insecure", no_argument, NULL, OPT_INSECURE},
     {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
+    {"authorized-keys", required_argument, NULL, OPT_AUTH_KEYS},
     {NULL, 0, NULL, 0}};
 _Static_assert(sizeof server_cli_options / sizeof server_cli_options[0] <= SERVER_CLI_MAX_OPTIONS,
                "raise SERVER_CLI_MAX_OPTIONS");
@@ -327,6 +333,7 @@ int server_cli_option(server_cli *c, const char *cmd, int opt, const char *arg)
     case OPT_TLS_CA: c->opt.tls_ca = arg; return 0;
     case OPT_INSECURE: c->opt.insecure = 1; return 0;
     case OPT_HEARTBEAT: return cli_double(cmd, "--heartbeat", arg, 0, 1e6, &c->opt.heartbeat);
+    case OPT_AUTH_KEYS: c->opt.authorized_keys = arg; return 0;
     case OPT_SECAGG_K:
         c->secagg_flags = 1;
         if (cli_u64(cmd, "--secagg-neighbours", arg, 2, 254, &u)) return -1;

@@ -80,6 +80,11 @@ typedef struct fedc_client_options {
     const char *tls_key;
     const char *tls_server_name;
     int insecure; /* allow a plaintext connection */
+    /* Node authentication (docs/security.md): the node's Ed25519 private
+     * key, a PEM file from `fedc keygen`. The client presents its public
+     * key and signs the server's nonce with it when the server asks. With
+     * no node_id, the key's fingerprint is the node id. NULL: none. */
+    const char *node_key;
 } fedc_client_options;
 
 /* Fills opt with the defaults above. */

@@ -116,7 +116,13 @@ typedef struct fedc_server_options {
     const char *tls_cert;
     const char *tls_key;
     const char *tls_ca;
-    int insecure;             /* allow plaintext connections */
+    int insecure; /* allow plaintext connections */
+    /* Node authentication (docs/security.md): a file of the node keys
+     * allowed in, one `fedc keygen` .pub line each. A client must then
+     * present one of them and sign the server's fresh nonce with it; its
+     * node id must be the key's fingerprint or name. NULL: off. Reloaded
+     * by fedc_server_reload_keys(). */
+    const char *authorized_keys;
     double handshake_timeout; /* seconds for a new connection to say hello (default 10) */
     /* Heartbeat: after this many seconds without traffic the kernel probes
      * the client (TCP keepalive), every heartbeat / 3 s; after 3 unanswered
@@ -207,6 +213,11 @@ void fedc_server_stop(fedc_server *s);
  * OUT/model.safetensors is not written: the model is in the checkpoint.
  * Async-signal-safe; `fedc server` calls it on SIGTERM. */
 void fedc_server_suspend(fedc_server *s);
+
+/* Reads opt.authorized_keys again (fedc server does on SIGHUP): connected
+ * clients whose key is no longer listed are told and disconnected. A file
+ * that does not parse is logged and the old list kept. Async-signal-safe. */
+void fedc_server_reload_keys(fedc_server *s);
 
 /* The current global model (owned by the server; NULL before it exists). */
 const fedc_params *fedc_server_model(const fedc_server *s);

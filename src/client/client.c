@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "client/client_internal.h"
+#include "core/nodekey.h"
 #include "fedc/client.h"
 #include "net/conn.h"
 #include "net/tls.h"
@@ -25,6 +26,9 @@ struct fedc_client {
     volatile int fd;     /* the live socket, so stop() can interrupt a blocking read */
     fedc_params *params; /* the last received model, reused when the layout repeats */
     fedc__csa *sa;       /* the secure-aggregation round in progress, if any */
+    EVP_PKEY *key;       /* the node key (opt.node_key), loaded by fedc_client_run() */
+    uint8_t key_pub[32];
+    int own_id; /* node_id was given, not derived */
 };
 
 void fedc_client_options_init(fedc_client_options *opt)
@@ -51,6 +55,7 @@ fedc_client *fedc_client_create(const fedc_client_options *opt, const fedc_clien
     c->opt.server = c->server;
     if (c->opt.max_frame_bytes < FEDC_MIN_MAX_FRAME) c->opt.max_frame_bytes = FEDC_MIN_MAX_FRAME;
     if (c->opt.max_frame_bytes < FEDC_CHUNK_BYTES) c->opt.max_frame_bytes = FEDC_CHUNK_BYTES;
+    c->own_id = opt->node_id != NULL;
     if (opt->node_id) {
         snprintf(c->node_id, sizeof c->node_id, "%s", opt->node_id);
     } else {
@@ -69,6 +74,7 @@ fedc_client *fedc_client_create(const fedc_client_options *opt, const fedc_clien
 void fedc_client_destroy(fedc_client *c)
 {
     if (!c) return;
+    EVP_PKEY_free(c->key);
     fedc__csa_destroy(c->sa);
     fedc_params_destroy(c->params);
     free(c->server);
@@ -333,6 +339,10 @@ int fedc__client_send_hello(fedc_client *c, fedc__conn *conn, const char *node_i
     hello.node_id = (char *)(node_id ? node_id : c->node_id);
     hello.software = "fedc " FEDC_VERSION_STRING;
     hello.max_frame_bytes = c->opt.max_frame_bytes;
+    if (c->key) {
+        hello.node_key.data = c->key_pub;
+        hello.node_key.len = sizeof c->key_pub;
+    }
     m.body_case = FEDC__V1__MESSAGE__BODY_HELLO;
     m.hello = &hello;
     return fedc__send_message(conn, &m, c->errmsg, sizeof c->errmsg);
@@ -396,6 +406,35 @@ int fedc__client_serve(fedc_client *c, fedc__conn *conn, int *done)
     return rc;
 }
 
+/* Node authentication: signs the server's nonce, bound to this TLS session. */
+static int answer_challenge(fedc_client *c, fedc__conn *conn, const Fedc__V1__AuthChallenge *ch)
+{
+    if (!c->key)
+        return fedc_set_error(
+            c->errmsg, sizeof c->errmsg, FEDC_ERR_REJECTED,
+            "server %s requires node authentication: give the node's key (--node-key, made by "
+            "fedc keygen)",
+            conn->peer);
+    if (ch->nonce.len != FEDC_NODEAUTH_NONCE)
+        return fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_PROTOCOL,
+                              "server %s sent a nonce of %zu bytes, not %d", conn->peer, ch->nonce.len,
+                              FEDC_NODEAUTH_NONCE);
+    uint8_t binding[32], sig[FEDC_NODEAUTH_SIG];
+    size_t blen = 0;
+    if (conn->ssl && SSL_export_keying_material(conn->ssl, binding, sizeof binding, FEDC_NODEAUTH_EXPORTER,
+                                                sizeof FEDC_NODEAUTH_EXPORTER - 1, NULL, 0, 0) == 1)
+        blen = sizeof binding;
+    if (fedc__nodeauth_sign(c->key, ch->nonce.data, c->node_id, binding, blen, sig))
+        return fedc_set_error(c->errmsg, sizeof c->errmsg, FEDC_ERR_INVALID, "cannot sign with the node key");
+    Fedc__V1__AuthResponse r = FEDC__V1__AUTH_RESPONSE__INIT;
+    Fedc__V1__Message m = FEDC__V1__MESSAGE__INIT;
+    r.signature.data = sig;
+    r.signature.len = sizeof sig;
+    m.body_case = FEDC__V1__MESSAGE__BODY_AUTH_RESPONSE;
+    m.auth_response = &r;
+    return fedc__send_message(conn, &m, c->errmsg, sizeof c->errmsg);
+}
+
 /* One connected session: handshake, then requests until Shutdown. Returns
  * FEDC_OK on Shutdown. *welcomed tells the caller whether the handshake
  * succeeded (so a later break is worth reconnecting for). */
@@ -407,6 +446,13 @@ static int session(fedc_client *c, fedc__conn *conn, int *welcomed)
     fedc__msg *in = NULL;
     rc = fedc__recv_message(conn, c->opt.max_frame_bytes, &in, c->errmsg, sizeof c->errmsg);
     if (rc) return rc;
+    if (in->body_case == FEDC__V1__MESSAGE__BODY_AUTH_CHALLENGE) {
+        rc = answer_challenge(c, conn, in->auth_challenge);
+        fedc__msg_free(in);
+        in = NULL;
+        if (!rc) rc = fedc__recv_message(conn, c->opt.max_frame_bytes, &in, c->errmsg, sizeof c->errmsg);
+        if (rc) return rc;
+    }
     rc = check_welcome(c, conn, in);
     fedc__msg_free(in);
     if (rc) return rc;
@@ -442,6 +488,11 @@ static const char *tls_name(const fedc_client *c, char *buf, size_t len)
 int fedc_client_run(fedc_client *c)
 {
     SSL_CTX *tls = NULL;
+    if (c->opt.node_key && !c->key) {
+        int krc = fedc__nodekey_load(c->opt.node_key, &c->key, c->key_pub, c->errmsg, sizeof c->errmsg);
+        if (krc) return krc;
+        if (!c->own_id) fedc__nodekey_fingerprint(c->key_pub, c->node_id);
+    }
     if (c->opt.tls_ca || c->opt.tls_cert || c->opt.tls_key) {
         int trc = fedc__tls_client_ctx(c->opt.tls_ca, c->opt.tls_cert, c->opt.tls_key, &tls, c->errmsg,
                                        sizeof c->errmsg);

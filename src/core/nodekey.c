@@ -167,3 +167,103 @@ int fedc__nodekey_load(const char *path, EVP_PKEY **key, uint8_t pub[32], char *
     *key = k;
     return FEDC_OK;
 }
+
+/* ---- node authentication ---- */
+
+static size_t auth_message(uint8_t **out, const uint8_t nonce[FEDC_NODEAUTH_NONCE], const char *node_id,
+                           const uint8_t *binding, size_t binding_len)
+{
+    size_t ctx = sizeof FEDC_NODEAUTH_CTX - 1, id = strlen(node_id);
+    size_t len = ctx + FEDC_NODEAUTH_NONCE + id + binding_len;
+    uint8_t *m = malloc(len);
+    if (!m) return 0;
+    memcpy(m, FEDC_NODEAUTH_CTX, ctx);
+    memcpy(m + ctx, nonce, FEDC_NODEAUTH_NONCE);
+    memcpy(m + ctx + FEDC_NODEAUTH_NONCE, node_id, id);
+    if (binding_len) memcpy(m + ctx + FEDC_NODEAUTH_NONCE + id, binding, binding_len);
+    *out = m;
+    return len;
+}
+
+int fedc__nodeauth_sign(EVP_PKEY *key, const uint8_t nonce[FEDC_NODEAUTH_NONCE], const char *node_id,
+                        const uint8_t *binding, size_t binding_len, uint8_t sig[FEDC_NODEAUTH_SIG])
+{
+    uint8_t *m = NULL;
+    size_t len = auth_message(&m, nonce, node_id, binding, binding_len);
+    if (!len) return FEDC_ERR_NOMEM;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    size_t siglen = FEDC_NODEAUTH_SIG;
+    int ok = ctx && EVP_DigestSignInit(ctx, NULL, NULL, NULL, key) == 1 &&
+             EVP_DigestSign(ctx, sig, &siglen, m, len) == 1 && siglen == FEDC_NODEAUTH_SIG;
+    EVP_MD_CTX_free(ctx);
+    free(m);
+    ERR_clear_error();
+    return ok ? FEDC_OK : FEDC_ERR_INVALID;
+}
+
+int fedc__nodeauth_verify(const uint8_t pub[32], const uint8_t nonce[FEDC_NODEAUTH_NONCE],
+                          const char *node_id, const uint8_t *binding, size_t binding_len,
+                          const uint8_t sig[FEDC_NODEAUTH_SIG])
+{
+    uint8_t *m = NULL;
+    size_t len = auth_message(&m, nonce, node_id, binding, binding_len);
+    if (!len) return 0;
+    int ok = crypto_sign_verify_detached(sig, m, len, pub) == 0;
+    free(m);
+    return ok;
+}
+
+int fedc__nodekey_load_list(const char *path, fedc__nodekey_entry **out, size_t *n, char *err, size_t errlen)
+{
+    *out = NULL;
+    *n = 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return fedc_set_error(err, errlen, errno == ENOENT ? FEDC_ERR_NOTFOUND : FEDC_ERR_IO, "%s: %s", path,
+                              strerror(errno));
+    fedc__nodekey_entry *list = NULL;
+    size_t count = 0, cap = 0, lineno = 0;
+    char line[1024];
+    int rc = FEDC_OK;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        const char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == '#' || *p == '\n' || *p == '\r' || *p == '\0') continue;
+        if (count == cap) {
+            size_t nc = cap ? 2 * cap : 16;
+            fedc__nodekey_entry *nl = realloc(list, nc * sizeof *nl);
+            if (!nl) {
+                rc = fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+                break;
+            }
+            list = nl;
+            cap = nc;
+        }
+        fedc__nodekey_entry *e = &list[count];
+        char why[256];
+        if (fedc__nodekey_parse_pub(p, e->pub, e->name, sizeof e->name, why, sizeof why)) {
+            rc = fedc_set_error(err, errlen, FEDC_ERR_FORMAT, "%s line %zu: %s", path, lineno, why);
+            break;
+        }
+        fedc__nodekey_fingerprint(e->pub, e->fpr);
+        count++;
+    }
+    if (!rc && ferror(f)) rc = fedc_set_error(err, errlen, FEDC_ERR_IO, "%s: read error", path);
+    fclose(f);
+    if (rc) {
+        free(list);
+        return rc;
+    }
+    *out = list;
+    *n = count;
+    return FEDC_OK;
+}
+
+const fedc__nodekey_entry *fedc__nodekey_find(const fedc__nodekey_entry *list, size_t n,
+                                              const uint8_t pub[32])
+{
+    for (size_t i = 0; i < n; i++)
+        if (sodium_memcmp(list[i].pub, pub, 32) == 0) return &list[i];
+    return NULL;
+}

@@ -47,4 +47,43 @@ int fedc__nodekey_parse_pub(const char *line, uint8_t pub[32], char *name, size_
  * read, FEDC_ERR_FORMAT when it holds no such key; err names the file. */
 int fedc__nodekey_load(const char *path, EVP_PKEY **key, uint8_t pub[32], char *err, size_t errlen);
 
+/* ---- node authentication (docs/security.md) ----
+ *
+ * The server sends a fresh 32-byte nonce; the client signs
+ *     FEDC_NODEAUTH_CTX || nonce || node id || binding
+ * with its node key, where binding is the TLS exporter value of the
+ * connection (RFC 8446 section 7.5, label FEDC_NODEAUTH_EXPORTER, 32
+ * bytes) or empty on a plaintext connection. A signature is therefore good
+ * for one nonce, one node id and one TLS session: a captured handshake
+ * replayed on another connection fails. */
+#define FEDC_NODEAUTH_CTX      "fedc node auth v1"
+#define FEDC_NODEAUTH_EXPORTER "EXPORTER-fedc-node-auth-v1"
+#define FEDC_NODEAUTH_NONCE    32
+#define FEDC_NODEAUTH_SIG      64
+
+/* sig = Ed25519 signature of the message above with key. FEDC_ERR_INVALID
+ * when OpenSSL refuses. */
+int fedc__nodeauth_sign(EVP_PKEY *key, const uint8_t nonce[FEDC_NODEAUTH_NONCE], const char *node_id,
+                        const uint8_t *binding, size_t binding_len, uint8_t sig[FEDC_NODEAUTH_SIG]);
+/* 1 when sig is pub's signature of that message, else 0 (libsodium). */
+int fedc__nodeauth_verify(const uint8_t pub[32], const uint8_t nonce[FEDC_NODEAUTH_NONCE],
+                          const char *node_id, const uint8_t *binding, size_t binding_len,
+                          const uint8_t sig[FEDC_NODEAUTH_SIG]);
+
+/* An allow-list of node keys: the lines of an authorized-keys file, each a
+ * .pub line as fedc keygen writes it; blank lines and lines starting with
+ * '#' are skipped. */
+typedef struct fedc__nodekey_entry {
+    uint8_t pub[32];
+    char name[FEDC_NODEKEY_NAME_MAX + 1];
+    char fpr[FEDC_NODEKEY_FPR_LEN + 1];
+} fedc__nodekey_entry;
+
+/* Reads path into *out (n entries; free() it). FEDC_ERR_FORMAT names the
+ * line that does not parse; FEDC_ERR_NOTFOUND / FEDC_ERR_IO for the file. */
+int fedc__nodekey_load_list(const char *path, fedc__nodekey_entry **out, size_t *n, char *err, size_t errlen);
+/* The entry of pub in list, or NULL. */
+const fedc__nodekey_entry *fedc__nodekey_find(const fedc__nodekey_entry *list, size_t n,
+                                              const uint8_t pub[32]);
+
 #endif

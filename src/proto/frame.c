@@ -80,6 +80,8 @@ const char *fedc__msg_name(const fedc__msg *m)
     case FEDC__V1__MESSAGE__BODY_ERROR: return "error";
     case FEDC__V1__MESSAGE__BODY_SHUTDOWN: return "shutdown";
     case FEDC__V1__MESSAGE__BODY_SECAGG: return "secagg";
+    case FEDC__V1__MESSAGE__BODY_AUTH_CHALLENGE: return "auth_challenge";
+    case FEDC__V1__MESSAGE__BODY_AUTH_RESPONSE: return "auth_response";
     default: return "unknown";
     }
 }

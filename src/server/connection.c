@@ -195,6 +195,7 @@ static void on_node_closed(uv_handle_t *h)
     node *n = (node *)h;
     if (n->timer_open) return; /* the timer's close callback frees */
     fedc__srv_tls_free(n);
+    free(n->hello_software);
     free(n->msgbuf);
     fedc_config_destroy(n->metrics);
     if (n->sk == S_GETPARAMS) fedc_params_destroy(n->stream_params);
@@ -340,6 +341,8 @@ void fedc__srv_protocol_error(node *n, const char *fmt, ...)
 
 /* ---- messages ---------------------------------------------------------- */
 
+static void admit(node *n, const char *node_id, const char *software);
+
 static void on_hello(node *n, const Fedc__V1__Hello *h)
 {
     fedc_server *s = n->srv;
@@ -360,26 +363,120 @@ static void on_hello(node *n, const Fedc__V1__Hello *h)
         send_error_and_close(n, "max_frame_bytes must be at least 1048576");
         return;
     }
+    if (!s->keys_path) {
+        admit(n, h->node_id, h->software);
+        return;
+    }
+    /* Node authentication: a listed key, then a signed nonce. */
+    char fpr[FEDC_NODEKEY_FPR_LEN + 1] = "none";
+    if (h->node_key.len == FEDC_NODEKEY_PUB_LEN) fedc__nodekey_fingerprint(h->node_key.data, fpr);
+    const fedc__nodekey_entry *e = h->node_key.len == FEDC_NODEKEY_PUB_LEN
+                                       ? fedc__nodekey_find(s->keys, s->nkeys, h->node_key.data)
+                                       : NULL;
+    char why[300];
+    if (!e) {
+        if (h->node_key.len == 0)
+            snprintf(why, sizeof why,
+                     "this server admits only nodes with an authorized key (fedc client --node-key)");
+        else
+            snprintf(why, sizeof why, "node key %s is not authorized on this server", fpr);
+        fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "refused %s (node id %s, key %s): not in the authorized keys",
+                 n->peer, h->node_id, fpr);
+        send_error_and_close(n, why);
+        return;
+    }
+    if (strcmp(h->node_id, e->fpr) && strcmp(h->node_id, e->name)) {
+        snprintf(why, sizeof why,
+                 "node id '%s' does not belong to key %s: use its fingerprint or its name '%s'", h->node_id,
+                 e->fpr, e->name);
+        fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "refused %s: %s", n->peer, why);
+        send_error_and_close(n, why);
+        return;
+    }
+    snprintf(n->id, sizeof n->id, "%s", h->node_id);
+    memcpy(n->key, e->pub, sizeof n->key);
+    free(n->hello_software);
+    n->hello_software = strdup(h->software ? h->software : "");
+    randombytes_buf(n->nonce, sizeof n->nonce);
+    n->auth_pending = 1;
+    Fedc__V1__AuthChallenge ch = FEDC__V1__AUTH_CHALLENGE__INIT;
+    Fedc__V1__Message m = FEDC__V1__MESSAGE__INIT;
+    ch.nonce.data = n->nonce;
+    ch.nonce.len = sizeof n->nonce;
+    m.body_case = FEDC__V1__MESSAGE__BODY_AUTH_CHALLENGE;
+    m.auth_challenge = &ch;
+    if (fedc__srv_node_send(n, &m, NULL, 0))
+        fedc__srv_node_close(n, "cannot send the authentication challenge");
+}
+
+/* The TLS exporter value the signature is bound to (none in plaintext). */
+static size_t channel_binding(node *n, uint8_t out[32])
+{
+    if (!n->ssl) return 0;
+    if (SSL_export_keying_material(n->ssl, out, 32, FEDC_NODEAUTH_EXPORTER, sizeof FEDC_NODEAUTH_EXPORTER - 1,
+                                   NULL, 0, 0) != 1)
+        return 0;
+    return 32;
+}
+
+static void on_auth_response(node *n, const Fedc__V1__AuthResponse *r)
+{
+    uint8_t binding[32];
+    size_t blen = channel_binding(n, binding);
+    n->auth_pending = 0;
+    if (r->signature.len != FEDC_NODEAUTH_SIG ||
+        !fedc__nodeauth_verify(n->key, n->nonce, n->id, binding, blen, r->signature.data)) {
+        char fpr[FEDC_NODEKEY_FPR_LEN + 1];
+        fedc__nodekey_fingerprint(n->key, fpr);
+        fedc_log(FEDC_LOG_WARN, LOG_COMPONENT,
+                 "refused %s (node id %s, key %s): its signature does not verify", n->peer, n->id, fpr);
+        send_error_and_close(n, "node authentication failed: the signature does not verify");
+        return;
+    }
+    n->has_key = 1;
+    char id[sizeof n->id];
+    snprintf(id, sizeof id, "%s", n->id);
+    admit(n, id, n->hello_software);
+    free(n->hello_software);
+    n->hello_software = NULL;
+}
+
+void fedc__srv_revoke_unlisted(fedc_server *s)
+{
+    for (node *n = s->nodes; n; n = n->next) {
+        if (!n->has_key || n->closing || n->draining || n->retired) continue;
+        if (fedc__nodekey_find(s->keys, s->nkeys, n->key)) continue;
+        char fpr[FEDC_NODEKEY_FPR_LEN + 1];
+        fedc__nodekey_fingerprint(n->key, fpr);
+        fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "revoked %s (%s): key %s is no longer authorized", n->id,
+                 n->peer, fpr);
+        send_error_and_close(n, "this node's key was revoked");
+    }
+}
+
+static void admit(node *n, const char *node_id, const char *software)
+{
+    fedc_server *s = n->srv;
     /* A simulated client's id differs from every other simulated client's
      * (the simulator numbers them), so only clients on sockets can clash
      * with it: with none, its hello skips a scan that would make joining N
      * simulated clients cost O(N^2). */
+    snprintf(n->id, sizeof n->id, "%s", node_id);
     for (node *o = n->is_virtual && s->nsockets == 0 ? NULL : s->nodes, *next; o; o = next) {
         next = o->next;
         if (o != n && o->state != NODE_HANDSHAKE && !o->closing && !o->draining && !o->retired &&
-            !strcmp(o->id, h->node_id)) {
+            !strcmp(o->id, node_id)) {
             /* The newest connection wins: a client that reconnects after its
              * old connection went silent (a dead link, a half-open socket)
              * must not wait for the server to notice. The old one is told
              * and closed; its request, if any, counts as failed. */
             char why[256];
             snprintf(why, sizeof why, "node id '%s' connected again from %s: this connection is replaced",
-                     h->node_id, n->peer);
+                     node_id, n->peer);
             fedc_log(FEDC_LOG_WARN, LOG_COMPONENT, "%s (was %s)", why, o->peer);
             send_error_and_close(o, why);
         }
     }
-    snprintf(n->id, sizeof n->id, "%s", h->node_id);
     if (n->timer_open) uv_timer_stop(&n->handshake_timer);
     Fedc__V1__Welcome w = FEDC__V1__WELCOME__INIT;
     Fedc__V1__Message m = FEDC__V1__MESSAGE__INIT;
@@ -395,7 +492,7 @@ static void on_hello(node *n, const Fedc__V1__Hello *h)
     fedc__srv_set_state(n, NODE_IDLE);
     /* A simulation's thousands of virtual clients join silently. */
     fedc_log(n->is_virtual ? FEDC_LOG_DEBUG : FEDC_LOG_INFO, LOG_COMPONENT, "client %s joined from %s (%s)",
-             n->id, n->peer, h->software ? h->software : "");
+             n->id, n->peer, software ? software : "");
     if (s->ph == PHASE_WAIT) fedc__srv_maybe_finish_stage(s);
 }
 
@@ -403,6 +500,14 @@ static void on_message(node *n, fedc__msg *m)
 {
     fedc_server *s = n->srv;
     if (n->state == NODE_HANDSHAKE) {
+        if (n->auth_pending) {
+            if (m->body_case != FEDC__V1__MESSAGE__BODY_AUTH_RESPONSE) {
+                fedc__srv_protocol_error(n, "expected auth_response, got %s", fedc__msg_name(m));
+                return;
+            }
+            on_auth_response(n, m->auth_response);
+            return;
+        }
         if (m->body_case != FEDC__V1__MESSAGE__BODY_HELLO) {
             fedc__srv_protocol_error(n, "expected hello, got %s", fedc__msg_name(m));
             return;

@@ -770,9 +770,32 @@ static void suspend(fedc_server *s)
     fedc__srv_begin_shutdown(s, FEDC_OK);
 }
 
+/* Reads the allow-list again; revokes the clients whose key left it. */
+static void reload_keys(fedc_server *s)
+{
+    char err[FEDC_ERRMSG_MAX];
+    fedc__nodekey_entry *list = NULL;
+    size_t n = 0;
+    if (fedc__nodekey_load_list(s->keys_path, &list, &n, err, sizeof err)) {
+        fedc_log(FEDC_LOG_ERROR, LOG_COMPONENT,
+                 "cannot reload the authorized keys (keeping the %zu in use): %s", s->nkeys, err);
+        return;
+    }
+    free(s->keys);
+    s->keys = list;
+    s->nkeys = n;
+    fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "reloaded %zu authorized keys from %s", n, s->keys_path);
+    fedc__srv_revoke_unlisted(s);
+}
+
 static void on_stop_async(uv_async_t *a)
 {
     fedc_server *s = a->data;
+    if (s->reload_requested) {
+        s->reload_requested = 0;
+        if (s->keys_path && !s->stopping) reload_keys(s);
+        if (!s->stop_requested && !s->suspend_requested) return;
+    }
     if (s->stopping) return;
     if (s->suspend_requested) {
         suspend(s);
@@ -1134,6 +1157,17 @@ fedc_server *fedc_server_create(const fedc_server_options *opt, char *err, size_
     }
     /* Pointers into the caller's strings are not kept. */
     s->opt.tls_cert = s->opt.tls_key = s->opt.tls_ca = NULL;
+    if (opt->authorized_keys) {
+        s->keys_path = strdup(opt->authorized_keys);
+        if (!s->keys_path) {
+            fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
+            goto fail_nouv;
+        }
+        if (fedc__nodekey_load_list(s->keys_path, &s->keys, &s->nkeys, err, errlen)) goto fail_nouv;
+        fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "node authentication: %zu authorized keys from %s", s->nkeys,
+                 s->keys_path);
+    }
+    s->opt.authorized_keys = NULL;
     s->opt.initial_model = NULL;
     s->opt.resume_dir = NULL;
     const char *out_dir = opt->out_dir ? opt->out_dir : opt->resume_dir;
@@ -1255,7 +1289,18 @@ const char *fedc_server_errmsg(const fedc_server *s)
 
 void fedc_server_stop(fedc_server *s)
 {
-    if (s && !s->finished) uv_async_send(&s->stop_async);
+    if (s && !s->finished) {
+        s->stop_requested = 1;
+        uv_async_send(&s->stop_async);
+    }
+}
+
+void fedc_server_reload_keys(fedc_server *s)
+{
+    if (s && !s->finished) {
+        s->reload_requested = 1;
+        uv_async_send(&s->stop_async);
+    }
 }
 
 void fedc_server_suspend(fedc_server *s)
@@ -1313,6 +1358,8 @@ void fedc_server_destroy(fedc_server *s)
     free(s->slots);
     free(s->ddg_rdp);
     SSL_CTX_free(s->tls);
+    free(s->keys);
+    free(s->keys_path);
     free(s->ckpt_unsaved);
     free(s->slot_busy);
     free(s->vnodes);

@@ -24,6 +24,7 @@
 #include <sodium.h>
 #include <uv.h>
 
+#include "core/nodekey.h"
 #include "fedc/server.h"
 #include "net/conn.h"
 #include "proto/wire.h"
@@ -119,6 +120,13 @@ struct node {
     SSL *ssl;
     struct tls_out *tls_queue;
     size_t tls_inflight;
+
+    /* Node authentication (connection.c): the key the client presented,
+     * and while its signature is awaited, the nonce and its hello. */
+    int has_key, auth_pending;
+    uint8_t key[32];
+    uint8_t nonce[FEDC_NODEAUTH_NONCE];
+    char *hello_software;
 };
 
 typedef struct fit_result {
@@ -159,9 +167,15 @@ struct fedc_server {
     node *nodes;
     uint64_t next_serial;
     uint32_t nconnections;
-    uint32_t nsockets;          /* connections that are not simulated clients */
-    uint32_t nidle;             /* nodes in NODE_IDLE, kept by fedc__srv_set_state() */
-    SSL_CTX *tls;               /* NULL: plaintext connections (opt.insecure) */
+    uint32_t nsockets; /* connections that are not simulated clients */
+    uint32_t nidle;    /* nodes in NODE_IDLE, kept by fedc__srv_set_state() */
+    SSL_CTX *tls;      /* NULL: plaintext connections (opt.insecure) */
+    /* Node authentication: the allow-list read from opt.authorized_keys
+     * (NULL: off), reloaded by fedc_server_reload_keys(). */
+    char *keys_path;
+    fedc__nodekey_entry *keys;
+    size_t nkeys;
+    volatile sig_atomic_t reload_requested, stop_requested;
     uint8_t tls_buf[64u << 10]; /* ciphertext just read, before it goes into a session */
     int running;
     fedc__virtual_transport virt;
@@ -280,6 +294,9 @@ void fedc__srv_read_resume(node *n);
 /* After the last message to n: close_notify under TLS, FIN, then read and
  * drop until the client closes (at most 5 s). */
 void fedc__srv_begin_drain(node *n);
+
+/* Disconnects the authenticated clients whose key left the allow-list. */
+void fedc__srv_revoke_unlisted(fedc_server *s);
 
 /* tls.c */
 /* Sets up n's TLS session (server side) before its first read. */

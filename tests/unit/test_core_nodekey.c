@@ -173,11 +173,84 @@ static void test_load(void)
     CHECK_CONTAINS(err, "/nonexistent/node.key", "error names the missing file");
 }
 
+/* Node authentication: a signature verifies for its nonce, node id and TLS
+ * binding only, so a captured response replayed on a new connection (a
+ * fresh nonce, another TLS session) or under another id fails. */
+static void test_auth(void)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519"),
+             *other = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    uint8_t pub[32], opub[32];
+    size_t n = 32;
+    CHECK(key && other && EVP_PKEY_get_raw_public_key(key, pub, &n) == 1, "make a key");
+    n = 32;
+    EVP_PKEY_get_raw_public_key(other, opub, &n);
+    uint8_t nonce[FEDC_NODEAUTH_NONCE], nonce2[FEDC_NODEAUTH_NONCE], bind[32], bind2[32],
+        sig[FEDC_NODEAUTH_SIG];
+    for (int i = 0; i < 32; i++) {
+        nonce[i] = (uint8_t)i;
+        nonce2[i] = (uint8_t)(i + 1);
+        bind[i] = (uint8_t)(100 + i);
+        bind2[i] = (uint8_t)(200 + i);
+    }
+    CHECK_STATUS(fedc__nodeauth_sign(key, nonce, "node-a", bind, 32, sig), FEDC_OK, "sign");
+    CHECK(fedc__nodeauth_verify(pub, nonce, "node-a", bind, 32, sig), "a good signature verifies");
+    CHECK(!fedc__nodeauth_verify(pub, nonce2, "node-a", bind, 32, sig), "replayed for another nonce");
+    CHECK(!fedc__nodeauth_verify(pub, nonce, "node-a", bind2, 32, sig), "replayed on another TLS session");
+    CHECK(!fedc__nodeauth_verify(pub, nonce, "node-a", NULL, 0, sig), "replayed on a plaintext connection");
+    CHECK(!fedc__nodeauth_verify(pub, nonce, "node-b", bind, 32, sig), "replayed under another node id");
+    CHECK(!fedc__nodeauth_verify(opub, nonce, "node-a", bind, 32, sig), "verified with another key");
+    sig[10] ^= 1;
+    CHECK(!fedc__nodeauth_verify(pub, nonce, "node-a", bind, 32, sig), "a flipped bit");
+    /* Without a binding (plaintext) it still works. */
+    CHECK_STATUS(fedc__nodeauth_sign(key, nonce, "node-a", NULL, 0, sig), FEDC_OK, "sign without binding");
+    CHECK(fedc__nodeauth_verify(pub, nonce, "node-a", NULL, 0, sig), "a plaintext signature verifies");
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(other);
+}
+
+/* The allow-list: comments and blank lines skipped, a bad line named. */
+static void test_list(void)
+{
+    char dir[] = "/tmp/fedc-keys.XXXXXX", path[256], err[FEDC_ERRMSG_MAX];
+    CHECK(mkdtemp(dir) != NULL, "temp dir");
+    snprintf(path, sizeof path, "%s/authorized", dir);
+    uint8_t a[32], b[32];
+    for (int i = 0; i < 32; i++) {
+        a[i] = (uint8_t)i;
+        b[i] = (uint8_t)(255 - i);
+    }
+    char la[FEDC_NODEKEY_PUB_LINE_MAX], lb[FEDC_NODEKEY_PUB_LINE_MAX];
+    fedc__nodekey_format_pub(a, "alpha", la, sizeof la);
+    fedc__nodekey_format_pub(b, "beta", lb, sizeof lb);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "# the federation's nodes\n\n%s\n   \n%s\n", la, lb);
+    fclose(f);
+    fedc__nodekey_entry *list = NULL;
+    size_t n = 0;
+    CHECK_STATUS(fedc__nodekey_load_list(path, &list, &n, err, sizeof err), FEDC_OK, err);
+    CHECK(n == 2, "2 keys, got %zu", n);
+    const fedc__nodekey_entry *e = fedc__nodekey_find(list, n, b);
+    CHECK(e && !strcmp(e->name, "beta") && strlen(e->fpr) == 32, "find beta");
+    uint8_t c[32] = {9};
+    CHECK(!fedc__nodekey_find(list, n, c), "an unlisted key is not found");
+    free(list);
+    f = fopen(path, "a");
+    fprintf(f, "ed25519 notbase64!! gamma\n");
+    fclose(f);
+    CHECK_STATUS(fedc__nodekey_load_list(path, &list, &n, err, sizeof err), FEDC_ERR_FORMAT, "a bad line");
+    CHECK_CONTAINS(err, "line 6", "the bad line is named");
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     test_fingerprint();
     test_parse_good();
     test_parse_bad();
     test_load();
+    test_auth();
+    test_list();
     return test_summary();
 }
