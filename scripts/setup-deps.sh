@@ -21,6 +21,7 @@ packages=(
   libopenmpi-dev openmpi-bin              # fedc sim --mpi
   clang libclang-rt-14-dev                # libFuzzer targets (tests/fuzz, docs/fuzzing.md)
   iproute2                                # ip netns: the test across network namespaces (test_netns)
+  python3-yaml                            # parses deploy/'s YAML files (test_deploy_files)
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)

@@ -39,6 +39,9 @@ fedc_integration_test(test_secagg 300 integration)
 fedc_integration_test(test_tls 120 integration)
 fedc_integration_test(test_reconnect 120 integration)
 fedc_integration_test(test_node_auth 120 integration)
+# deploy/ (Dockerfile, compose, Kubernetes): syntax, structure and fedc's flags;
+# no container engine needed.
+fedc_integration_test(test_deploy_files 60 integration)
 # Four network namespaces (root only; exit 77, skipped, where they cannot be made).
 fedc_integration_test(test_netns 180 integration)
 set_tests_properties(test_netns PROPERTIES SKIP_RETURN_CODE 77)
