@@ -56,7 +56,8 @@ if [[ "${FEDC_SKIP_FUZZ:-0}" != "1" ]]; then
     FEDC_BUILD_DIR="$root/build-fuzz" CC="$clang" scripts/build.sh -DFEDC_WERROR=ON -DFEDC_FUZZ=ON \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFEDC_BUILD_TESTS=OFF -DFEDC_BUILD_BENCH=OFF -DFEDC_BUILD_EXAMPLES=OFF
     # target:runs (secagg plays a whole round per input, about 300 a second).
-    for tr in frame:20000 message:20000 strategy_state:20000 safetensors:10000 checkpoint:20000 secagg:2000; do
+    for tr in frame:20000 message:20000 strategy_state:20000 safetensors:10000 checkpoint:20000 handshake:30000 \
+      secagg:2000; do
       t="${tr%%:*}"
       # The corpus is copied, so that the new inputs found stay out of the repository.
       mkdir -p "$fuzz_probe/$t"

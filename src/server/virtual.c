@@ -9,6 +9,10 @@ void fedc__srv_bury(fedc_server *s)
         node *n = s->graveyard;
         s->graveyard = n->next;
         free(n->pending);
+        /* Set from a Hello while its signed nonce is awaited (node
+         * authentication): a client that leaves or fails at that point
+         * still holds it (found by fuzz_handshake). */
+        free(n->hello_software);
         free(n->msgbuf);
         fedc_config_destroy(n->metrics);
         if (n->sk == S_GETPARAMS) fedc_params_destroy(n->stream_params);

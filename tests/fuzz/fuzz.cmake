@@ -8,7 +8,7 @@ if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
                       "(Debian packages clang and libclang-rt-14-dev)")
 endif()
 
-set(FEDC_FUZZ_TARGETS frame message strategy_state secagg safetensors checkpoint)
+set(FEDC_FUZZ_TARGETS frame message strategy_state secagg safetensors checkpoint handshake)
 foreach(_t ${FEDC_FUZZ_TARGETS})
   add_executable(fuzz_${_t} ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_${_t}.c)
   target_link_libraries(fuzz_${_t} PRIVATE fedc_static)

@@ -3,7 +3,7 @@
  * the library itself. Run once (and again when a format changes):
  *   build-fuzz/tests/fuzz/fuzz_gen_corpus tests/fuzz/corpus
  * which (over)writes corpus/<target>/seed-*; the regression inputs kept
- * next to them (crash-*) are left alone.
+ * next to them (regress-*, crash-*) are left alone.
  */
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +14,7 @@
 #include "fedc/core.h"
 #include "fedc/strategy.h"
 #include "fedc/tensor.h"
+#include "handshake_sim.h"
 #include "proto/frame.h"
 #include "proto/wire.h"
 #include "secagg_sim.h"
@@ -304,6 +305,95 @@ static void gen_checkpoints(void)
     fedc_params_destroy(p);
 }
 
+/* A frame of message m appended to *buf (*len bytes so far). */
+static void append_frame(uint8_t **buf, size_t *len, const fedc__msg *m)
+{
+    uint8_t *frame = NULL;
+    size_t flen = 0;
+    if (fedc__frame_pack_message(m, &frame, &flen, NULL, 0) != FEDC_OK) exit(1);
+    uint8_t *nb = realloc(*buf, *len + flen);
+    if (!nb) exit(1);
+    memcpy(nb + *len, frame, flen);
+    *buf = nb;
+    *len += flen;
+    free(frame);
+}
+
+/* A client's opening for fuzz_handshake (handshake_sim.h): a Hello with
+ * node id `id` and key `key` (-1: none), then an AuthResponse with `sig`
+ * (NULL: none), then a Failure if `more`. `cut` is byte 0: where the
+ * stream is cut in two. */
+static void put_handshake(const char *name, uint8_t cut, uint32_t version, const char *id, int key,
+                          const uint8_t *sig, int more)
+{
+    fedc__msg m = FEDC__V1__MESSAGE__INIT;
+    Fedc__V1__Hello h = FEDC__V1__HELLO__INIT;
+    uint8_t pub[FEDC_NODEKEY_PUB_LEN];
+    h.protocol_version = version;
+    h.node_id = (char *)id;
+    h.software = "fedc fuzz";
+    if (key >= 0) {
+        EVP_PKEY_free(hs_key(key, pub));
+        h.node_key.data = pub;
+        h.node_key.len = sizeof pub;
+    }
+    m.body_case = FEDC__V1__MESSAGE__BODY_HELLO;
+    m.hello = &h;
+    uint8_t *buf = malloc(1);
+    size_t len = 1;
+    if (!buf) exit(1);
+    buf[0] = cut;
+    append_frame(&buf, &len, &m);
+    if (sig) {
+        Fedc__V1__AuthResponse r = FEDC__V1__AUTH_RESPONSE__INIT;
+        r.signature.data = (uint8_t *)sig;
+        r.signature.len = FEDC_NODEAUTH_SIG;
+        m = (fedc__msg)FEDC__V1__MESSAGE__INIT;
+        m.body_case = FEDC__V1__MESSAGE__BODY_AUTH_RESPONSE;
+        m.auth_response = &r;
+        append_frame(&buf, &len, &m);
+    }
+    if (more) {
+        Fedc__V1__Failure fl = FEDC__V1__FAILURE__INIT;
+        fl.reason = "fuzz";
+        m = (fedc__msg)FEDC__V1__MESSAGE__INIT;
+        m.body_case = FEDC__V1__MESSAGE__BODY_FAILURE;
+        m.failure = &fl;
+        append_frame(&buf, &len, &m);
+    }
+    put_file("handshake", name, buf, len, NULL, 0);
+    free(buf);
+}
+
+static void gen_handshake(void)
+{
+    uint8_t nonce[FEDC_NODEAUTH_NONCE], pub[FEDC_NODEKEY_PUB_LEN], zero[FEDC_NODEAUTH_SIG] = {0};
+    uint8_t sig_fpr[FEDC_NODEAUTH_SIG], sig_name[FEDC_NODEAUTH_SIG];
+    char fpr[FEDC_NODEKEY_FPR_LEN + 1];
+    hs_expected_nonce(nonce);
+    EVP_PKEY *key = hs_key(HS_KEY_NODE, pub);
+    fedc__nodekey_fingerprint(pub, fpr);
+    if (fedc__nodeauth_sign(key, nonce, fpr, NULL, 0, sig_fpr) != FEDC_OK ||
+        fedc__nodeauth_sign(key, nonce, hs_key_names[HS_KEY_NODE], NULL, 0, sig_name) != FEDC_OK)
+        exit(1);
+    EVP_PKEY_free(key);
+    const char *node = hs_key_names[HS_KEY_NODE];
+    put_handshake("hello-no-key", 0, FEDC_PROTOCOL_VERSION, node, -1, NULL, 0);
+    put_handshake("hello-bad-version", 0, 2, node, HS_KEY_NODE, NULL, 0);
+    put_handshake("hello-unlisted-key", 0, FEDC_PROTOCOL_VERSION, hs_key_names[HS_KEY_STRANGER],
+                  HS_KEY_STRANGER, NULL, 0);
+    put_handshake("hello-listed-key", 0, FEDC_PROTOCOL_VERSION, node, HS_KEY_NODE, NULL, 0);
+    put_handshake("hello-wrong-id", 0, FEDC_PROTOCOL_VERSION, hs_key_names[HS_KEY_PEER], HS_KEY_NODE, NULL,
+                  0);
+    put_handshake("auth-zero", 0, FEDC_PROTOCOL_VERSION, node, HS_KEY_NODE, zero, 0);
+    put_handshake("auth-zero-split", 7, FEDC_PROTOCOL_VERSION, node, HS_KEY_NODE, zero, 0);
+    put_handshake("auth-wrong-id", 0, FEDC_PROTOCOL_VERSION, fpr, HS_KEY_NODE, sig_name, 0);
+    put_handshake("auth-valid-fpr", 0, FEDC_PROTOCOL_VERSION, fpr, HS_KEY_NODE, sig_fpr, 1);
+    put_handshake("auth-valid-name", 90, FEDC_PROTOCOL_VERSION, node, HS_KEY_NODE, sig_name, 0);
+    static const char garbage[] = "\x00GET / HTTP/1.1\r\nHost: fedc\r\n\r\n";
+    put_file("handshake", "garbage", garbage, sizeof garbage - 1, NULL, 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -316,5 +406,6 @@ int main(int argc, char **argv)
     gen_secagg();
     gen_safetensors();
     gen_checkpoints();
+    gen_handshake();
     return 0;
 }
