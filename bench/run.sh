@@ -10,7 +10,9 @@
 # Steps: installs the Debian packages (scripts/setup-deps.sh --bench, which
 # adds python3-torch), builds in Release into build-bench/, then runs
 # bench_agg, bench_trainer, bench/pytorch_cnn.py, bench_round with 10 and
-# 50 clients, bench_strategy, then bench_secagg. Everything runs on this
+# 50 clients, bench_load (1,000 mutual-TLS clients in one process, then 20
+# clients with a 100 MiB model: about 2.7 GB of memory), bench_strategy,
+# then bench_secagg. Everything runs on this
 # machine (loopback only) and each step has a time limit. A benchmark
 # that fails is reported as null and makes the script exit 1 after the
 # others have run.
@@ -63,6 +65,8 @@ run trainer 300 "$bin/bench_trainer" --json
 run pytorch 600 /usr/bin/python3 bench/pytorch_cnn.py --json
 run round10 180 "$bin/bench_round" --clients 10 --timeout 120 --json
 run round50 300 "$bin/bench_round" --clients 50 --timeout 240 --json
+run load 300 "$bin/bench_load" --clients 1000 --rounds 3 --timeout 240 --json
+run load100 300 "$bin/bench_load" --clients 20 --rounds 2 --model-mb 100 --timeout 240 --json
 run strategy 300 "$bin/bench_strategy" --json
 run secagg 600 "$bin/bench_secagg" --json
 
@@ -78,6 +82,7 @@ def load(name):
 
 agg, tr, pt = load("agg"), load("trainer"), load("pytorch")
 r10, r50 = load("round10"), load("round50")
+ld, ld100 = load("load"), load("load100")
 strat = load("strategy")
 sa = load("secagg")
 strategy_names = ["fedavg", "fedavgm", "fedprox", "fedadagrad", "fedadam", "fedyogi",
@@ -99,6 +104,17 @@ out = {
     "round_seconds_50": r50.get("round_seconds"),
     "server_rss_mib_50": r50.get("server_rss_mib"),
     "server_rss_models_50": r50.get("server_rss_models"),
+    # 1,000 mutual-TLS clients in one process, 3 rounds of a 16 KiB model:
+    # mean round time, the server's peak RSS and open descriptors, and the
+    # time from starting the clients to the first fit (all connected).
+    "load_round_seconds": ld.get("round_seconds_mean"),
+    "load_server_rss_mib": ld.get("server_peak_rss_mib"),
+    "load_server_fds": ld.get("server_peak_fds"),
+    "load_connect_seconds": ld.get("connect_seconds"),
+    # 20 clients, a 100 MiB model, 2 rounds.
+    "load100_round_seconds": ld100.get("round_seconds_mean"),
+    "load100_server_rss_mib": ld100.get("server_peak_rss_mib"),
+    "load100_loadgen_rss_mib": ld100.get("loadgen_peak_rss_mib"),
     # Per strategy: seconds of one server round over 100 updates of a 4 MiB
     # model, and the bytes it holds (computed, and measured peak RSS growth).
     "strategies": {n: strat.get(n) for n in strategy_names},
@@ -117,6 +133,8 @@ out = {
 if isinstance(out["pytorch_samples_per_s"], float):
     out["pytorch_samples_per_s"] = round(out["pytorch_samples_per_s"], 1)
 out["agg_target_met"] = None if out["agg_over_memcpy"] is None else out["agg_over_memcpy"] >= 0.7
+# bench_load exits 1 unless all 1,000 clients finished every round.
+out["load_target_met"] = None if out["load_server_rss_mib"] is None else out["load_server_rss_mib"] < 512
 out["trainer_target_met"] = None if out["trainer_over_pytorch"] is None else out["trainer_over_pytorch"] >= 2.0
 
 if os.environ["FEDC_BENCH_JSON"] == "1":
@@ -139,6 +157,13 @@ else:
         ("round, 50 clients, 4 MiB model", f(out["round_seconds_50"], ".3f") + " s", ""),
         ("  server peak RSS", f(out["server_rss_mib_50"], ".1f") + " MiB",
          f(out["server_rss_models_50"], ".1f") + " x model"),
+        ("round, 1,000 TLS clients, 16 KiB", f(out["load_round_seconds"], ".3f") + " s",
+         "connect " + f(out["load_connect_seconds"], ".1f") + " s"),
+        ("  server peak RSS", f(out["load_server_rss_mib"], ".1f") + " MiB",
+         f(out["load_server_fds"], "d") + " fds; < 512 MiB: " + met(out["load_target_met"])),
+        ("round, 20 clients, 100 MiB model", f(out["load100_round_seconds"], ".3f") + " s", ""),
+        ("  server peak RSS", f(out["load100_server_rss_mib"], ".1f") + " MiB",
+         "clients' process " + f(out["load100_loadgen_rss_mib"], ".0f") + " MiB"),
     ]
     for n in strategy_names:
         r = out["strategies"][n] or {}

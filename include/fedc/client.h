@@ -106,7 +106,11 @@ const char *fedc_client_node_id(const fedc_client *c);
  * Runs the client until the server ends the federation (returns FEDC_OK).
  * While the server is not reachable it retries with exponential backoff
  * (0.1 s doubling to 5 s, with jitter) for at most connect_timeout seconds,
- * then returns FEDC_ERR_CONNECT. If an established connection breaks, it
+ * then returns FEDC_ERR_CONNECT. A TLS handshake that the server closes
+ * or resets without an alert (a server at its connection or file limit,
+ * or overloaded) counts as unreachable and is retried the same way; one
+ * that fails verification or ends with an alert returns FEDC_ERR_CONNECT
+ * at once. If an established connection breaks, it
  * reconnects under the same rule. A refused handshake returns
  * FEDC_ERR_REJECTED or FEDC_ERR_VERSION; a protocol violation by the server
  * FEDC_ERR_PROTOCOL. fedc_client_errmsg() then says what happened.

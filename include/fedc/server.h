@@ -108,7 +108,11 @@ typedef struct fedc_server_options {
     uint32_t
         max_inflight_updates; /* updates received at once, each needing a model-sized buffer (default 2) */
     uint64_t max_model_bytes; /* largest model accepted from a client (default 16 GiB) */
-    uint32_t max_connections; /* default 10000 */
+    /* Connections held at once (default 10000). Each is a file descriptor:
+     * fedc_server_run() raises the process's soft open-file limit
+     * (RLIMIT_NOFILE), within the hard limit, to max_connections + 64, and
+     * logs a warning when the hard limit cannot hold min_clients. */
+    uint32_t max_connections;
     /* TLS 1.3 (docs/security.md): the server's certificate chain and
      * private key, PEM files. With tls_ca set, every client must present a
      * certificate signed by that CA (mutual TLS). Without tls_cert the

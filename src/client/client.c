@@ -546,10 +546,23 @@ static int run_sessions(fedc_client *c, SSL_CTX *tls)
             left = deadline - fedc_now();
             rc = fedc__conn_tls_connect(&conn, tls, tls_name(c, host, sizeof host), left > 10 ? left : 10,
                                         last, sizeof last);
+            if (rc == FEDC_ERR_CLOSED && fedc_now() < deadline) {
+                /* Closed before the handshake was done (a server at its
+                 * connection or file limit, or overloaded): try again, as
+                 * for a refused connection. */
+                fedc__conn_close(&conn);
+                if (attempts++ == 0) fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "%s; retrying", last);
+                double wait = backoff * (0.5 + fedc_rng_uniform(&jitter));
+                if (wait > deadline - fedc_now()) wait = deadline - fedc_now();
+                if (wait > 0) sleep_seconds(wait);
+                backoff = backoff * 2 > 5 ? 5 : backoff * 2;
+                continue;
+            }
             if (rc) {
                 /* A certificate that does not verify will not next time either. */
                 fedc__conn_close(&conn);
-                return fedc_set_error(c->errmsg, sizeof c->errmsg, rc, "%s", last);
+                return fedc_set_error(c->errmsg, sizeof c->errmsg,
+                                      rc == FEDC_ERR_CLOSED ? FEDC_ERR_CONNECT : rc, "%s", last);
             }
         }
         c->fd = conn.fd;

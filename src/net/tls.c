@@ -92,6 +92,9 @@ int fedc__tls_server_ctx(const char *cert, const char *key, const char *ca, SSL_
     /* No session tickets: every connection makes a full handshake, so a
      * client certificate is always checked. */
     SSL_CTX_set_num_tickets(ctx, 0);
+    /* A connection's record buffers (about 34 KiB) are freed while it is
+     * idle: most of a server's connections wait for their next request. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     *out = ctx;
     return FEDC_OK;
 }
@@ -144,13 +147,27 @@ int fedc__conn_tls_connect(fedc__conn *c, SSL_CTX *ctx, const char *name, double
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "TLS: cannot check for the name '%s'", name);
     }
     set_timeouts(c->fd, timeout);
-    if (SSL_connect(ssl) != 1) {
+    int r = SSL_connect(ssl);
+    if (r != 1) {
+        /* The connection ended without an alert or a verification failure:
+         * nothing says the next try would fail too. */
+        int e = SSL_get_error(ssl, r);
+        unsigned long q = ERR_peek_error();
+        int eof = 0;
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+        eof = e == SSL_ERROR_SSL && ERR_GET_LIB(q) == ERR_LIB_SSL &&
+              ERR_GET_REASON(q) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+#else
+        (void)q;
+#endif
+        int transient = SSL_get_verify_result(ssl) == X509_V_OK &&
+                        (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN || eof);
         char why[300];
         fedc__tls_reason(ssl, why, sizeof why);
         SSL_free(ssl);
         set_timeouts(c->fd, c->io_timeout);
-        return fedc_set_error(err, errlen, FEDC_ERR_CONNECT, "TLS handshake with %s failed: %s", c->peer,
-                              why);
+        return fedc_set_error(err, errlen, transient ? FEDC_ERR_CLOSED : FEDC_ERR_CONNECT,
+                              "TLS handshake with %s failed: %s", c->peer, why);
     }
     set_timeouts(c->fd, c->io_timeout);
     c->ssl = ssl;

@@ -29,7 +29,11 @@ int fedc__tls_client_ctx(const char *ca, const char *cert, const char *key, SSL_
  * server's certificate for `name` (a DNS name or an IP address; NULL: no
  * name check, the chain is still verified). On success c carries the
  * session: fedc__conn_read/write/close go through it. FEDC_ERR_CONNECT with
- * the reason (certificate verification's, or the alert the server sent). */
+ * the reason (certificate verification's, or the alert the server sent);
+ * FEDC_ERR_CLOSED when the server closed or reset the connection, or went
+ * silent, before the handshake was done without saying why: a transient
+ * failure (a server at its connection or file limit, overloaded, or
+ * restarting) that is worth trying again. */
 int fedc__conn_tls_connect(fedc__conn *c, SSL_CTX *ctx, const char *name, double timeout, char *err,
                            size_t errlen);
 

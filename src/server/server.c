@@ -2,6 +2,8 @@
  * the stages of a round (fit, evaluate), metrics, and shutting down. The
  * end of the fit stage (the strategy's hooks, the mean, DP) is in
  * aggregate.c; connections and the frame reader are in connection.c. */
+#include <sys/resource.h>
+
 #include "net/tls.h"
 #include "server/checkpoint.h"
 #include "server/server_impl.h"
@@ -1311,10 +1313,40 @@ void fedc_server_suspend(fedc_server *s)
     }
 }
 
+/* Every connection is a file descriptor, and at the open-file limit the
+ * event loop drops new connections unseen (libuv closes them at once), so
+ * that clients beyond it never join. Many systems start processes with a
+ * soft limit of 1024: raise it, within the hard limit, to what
+ * max_connections needs, and warn when even that cannot hold min_clients. */
+static void ensure_file_limit(const fedc_server *s)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return;
+    const rlim_t spare = 64; /* the listener, the loop's own, the output files */
+    rlim_t want = (rlim_t)s->opt.max_connections + spare;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rlim_t to = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+        struct rlimit nrl = {to, rl.rlim_max};
+        if (to > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &nrl) == 0) {
+            fedc_log(FEDC_LOG_DEBUG, LOG_COMPONENT, "open-file limit raised from %llu to %llu",
+                     (unsigned long long)rl.rlim_cur, (unsigned long long)to);
+            rl.rlim_cur = to;
+        }
+    }
+    rlim_t need = (rlim_t)s->opt.min_clients + spare;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        fedc_log(FEDC_LOG_WARN, LOG_COMPONENT,
+                 "the open-file limit is %llu (hard limit %llu), too low for %u clients: connections beyond "
+                 "about %llu are dropped; raise the hard limit (ulimit -Hn, LimitNOFILE=)",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, s->opt.min_clients,
+                 (unsigned long long)(rl.rlim_cur > spare ? rl.rlim_cur - spare : 0));
+}
+
 int fedc_server_run(fedc_server *s)
 {
     if (s->finished)
         return fedc_set_error(s->errmsg, sizeof s->errmsg, FEDC_ERR_INVALID, "server already ran");
+    ensure_file_limit(s);
     fedc_log(FEDC_LOG_INFO, LOG_COMPONENT, "listening on %s (port %d); waiting for %u clients", s->opt.listen,
              s->port, s->opt.min_clients);
     s->ph = PHASE_WAIT;

@@ -44,4 +44,29 @@ assert all(not r["failed"] for r in rows), rows
 assert len(set(n)) > 1 and all(8 <= k <= 32 for k in n), n
 PYEOF
 pass "poisson sampling: about half the clients, a different number each round"
+# The open-file limit: each connection is a descriptor, and many systems
+# start processes with a soft limit of 1024. The server raises its soft
+# limit within the hard one, and warns when the hard limit cannot hold
+# --min-clients (connections beyond it would be dropped unseen).
+hard=$(ulimit -Hn)
+if [[ "$hard" == unlimited || "$hard" -ge 2048 ]]; then
+  port=$(free_port)
+  (ulimit -Sn 256; exec "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 1000 \
+    --wait-timeout 30 --out "$WORK/fd" --insecure > /dev/null 2> "$WORK/fd.err") &
+  server=$!; PIDS+=($server)
+  waited=0
+  until grep -q "waiting for" "$WORK/fd.err" 2>/dev/null; do
+    sleep 0.05; waited=$((waited + 1)); ((waited < 600)) || { cat "$WORK/fd.err"; fail "the server did not start"; }
+  done
+  soft=$(awk '/^Max open files/ {print $4}' "/proc/$server/limits")
+  kill "$server" 2>/dev/null || true
+  [[ "$soft" == unlimited || "$soft" -ge 2048 ]] || fail "the server kept an open-file limit of $soft"
+  ! grep -q "open-file limit" "$WORK/fd.err" || { cat "$WORK/fd.err"; fail "a needless open-file warning"; }
+fi
+port=$(free_port)
+(ulimit -n 256; exec "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 1000 \
+  --wait-timeout 1 --out "$WORK/fd2" --insecure > /dev/null 2> "$WORK/fd2.err") || true
+grep -q "open-file limit is 256 (hard limit 256), too low for 1000 clients" "$WORK/fd2.err" ||
+  { cat "$WORK/fd2.err"; fail "no warning of an open-file limit below --min-clients"; }
+pass "the open-file limit is raised for max_connections, and a hard limit below --min-clients is reported"
 pass "test_server_lifecycle"

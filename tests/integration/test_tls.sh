@@ -119,6 +119,45 @@ grep -q "wrong version number" "$WORK/refuse.err" || fail "server did not log th
 kill "$server" 2>/dev/null || true
 pass "refused handshakes end with a message on both sides"
 
+# ---- 3b. a handshake closed without an alert is tried again -------------
+# A server at its file or connection limit closes new connections before
+# the handshake is done. The client retries those (within
+# --connect-timeout) instead of giving up: a relay closes the first two
+# connections at once and forwards the third.
+port=$(free_port); relay=$(free_port)
+"$PY" - "$relay" "$port" <<'PYEOF' &
+import socket, sys, threading
+lport, dport = int(sys.argv[1]), int(sys.argv[2])
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", lport)); ls.listen(8)
+for _ in range(2):
+    c, _ = ls.accept(); c.close()
+c, _ = ls.accept()
+s = socket.create_connection(("127.0.0.1", dport))
+def pump(a, b):
+    while True:
+        d = a.recv(65536)
+        if not d:
+            try: b.shutdown(socket.SHUT_WR)
+            except OSError: pass
+            return
+        b.sendall(d)
+t = [threading.Thread(target=pump, args=(c, s)), threading.Thread(target=pump, args=(s, c))]
+for x in t: x.start()
+for x in t: x.join()
+PYEOF
+PIDS+=($!)
+"$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 1 --rounds 1 --out "$WORK/retry-out" \
+  --wait-timeout 60 "${srv_tls[@]}" > "$WORK/retry.out" 2> "$WORK/retry.err" &
+server=$!; PIDS+=($server)
+sleep 0.3
+"$FEDC_BIN" client --server "127.0.0.1:$relay" --server-name localhost --data "$WORK/data/parts/client-000" \
+  --connect-timeout 30 $(cli_tls 0) > "$WORK/retry.c0" 2>&1 || { cat "$WORK/retry.c0"; fail "the client gave up on a closed handshake"; }
+grep -q "retrying" "$WORK/retry.c0" || { cat "$WORK/retry.c0"; fail "the client did not say it retried"; }
+wait_pid "$server" 60
+[[ "$WAIT_RC" == 0 ]] || { cat "$WORK/retry.err"; fail "retry federation: server exited $WAIT_RC"; }
+pass "a handshake closed without an alert is retried"
+
 # ---- 4. flags --------------------------------------------------------------
 expect 2 "--cert FILE and --key FILE are required" "$FEDC_BIN" server --model mlp --out "$WORK/x"
 expect 2 "exclude each other" "$FEDC_BIN" server --model mlp --out "$WORK/x" --insecure "${srv_tls[@]}"
