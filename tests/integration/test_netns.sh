@@ -5,7 +5,10 @@
 # server drops it after --round-timeout, the round completes with the other
 # two, and metrics.jsonl counts it as failed. When the link comes back up,
 # the client's connection carries on (its late answer is read and dropped)
-# and it takes part in a later round again. Needs root and `ip netns`;
+# and it takes part in a later round again. Then another client, with a
+# 2 s heartbeat, loses its link for 8 s: its connection fails, it
+# reconnects when the link is back, and the server replaces the old
+# connection (the newest of a node id wins). Needs root and `ip netns`;
 # skipped (exit 77) where namespaces cannot be made.
 source "$(dirname "$0")/lib.sh"
 
@@ -61,8 +64,10 @@ ip netns exec "$SRV" "$FEDC_BIN" server --listen 10.77.0.1:7000 --model mlp --mi
 server=$!; PIDS+=($server)
 CLIENTS=()
 for i in 0 1 2; do
+  # c1 probes its connection every 2 s (the second cut, below).
+  hb=(); [[ $i == 1 ]] && hb=(--heartbeat 2)
   ip netns exec "$prefix-c$i" "$FEDC_BIN" client --server 10.77.0.1:7000 \
-    --data "$WORK/data/parts/client-00$i" --node-id "c$i" \
+    --data "$WORK/data/parts/client-00$i" --node-id "c$i" "${hb[@]}" \
     --ca "$N/ca.pem" --cert "$N/client-00$i.pem" --key "$N/client-00$i.key" > "$WORK/c$i.log" 2>&1 &
   CLIENTS[$i]=$!; PIDS+=($!)
 done
@@ -101,6 +106,28 @@ PYEOF
 done
 pass "c2 took part again in round $back"
 
+# A longer cut for c1, whose heartbeat is 2 s: its kernel gives up on the
+# silent connection within about 5 s, the client reconnects once the link
+# is back, and the server replaces the old connection it had not yet
+# noticed was dead (the newest connection of a node id wins).
+ip -n "$prefix-c1" link set eth0 down
+sleep 8
+ip -n "$prefix-c1" link set eth0 up
+t=0
+until grep -q "node id 'c1' connected again" "$WORK/server.err"; do
+  ((t++ < 400)) || { tail -n 30 "$WORK/server.err" "$WORK/c1.log" >&2; fail "c1 did not reconnect within 40 s"; }
+  sleep 0.1
+done
+rows_at=$(wc -l < "$WORK/out/metrics.jsonl")
+t=0
+until "$PY" -c 'import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])][int(sys.argv[2]):]
+sys.exit(0 if any(r["clients_ok"] == 3 for r in rows) else 1)' "$WORK/out/metrics.jsonl" "$rows_at"; do
+  ((t++ < 400)) || { show_logs; fail "no round with all three clients after c1 reconnected"; }
+  sleep 0.1
+done
+pass "c1's heartbeat noticed the dead link; it reconnected and replaced its old connection"
+
 # Stopping the server on request tells the clients, which exit 0; c2 too,
 # so its connection is alive and well.
 kill -INT "$server"
@@ -114,6 +141,7 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 full, back = int(sys.argv[2]), int(sys.argv[3])
 assert [r["round"] for r in rows] == list(range(1, len(rows) + 1)), rows
 assert all(not r["failed"] for r in rows), f"a round failed: {rows}"
+rows = rows[:back]  # the first cut; c1's came after
 lost = [r for r in rows if r["clients_failed"] > 0]
 assert len(lost) == 1, f"want one round that lost c2: {lost}"
 k = lost[0]
