@@ -459,6 +459,10 @@ int fedc_sim_run(const fedc_server_options *server_opt, const fedc_sim_options *
         server_opt->dp.mode != FEDC_DP_OFF ||
         (server_opt->strategy && ((server_opt->strategy->flags & FEDC_STRATEGY_ALL_UPDATES) ||
                                   server_opt->strategy->fit_weight || server_opt->strategy->fit_tensors));
+    if (server_opt->authorized_keys)
+        return fedc_set_error(err, errlen, FEDC_ERR_INVALID,
+                              "--authorized-keys is for fedc server: the simulator's virtual clients have no "
+                              "node keys");
     if (server_opt->secagg.enabled) {
         if (opt->mpi)
             return fedc_set_error(err, errlen, FEDC_ERR_UNSUPPORTED,

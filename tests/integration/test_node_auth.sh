@@ -70,4 +70,7 @@ kill -INT "$server"
 wait_pid "$server" 30
 wait_pid "$a" 30
 [[ "$WAIT_RC" == 0 ]] || { cat "$WORK/a.log"; fail "client a exited $WAIT_RC"; }
+# The simulator's virtual clients have no keys: refused, not a hang.
+expect 1 "virtual clients have no node keys" "$FEDC_BIN" sim --data "$WORK/data/full" --clients 3 --rounds 1 \
+  --model mlp --out "$WORK/sim" --authorized-keys "$WORK/authorized"
 pass "test_node_auth"
