@@ -68,8 +68,10 @@ port=$((20000 + RANDOM % 20000))
   --test-data "$work/full" --out "$work/out" --cert "$pki/server.pem" --key "$pki/server.key" \
   --ca "$pki/ca.pem" > "$res/federation.log" 2>&1 &
 server=$!
+# Fixed node ids: each client's training seed derives from its id, so the
+# run is the same every time (and the CPU's, to the printed digits).
 for i in 0 1; do
-  "$bin/fedc" client --server "127.0.0.1:$port" --data "$work/parts/client-00$i" --device cuda \
+  "$bin/fedc" client --server "127.0.0.1:$port" --data "$work/parts/client-00$i" --device cuda --node-id "g$i" \
     --ca "$pki/ca.pem" --cert "$pki/client-00$i.pem" --key "$pki/client-00$i.key" >> "$res/clients.log" 2>&1 &
 done
 wait "$server"
