@@ -167,9 +167,11 @@ struct fedc_server {
     node *nodes;
     uint64_t next_serial;
     uint32_t nconnections;
-    uint32_t nsockets; /* connections that are not simulated clients */
-    uint32_t nidle;    /* nodes in NODE_IDLE, kept by fedc__srv_set_state() */
-    SSL_CTX *tls;      /* NULL: plaintext connections (opt.insecure) */
+    uint32_t nsockets;          /* connections that are not simulated clients */
+    uint32_t nidle;             /* nodes in NODE_IDLE, kept by fedc__srv_set_state() */
+    SSL_CTX *tls;               /* NULL: plaintext connections (opt.insecure) */
+    struct tls_write *tls_pool; /* free ciphertext buffers (tls.c) */
+    unsigned tls_pool_len;
     /* Node authentication: the allow-list read from opt.authorized_keys
      * (NULL: off), reloaded by fedc_server_reload_keys(). */
     char *keys_path;
@@ -303,6 +305,8 @@ void fedc__srv_revoke_unlisted(fedc_server *s);
 int fedc__srv_tls_accept(node *n);
 /* Frees n's session and whatever it still had queued. */
 void fedc__srv_tls_free(node *n);
+/* Frees the server's pool of ciphertext buffers. */
+void fedc__srv_tls_pool_free(fedc_server *s);
 /* len bytes of ciphertext arrived: handshake, then the plaintext to the reader. */
 void fedc__srv_tls_on_read(node *n, const char *data, size_t len);
 /* Decrypts what the session holds into the reader until it pauses. */
@@ -353,6 +357,18 @@ int fedc__srv_cmp_node_id(const void *a, const void *b);
 void fedc__srv_start_eval(fedc_server *s);
 /* Ends the round: evaluations combined, metrics written, then the next round or the end. */
 void fedc__srv_finish_round(fedc_server *s);
+
+/* resume.c */
+/* The checkpoint of the round just ended, written to OUT (a
+ * failure is logged; the bytes are kept for a suspend). */
+void fedc__srv_write_checkpoint(fedc_server *s);
+/* A checkpoint whose write failed, written again; FEDC_ERR_IO when not. */
+int fedc__srv_flush_checkpoint(fedc_server *s, char *err, size_t errlen);
+/* opt->resume_dir's checkpoint: its state into s, its model into *model. */
+int fedc__srv_load_checkpoint(fedc_server *s, const fedc_server_options *opt, fedc_params **model, char *err,
+                              size_t errlen);
+/* Drops metrics.jsonl's lines of rounds after `round` (and a torn line). */
+int fedc__srv_trim_metrics(const char *path, uint64_t round, char *err, size_t errlen);
 
 /* secure.c */
 /* Checks opt->secagg against the rest of the options at create time. */

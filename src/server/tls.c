@@ -11,7 +11,9 @@
  * Writing: a message and the model that follows it are queued as plaintext
  * (the model by reference, as without TLS) and encrypted 256 KiB at a time
  * while less than 1 MiB of ciphertext waits on the socket, so sending a
- * large model to many clients never holds a ciphertext copy of it each. */
+ * large model to many clients never holds a ciphertext copy of it each.
+ * The ciphertext buffers of that size are kept on a short free list in the
+ * server, so that streaming a model does not allocate one per chunk. */
 #include <openssl/err.h>
 
 #include "net/tls.h"
@@ -19,6 +21,10 @@
 
 #define TLS_CHUNK    (256u << 10)
 #define TLS_INFLIGHT (1u << 20)
+/* A pooled write buffer: a chunk's ciphertext (16 KiB records, each 22
+ * bytes longer than its plaintext) or what a handshake sends. */
+#define TLS_BUF_CAP  (TLS_CHUNK + (16u << 10))
+#define TLS_POOL_MAX 16u
 
 typedef struct tls_out {
     struct tls_out *next;
@@ -30,13 +36,54 @@ typedef struct tls_out {
     int close_after;
 } tls_out;
 
+/* Ciphertext on its way to the socket; the bytes follow the struct. */
 typedef struct tls_write {
     uv_write_t req;
     node *n;
-    uint8_t *data;
-    size_t len;
+    struct tls_write *next_free; /* on fedc_server.tls_pool */
+    size_t cap, len;
     int close_after; /* the last bytes of a message after which the connection closes */
+    uint8_t data[];
 } tls_write;
+
+/* A write of at least len bytes: from the pool when it fits a pooled one. */
+static tls_write *write_get(fedc_server *s, size_t len)
+{
+    tls_write *w;
+    if (len <= TLS_BUF_CAP && s->tls_pool) {
+        w = s->tls_pool;
+        s->tls_pool = w->next_free;
+        s->tls_pool_len--;
+    } else {
+        size_t cap = len <= TLS_BUF_CAP ? TLS_BUF_CAP : len;
+        w = malloc(sizeof *w + cap);
+        if (!w) return NULL;
+        w->cap = cap;
+    }
+    memset(&w->req, 0, sizeof w->req);
+    return w;
+}
+
+static void write_put(fedc_server *s, tls_write *w)
+{
+    if (w->cap != TLS_BUF_CAP || s->tls_pool_len >= TLS_POOL_MAX) {
+        free(w);
+        return;
+    }
+    w->next_free = s->tls_pool;
+    s->tls_pool = w;
+    s->tls_pool_len++;
+}
+
+void fedc__srv_tls_pool_free(fedc_server *s)
+{
+    while (s->tls_pool) {
+        tls_write *w = s->tls_pool;
+        s->tls_pool = w->next_free;
+        free(w);
+    }
+    s->tls_pool_len = 0;
+}
 
 static void free_out(tls_out *o)
 {
@@ -80,15 +127,16 @@ static void on_tls_write(uv_write_t *req, int status)
 {
     tls_write *w = (tls_write *)req;
     node *n = w->n;
-    free(w->data);
+    size_t len = w->len;
+    int close_after = w->close_after;
+    write_put(n->srv, w);
     if (status == 0 && !n->closing) {
-        n->tls_inflight -= w->len;
-        if (w->close_after)
+        n->tls_inflight -= len;
+        if (close_after)
             fedc__srv_begin_drain(n);
         else
             fedc__srv_tls_flush(n);
     }
-    free(w);
 }
 
 /* Moves the ciphertext waiting in the output BIO to the socket. */
@@ -100,22 +148,18 @@ static void flush_wbio(node *n, int close_after)
         if (close_after) fedc__srv_begin_drain(n);
         return;
     }
-    tls_write *w = calloc(1, sizeof *w);
-    uint8_t *data = malloc(len);
-    if (!w || !data || BIO_read(wbio, data, (int)len) != (int)len) {
-        free(w);
-        free(data);
+    tls_write *w = write_get(n->srv, len);
+    if (!w || BIO_read(wbio, w->data, (int)len) != (int)len) {
+        if (w) write_put(n->srv, w);
         fedc__srv_node_close(n, "out of memory");
         return;
     }
     w->n = n;
-    w->data = data;
     w->len = len;
     w->close_after = close_after;
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)len);
     if (uv_write(&w->req, (uv_stream_t *)&n->tcp, &b, 1, on_tls_write)) {
-        free(data);
-        free(w);
+        write_put(n->srv, w);
         fedc__srv_node_close(n, "write failed");
         return;
     }
