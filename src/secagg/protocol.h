@@ -170,6 +170,9 @@ int fedc__sa_server_create(const fedc__sa_config *cfg, fedc__sa_server **out, ch
 void fedc__sa_server_destroy(fedc__sa_server *s);
 /* The current stage (fedc__sa_stage). */
 int fedc__sa_server_stage(const fedc__sa_server *s);
+/* The round's configuration, a copy of the one given to create: owned by
+ * the server and valid until it is destroyed. NULL for a NULL server. */
+const fedc__sa_config *fedc__sa_server_config(const fedc__sa_server *s);
 /* Takes one client message of the current stage (ADVERTISE, SHARES, MASKED
  * or UNMASK_RESP); a second message from the same client is refused. */
 int fedc__sa_server_recv(fedc__sa_server *s, const uint8_t *msg, size_t len, char *err, size_t errlen);

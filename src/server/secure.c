@@ -256,10 +256,7 @@ int fedc__srv_secagg_prepare(fedc_server *s, node **v, size_t k)
         v[i]->sa_answered = 0;
     }
     s->sa_n = n;
-    s->sa_k = kk;
-    s->sa_t = t;
     s->sa_bits = bits;
-    s->sa_dim = dim;
     memcpy(s->sa_graph_seed, cfg.graph_seed, sizeof s->sa_graph_seed);
     s->sa_ddg = ddg;
     s->sa_ddg_gamma = gamma;
@@ -363,10 +360,10 @@ static int make_ddg_mean(fedc_server *s, const uint32_t *sum, uint32_t survivors
     double *rdp = calloc(norders, sizeof *rdp);
     fedc_params *next = fedc_params_clone(x);
     fedc__ddg_params p = {s->opt.dp.clip, s->sa_ddg_gamma, DDG_BETA, s->sa_ddg_stddev, DDG_BITS};
+    size_t sa_dim = (size_t)fedc__sa_server_config(s->sa)->dim; /* d padded for the rotation */
     int rc = delta && rdp && next ? FEDC_OK : fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
     if (!rc) rc = fedc__ddg_decode(&p, sum, d, s->sa_ddg_seed, s->round, delta, err, errlen);
-    if (!rc &&
-        ddg_round_rdp(s, s->sa_ddg_gamma, s->sa_ddg_stddev, survivors, (size_t)s->sa_dim, rdp, norders))
+    if (!rc && ddg_round_rdp(s, s->sa_ddg_gamma, s->sa_ddg_stddev, survivors, sa_dim, rdp, norders))
         rc = fedc_set_error(err, errlen, FEDC_ERR_INVALID, "privacy accounting failed");
     if (!rc && !(m > 0))
         rc = fedc_set_error(err, errlen, FEDC_ERR_INVALID, "no client was expected this round");
@@ -398,7 +395,7 @@ static int make_mean(fedc_server *s, const uint32_t *sum, uint32_t survivors, ch
     if (s->sa_ddg) return make_ddg_mean(s, sum, survivors, err, errlen);
     const fedc_params *x = s->model->params;
     double m = (double)((1ull << s->sa_bits) - 1), range = s->opt.secagg.range;
-    double wsum = (double)sum[s->sa_dim - 1] / m;
+    double wsum = (double)sum[fedc__sa_server_config(s->sa)->dim - 1] / m;
     if (!(wsum > 0)) return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "the survivors' weights sum to 0");
     fedc_params *next = fedc_params_clone(x);
     if (!next) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory");
@@ -422,8 +419,9 @@ static int make_mean(fedc_server *s, const uint32_t *sum, uint32_t survivors, ch
 static void finish(fedc_server *s)
 {
     char err[FEDC_ERRMSG_MAX];
-    uint32_t *sum = malloc(s->sa_dim * sizeof *sum), survivors = 0;
-    int rc = sum ? fedc__sa_server_finish(s->sa, sum, s->sa_dim, &survivors, err, sizeof err)
+    size_t dim = (size_t)fedc__sa_server_config(s->sa)->dim;
+    uint32_t *sum = malloc(dim * sizeof *sum), survivors = 0;
+    int rc = sum ? fedc__sa_server_finish(s->sa, sum, dim, &survivors, err, sizeof err)
                  : fedc_set_error(err, sizeof err, FEDC_ERR_NOMEM, "out of memory");
     if (!rc) rc = make_mean(s, sum, survivors, err, sizeof err);
     free(sum);

@@ -124,16 +124,17 @@ static void send_request(fedc_server *s, node *n, req_kind kind)
         fi.n_config = kv.n;
         fi.num_tensors = (uint32_t)fedc_params_count(s->fit->params);
         if (s->sa && n->sa_index >= 0) {
+            const fedc__sa_config *sc = fedc__sa_server_config(s->sa);
             su.index = (uint32_t)n->sa_index;
             su.num_clients = s->sa_n;
-            su.neighbours = s->sa_k;
-            su.threshold = s->sa_t;
+            su.neighbours = sc->k;
+            su.threshold = sc->t;
             su.graph_seed.data = s->sa_graph_seed;
             su.graph_seed.len = sizeof s->sa_graph_seed;
             su.clip_range = s->opt.secagg.range;
             su.bits = s->sa_bits;
             su.max_weight = s->opt.secagg.max_weight;
-            su.dim = s->sa_dim;
+            su.dim = sc->dim;
             if (s->sa_ddg) {
                 su.ddg_clip = s->opt.dp.clip;
                 su.ddg_gamma = s->sa_ddg_gamma;

@@ -240,13 +240,16 @@ struct fedc_server {
 
     /* Secure aggregation (opt.secagg, secure.c): the round's protocol
      * server, its clients by index (NULL once dropped), its parameters,
-     * and the mean it produced for fedc__srv_finish_fit(). */
+     * and the mean it produced for fedc__srv_finish_fit(). The round's K,
+     * t and dimension (the model's coordinates plus the weight, or with
+     * the discrete Gaussian the padded coordinates) are those of
+     * fedc__sa_server_config(sa). */
     fedc__sa_server *sa;
     node **sa_nodes;
     uint32_t sa_n;
-    uint32_t sa_k, sa_t;
+    /* The quantisation bits: not a parameter of the protocol, which sums
+     * mod 2^32 whatever the width, so its configuration does not hold it. */
     unsigned sa_bits;
-    uint64_t sa_dim; /* the model's coordinates, plus the weight */
     uint8_t sa_graph_seed[32];
     fedc_params *sa_mean;
     /* With --dp client-clip: the distributed discrete Gaussian's round

@@ -1,6 +1,6 @@
 /*
  * libFuzzer target: the message parsers of secure aggregation
- * (src/secagg/protocol.c). Each input plays one round of secagg_sim.h
+ * (src/secagg/protocol_*.c). Each input plays one round of secagg_sim.h
  * (n = 4, complete graph, t = 3): its first byte (modulo SIM_POINTS) picks
  * where the rest goes, fedc__sa_server_recv in one of the four stages or
  * client 0's share_keys (as KEYS), masked_input (as SHARES_FWD) or unmask

@@ -15,7 +15,7 @@ if(FEDC_VALGRIND AND NOT FEDC_SANITIZE)
                        ENVIRONMENT "FEDC_SECAGG_TEST_SCALE=4"
                        FAIL_REGULAR_EXPRESSION "not under valgrind")
 endif()
-# The protocol core (src/secagg/protocol.c) in an in-memory federation: exact sums with dropouts at
+# The protocol core (src/secagg/protocol.h) in an in-memory federation: exact sums with dropouts at
 # every stage (complete graph and SecAgg+), clean aborts below t, never both secrets of a client,
 # malicious messages refused, masked inputs uniform.
 fedc_test(NAME test_secagg_protocol SOURCES unit/test_secagg_protocol.c TIMEOUT 120 LABELS unit)

@@ -1,5 +1,5 @@
 /*
- * The secure aggregation protocol core (src/secagg/protocol.c), driven by
+ * The secure aggregation protocol core (src/secagg/protocol.h), driven by
  * an in-memory federation: the test plays the server's transport, relaying
  * every message between one server object and n client objects.
  *
@@ -65,6 +65,13 @@ static int sim_init(sim *m, const fedc__sa_config *cfg, const int *drop)
     int rc = fedc__sa_server_create(cfg, &m->s, m->err, sizeof m->err);
     CHECK_STATUS(rc, FEDC_OK, m->err);
     if (rc) return rc;
+    /* The server keeps its own copy of the round's parameters. */
+    const fedc__sa_config *sc = fedc__sa_server_config(m->s);
+    CHECK(sc && sc != cfg && sc->round == cfg->round && sc->n == cfg->n && sc->k == cfg->k &&
+              sc->t == cfg->t && sc->dim == cfg->dim &&
+              memcmp(sc->graph_seed, cfg->graph_seed, sizeof cfg->graph_seed) == 0,
+          "the server's configuration differs from the one it was created with");
+    CHECK(fedc__sa_server_config(NULL) == NULL, "a NULL server has a configuration");
     for (uint32_t i = 0; i < cfg->n; i++) {
         rc = fedc__sa_client_create(cfg, i, &m->c[i], m->err, sizeof m->err);
         CHECK_STATUS(rc, FEDC_OK, m->err);

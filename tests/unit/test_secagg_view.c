@@ -1,5 +1,5 @@
 /*
- * What the server learns in secure aggregation (src/secagg/protocol.c): the
+ * What the server learns in secure aggregation (src/secagg/protocol.h): the
  * test drives one server object and n = 10 client objects in memory, records
  * every byte handed to fedc__sa_server_recv, and checks that nothing in the
  * recording gives a client's quantised input away.
