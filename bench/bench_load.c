@@ -47,7 +47,6 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -56,15 +55,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
+#include "bench_proc.h"
 #include "fedc/client.h"
 #include "fedc/core.h"
 #include "fedc/tensor.h"
@@ -77,24 +75,13 @@
 #define MAX_CERTS   1000 /* fedc certs --clients makes at most this many */
 #define MAX_ROUNDS  1000
 #define FIT_DELTA   0.001f
+#define PROG        "bench_load"
+#define LOG_TAIL    3000 /* bytes of a log shown on failure */
 
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_load [--clients N] [--rounds R] [--params P | --model-mb M] [--no-tls]\n"
                     "                  [--stack KiB] [--timeout S] [--fedc PATH] [--keep] [--json]\n");
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* ---- the clients -------------------------------------------------------- */
@@ -121,7 +108,7 @@ static int add_fit(void *user, fedc_params *params, const fedc_config *config, u
     (void)metrics;
     (void)err;
     (void)errlen;
-    long long ns = (long long)((now_s() - g_start) * 1e9), want = -1;
+    long long ns = (long long)((bench_now_s() - g_start) * 1e9), want = -1;
     atomic_compare_exchange_strong(&g_first_fit_ns, &want, ns);
     atomic_fetch_add(&g_fits, 1);
     for (size_t i = 0; i < fedc_params_count(params); i++) {
@@ -195,99 +182,19 @@ static void *sampler_main(void *arg)
         if (fds > s->peak_fds) s->peak_fds = fds;
         if (hwm > s->hwm_kib) s->hwm_kib = hwm;
         s->samples++;
-        sleep_ms(50);
+        bench_sleep_ms(50);
     }
     return NULL;
 }
 
 /* ---- files and processes ------------------------------------------------ */
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t n = fread(buf + len, 1, cap - len - 1, f);
-        len += n;
-        if (n == 0) break;
-        if (cap - len - 1 == 0) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf) buf[len] = '\0';
-    return buf;
-}
-
-static int port_from_log(const char *log_path)
-{
-    char *text = read_file(log_path);
-    if (!text) return 0;
-    int port = 0;
-    const char *p = strstr(text, "listening on ");
-    if (p) p = strstr(p, "(port ");
-    if (p) port = atoi(p + 6);
-    free(text);
-    return port;
-}
-
-static void print_tail(const char *what, const char *path)
-{
-    char *text = read_file(path);
-    if (!text) return;
-    size_t n = strlen(text);
-    fprintf(stderr, "bench_load: %s (last lines):\n%s\n", what, n > 3000 ? text + n - 3000 : text);
-    free(text);
-}
-
-static void remove_tree(const char *dir, int depth)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char path[4096];
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            struct stat st;
-            if (lstat(path, &st)) continue;
-            if (S_ISDIR(st.st_mode)) {
-                if (depth < 1) remove_tree(path, depth + 1);
-            } else {
-                unlink(path);
-            }
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 /* Runs argv to completion with stdout and stderr to log_path; its exit
  * status, or -1. */
 static int run_program(char *const argv[], const char *log_path)
 {
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
+    pid_t pid = bench_spawn(PROG, argv, log_path, NULL);
     if (pid < 0) return -1;
-    if (pid == 0) {
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0) _exit(126);
-        dup2(fd, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        close(fd);
-        execv(argv[0], argv);
-        _exit(127);
-    }
     int st = 0;
     while (waitpid(pid, &st, 0) < 0)
         if (errno != EINTR) return -1;
@@ -377,15 +284,15 @@ int main(int argc, char **argv)
 
     int exit_code = 1;
     char err[FEDC_ERRMSG_MAX];
-    char dir[1024], model_path[1100], out_dir[1100], log_path[1100], metrics_path[1200], pki[1100];
-    char ca[1200], scert[1200], skey[1200], final_path[1200], certs_log[1200];
+    bench_dir d = {.dir = ""};
+    char pki[1100], ca[1200], scert[1200], skey[1200], final_path[1200], certs_log[1200];
     char server_addr[64];
     pid_t server = -1;
     load_client *lc = calloc((size_t)clients, sizeof *lc);
     sampler smp;
     memset(&smp, 0, sizeof smp);
     pthread_t smp_thread;
-    int smp_started = 0, have_dir = 0, status = 0;
+    int smp_started = 0, status = 0;
     char *metrics = NULL;
     double certs_seconds = 0, t_server = 0, t_end = 0;
     long threads_started = 0, server_maxrss_kib = 0;
@@ -395,130 +302,78 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/fedc-bench-load-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
-        fprintf(stderr, "bench_load: cannot create a temporary directory: %s\n", strerror(errno));
-        goto done;
-    }
-    have_dir = 1;
-    snprintf(model_path, sizeof model_path, "%s/model.safetensors", dir);
-    snprintf(out_dir, sizeof out_dir, "%s/out", dir);
-    snprintf(log_path, sizeof log_path, "%s/server.log", dir);
-    snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", out_dir);
-    snprintf(final_path, sizeof final_path, "%s/model.safetensors", out_dir);
-    snprintf(pki, sizeof pki, "%s/pki", dir);
+    if (bench_dir_create(&d, PROG)) goto done;
+    snprintf(final_path, sizeof final_path, "%s/model.safetensors", d.out);
+    snprintf(pki, sizeof pki, "%s/pki", d.dir);
     snprintf(ca, sizeof ca, "%s/ca.pem", pki);
     snprintf(scert, sizeof scert, "%s/server.pem", pki);
     snprintf(skey, sizeof skey, "%s/server.key", pki);
-    snprintf(certs_log, sizeof certs_log, "%s/certs.log", dir);
+    snprintf(certs_log, sizeof certs_log, "%s/certs.log", d.dir);
 
     /* The PKI: a CA, the server's certificate, a certificate per client. */
     if (tls) {
         char n[32];
         snprintf(n, sizeof n, "%ld", ncerts);
         char *const cargv[] = {(char *)fedc, "certs", "--out", pki, "--clients", n, NULL};
-        double t0 = now_s();
+        double t0 = bench_now_s();
         int rc = run_program(cargv, certs_log);
-        certs_seconds = now_s() - t0;
+        certs_seconds = bench_now_s() - t0;
         if (rc != 0) {
-            print_tail("fedc certs failed", certs_log);
+            bench_print_log(PROG, "fedc certs failed", certs_log, LOG_TAIL);
             goto done;
         }
     }
 
     /* The model: one F32 tensor of zeros. */
-    {
-        fedc_params *p = fedc_params_create();
-        int64_t shape[1] = {(int64_t)params};
-        fedc_tensor *t = NULL;
-        if (!p || fedc_params_add(p, "w", FEDC_F32, 1, shape, NULL, &t, err, sizeof err)) {
-            fprintf(stderr, "bench_load: %s\n", p ? err : "out of memory");
-            fedc_params_destroy(p);
-            goto done;
-        }
-        memset(t->data, 0, t->nbytes);
-        int rc = fedc_params_save(p, model_path, NULL, NULL, 0, err, sizeof err);
-        fedc_params_destroy(p);
-        if (rc) {
-            fprintf(stderr, "bench_load: %s\n", err);
-            goto done;
-        }
-    }
+    if (bench_write_model(PROG, &d, (int64_t)params, 0.0)) goto done;
 
-    double deadline = now_s() + timeout;
+    double deadline = bench_now_s() + timeout;
     char nclients[32], nrounds[32], tmo[32];
     snprintf(nclients, sizeof nclients, "%ld", clients);
     snprintf(nrounds, sizeof nrounds, "%ld", rounds);
     snprintf(tmo, sizeof tmo, "%.0f", timeout);
-    fflush(stdout);
-    fflush(stderr);
-    t_server = now_s();
-    server = fork();
-    if (server < 0) {
-        fprintf(stderr, "bench_load: fork: %s\n", strerror(errno));
-        goto done;
+    const char *sargv[32];
+    int na = 0;
+    const char *fixed[] = {fedc,
+                           "server",
+                           "--initial-model",
+                           d.model,
+                           "--rounds",
+                           nrounds,
+                           "--min-clients",
+                           nclients,
+                           "--fraction-evaluate",
+                           "0",
+                           "--out",
+                           d.out,
+                           "--listen",
+                           "127.0.0.1:0",
+                           "--wait-timeout",
+                           tmo,
+                           "--round-timeout",
+                           tmo,
+                           "--quiet"};
+    for (size_t j = 0; j < sizeof fixed / sizeof fixed[0]; j++) sargv[na++] = fixed[j];
+    if (tls) {
+        sargv[na++] = "--cert";
+        sargv[na++] = scert;
+        sargv[na++] = "--key";
+        sargv[na++] = skey;
+        sargv[na++] = "--ca";
+        sargv[na++] = ca;
+    } else {
+        sargv[na++] = "--insecure";
     }
-    if (server == 0) {
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0) _exit(126);
-        dup2(fd, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        close(fd);
-        setenv("FEDC_LOG", "info", 1); /* for the "listening on" line */
-        const char *av[40];
-        int k = 0;
-        const char *fixed[] = {fedc,
-                               "server",
-                               "--initial-model",
-                               model_path,
-                               "--rounds",
-                               nrounds,
-                               "--min-clients",
-                               nclients,
-                               "--fraction-evaluate",
-                               "0",
-                               "--out",
-                               out_dir,
-                               "--listen",
-                               "127.0.0.1:0",
-                               "--wait-timeout",
-                               tmo,
-                               "--round-timeout",
-                               tmo,
-                               "--quiet"};
-        for (size_t j = 0; j < sizeof fixed / sizeof fixed[0]; j++) av[k++] = fixed[j];
-        if (tls) {
-            av[k++] = "--cert";
-            av[k++] = scert;
-            av[k++] = "--key";
-            av[k++] = skey;
-            av[k++] = "--ca";
-            av[k++] = ca;
-        } else {
-            av[k++] = "--insecure";
-        }
-        av[k] = NULL;
-        execv(fedc, (char *const *)av);
-        dprintf(STDERR_FILENO, "bench_load: cannot run '%s': %s\n", fedc, strerror(errno));
-        _exit(127);
-    }
+    sargv[na] = NULL;
+    t_server = bench_now_s();
+    /* FEDC_LOG=info for the "listening on" line. */
+    server = bench_spawn(PROG, (char *const *)sargv, d.log, "info");
+    if (server < 0) goto done;
     smp.pid = server;
     if (pthread_create(&smp_thread, NULL, sampler_main, &smp) == 0) smp_started = 1;
 
-    int port = 0;
-    while (!(port = port_from_log(log_path))) {
-        if (waitpid(server, &status, WNOHANG) == server) {
-            server = -1;
-            print_tail("the server exited before listening", log_path);
-            goto done;
-        }
-        if (now_s() > deadline) {
-            fprintf(stderr, "bench_load: the server did not start listening within %.0f s\n", timeout);
-            goto done;
-        }
-        sleep_ms(5);
-    }
+    int port = bench_wait_port(PROG, &server, d.log, deadline, timeout, LOG_TAIL);
+    if (!port) goto done;
     snprintf(server_addr, sizeof server_addr, "127.0.0.1:%d", port);
 
     /* The clients: created first, so that a timeout can stop every one. */
@@ -554,7 +409,7 @@ int main(int argc, char **argv)
         pthread_attr_destroy(&attr);
         goto done;
     }
-    g_start = now_s();
+    g_start = bench_now_s();
     for (long i = 0; i < clients; i++) {
         int r = pthread_create(&lc[i].thread, &attr, client_main, &lc[i]);
         if (r) {
@@ -577,17 +432,17 @@ int main(int argc, char **argv)
             server = -1;
             break;
         }
-        if (now_s() > deadline) {
+        if (bench_now_s() > deadline) {
             fprintf(stderr, "bench_load: the federation did not finish within %.0f s\n", timeout);
-            print_tail("server log", log_path);
+            bench_print_log(PROG, "server log", d.log, LOG_TAIL);
             goto done;
         }
-        sleep_ms(20);
+        bench_sleep_ms(20);
     }
-    t_end = now_s();
+    t_end = bench_now_s();
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         fprintf(stderr, "bench_load: the server failed (status %d)\n", status);
-        print_tail("server log", log_path);
+        bench_print_log(PROG, "server log", d.log, LOG_TAIL);
         goto done;
     }
 
@@ -596,11 +451,7 @@ int main(int argc, char **argv)
 done:
     /* Stop and join the clients (after the server's Shutdown they have
      * returned on their own). */
-    if (server > 0) {
-        kill(server, SIGKILL);
-        waitpid(server, NULL, 0);
-        server = -1;
-    }
+    bench_kill(server);
     for (long i = 0; i < clients; i++)
         if (lc[i].started && exit_code) fedc_client_stop(lc[i].c);
     long clients_ok = 0, shown = 0;
@@ -627,7 +478,7 @@ done:
     /* The round records. */
     double rsec[MAX_ROUNDS], rsum = 0, rmax = 0;
     long nrec = 0, rounds_full = 0;
-    metrics = exit_code == 0 ? read_file(metrics_path) : NULL;
+    metrics = exit_code == 0 ? bench_read_file(d.metrics) : NULL;
     for (char *line = metrics; line && *line && nrec < MAX_ROUNDS;) {
         char *nl = strchr(line, '\n');
         if (nl) *nl = '\0';
@@ -715,11 +566,6 @@ done:
 
     free(metrics);
     free(lc);
-    if (have_dir) {
-        if (keep || exit_code)
-            fprintf(stderr, "bench_load: files kept in %s\n", dir);
-        else
-            remove_tree(dir, 0);
-    }
+    bench_dir_finish(&d, PROG, keep, exit_code != 0);
     return exit_code;
 }

@@ -31,23 +31,19 @@
  * the one built next to this benchmark.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-#include <dirent.h>
 
 #include <cjson/cJSON.h>
 
+#include "bench_proc.h"
 #include "fedc/client.h"
 #include "fedc/core.h"
 #include "fedc/tensor.h"
@@ -57,24 +53,12 @@
 #endif
 
 #define MAX_CLIENTS 1000
+#define PROG        "bench_round"
 
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_round [--clients N] [--elements E] [--fedc PATH] [--timeout S] "
                     "[--keep] [--json]\n");
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* ---- the client ------------------------------------------------------- */
@@ -116,48 +100,6 @@ static void run_client(int port, int index, double timeout)
     _exit(rc ? 1 : 0);
 }
 
-/* ---- files and processes ---------------------------------------------- */
-
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t n = fread(buf + len, 1, cap - len - 1, f);
-        len += n;
-        if (n == 0) break;
-        if (cap - len - 1 == 0) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf) buf[len] = '\0';
-    return buf;
-}
-
-/* The port from the server's "listening on ... (port P)" line, 0 if not
- * logged yet. */
-static int port_from_log(const char *log_path)
-{
-    char *text = read_file(log_path);
-    if (!text) return 0;
-    int port = 0;
-    const char *p = strstr(text, "listening on ");
-    if (p) p = strstr(p, "(port ");
-    if (p) port = atoi(p + 6);
-    free(text);
-    return port;
-}
-
 /* Waits for pid until the deadline; 0 when it exited (status set). */
 static int wait_until(pid_t pid, double deadline, int *status)
 {
@@ -165,33 +107,9 @@ static int wait_until(pid_t pid, double deadline, int *status)
         pid_t r = waitpid(pid, status, WNOHANG);
         if (r == pid) return 0;
         if (r < 0 && errno != EINTR) return -1;
-        if (now_s() > deadline) return -1;
-        sleep_ms(5);
+        if (bench_now_s() > deadline) return -1;
+        bench_sleep_ms(5);
     }
-}
-
-/* Removes dir, its files and the files of its subdirectories (the model,
- * the server log and OUT); a benchmark directory holds nothing deeper. */
-static void remove_tree(const char *dir, int depth)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char path[4096];
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            struct stat st;
-            if (lstat(path, &st)) continue;
-            if (S_ISDIR(st.st_mode)) {
-                if (depth < 1) remove_tree(path, depth + 1);
-            } else {
-                unlink(path);
-            }
-        }
-        closedir(d);
-    }
-    rmdir(dir);
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -233,96 +151,38 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     int exit_code = 1;
-    char err[FEDC_ERRMSG_MAX];
-    char dir[1024], model_path[1100], out_dir[1100], log_path[1100], metrics_path[1200];
+    bench_dir d = {.dir = ""};
     pid_t server = -1;
     pid_t *kids = calloc((size_t)clients, sizeof *kids);
     char *metrics = NULL;
     cJSON *rec = NULL;
-    int have_dir = 0;
     if (!kids) {
         fprintf(stderr, "bench_round: out of memory\n");
         return 1;
     }
 
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/fedc-bench-round-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
-        fprintf(stderr, "bench_round: cannot create a temporary directory: %s\n", strerror(errno));
-        goto done;
-    }
-    have_dir = 1;
-    snprintf(model_path, sizeof model_path, "%s/model.safetensors", dir);
-    snprintf(out_dir, sizeof out_dir, "%s/out", dir);
-    snprintf(log_path, sizeof log_path, "%s/server.log", dir);
-    snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", out_dir);
-
+    if (bench_dir_create(&d, PROG)) goto done;
     /* The model file. It is freed before the server is forked, so that the
      * server child starts from a small copy of this process. */
-    {
-        fedc_params *p = fedc_params_create();
-        int64_t shape[1] = {elements};
-        fedc_tensor *t = NULL;
-        if (!p || fedc_params_add(p, "w", FEDC_F32, 1, shape, NULL, &t, err, sizeof err)) {
-            fprintf(stderr, "bench_round: %s\n", p ? err : "out of memory");
-            fedc_params_destroy(p);
-            goto done;
-        }
-        fedc_rng rng;
-        fedc_rng_seed(&rng, 7);
-        float *v = t->data;
-        for (long j = 0; j < elements; j++) v[j] = (float)(0.05 * fedc_rng_normal(&rng));
-        int rc = fedc_params_save(p, model_path, NULL, NULL, 0, err, sizeof err);
-        fedc_params_destroy(p);
-        if (rc) {
-            fprintf(stderr, "bench_round: %s\n", err);
-            goto done;
-        }
-    }
+    if (bench_write_model(PROG, &d, elements, 0.05)) goto done;
 
-    double deadline = now_s() + timeout;
+    double deadline = bench_now_s() + timeout;
     char nclients[32], tmo[32];
     snprintf(nclients, sizeof nclients, "%ld", clients);
     snprintf(tmo, sizeof tmo, "%.0f", timeout);
-    fflush(stdout);
-    fflush(stderr);
-    server = fork();
-    if (server < 0) {
-        fprintf(stderr, "bench_round: fork: %s\n", strerror(errno));
-        goto done;
-    }
-    if (server == 0) {
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0) _exit(126);
-        dup2(fd, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        close(fd);
-        setenv("FEDC_LOG", "info", 1);
-        execl(fedc, fedc, "server", "--initial-model", model_path, "--rounds", "1", "--min-clients", nclients,
-              "--fraction-evaluate", "0", "--out", out_dir, "--listen", "127.0.0.1:0", "--wait-timeout", tmo,
-              "--round-timeout", tmo, "--insecure", (char *)NULL);
-        dprintf(STDERR_FILENO, "bench_round: cannot run '%s': %s\n", fedc, strerror(errno));
-        _exit(127);
-    }
+    char *const sargv[] = {
+        (char *)fedc,    "server",      "--initial-model",     d.model, "--rounds",        "1",
+        "--min-clients", nclients,      "--fraction-evaluate", "0",     "--out",           d.out,
+        "--listen",      "127.0.0.1:0", "--wait-timeout",      tmo,     "--round-timeout", tmo,
+        "--insecure",    NULL};
+    server = bench_spawn(PROG, sargv, d.log, "info");
+    if (server < 0) goto done;
 
-    int port = 0, status = 0;
+    int status = 0;
     struct rusage ru;
     memset(&ru, 0, sizeof ru);
-    while (!(port = port_from_log(log_path))) {
-        pid_t r = waitpid(server, &status, WNOHANG);
-        if (r == server) {
-            server = -1;
-            char *log = read_file(log_path);
-            fprintf(stderr, "bench_round: the server exited before listening:\n%s\n", log ? log : "");
-            free(log);
-            goto done;
-        }
-        if (now_s() > deadline) {
-            fprintf(stderr, "bench_round: the server did not start listening within %.0f s\n", timeout);
-            goto done;
-        }
-        sleep_ms(5);
-    }
+    int port = bench_wait_port(PROG, &server, d.log, deadline, timeout, 0);
+    if (!port) goto done;
 
     for (long i = 0; i < clients; i++) {
         pid_t pid = fork();
@@ -353,14 +213,14 @@ int main(int argc, char **argv)
                 goto done;
             }
         }
-        if (now_s() > deadline) {
+        if (bench_now_s() > deadline) {
             fprintf(stderr, "bench_round: the round did not finish within %.0f s\n", timeout);
             goto done;
         }
-        sleep_ms(5);
+        bench_sleep_ms(5);
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        char *log = read_file(log_path);
+        char *log = bench_read_file(d.log);
         fprintf(stderr, "bench_round: the server failed (status %d):\n%s\n", status, log ? log : "");
         free(log);
         goto done;
@@ -380,7 +240,7 @@ int main(int argc, char **argv)
         }
     }
 
-    metrics = read_file(metrics_path);
+    metrics = bench_read_file(d.metrics);
     rec = metrics ? cJSON_Parse(metrics) : NULL;
     const cJSON *sec = cJSON_GetObjectItemCaseSensitive(rec, "seconds");
     const cJSON *ok = cJSON_GetObjectItemCaseSensitive(rec, "clients_ok");
@@ -410,23 +270,11 @@ int main(int argc, char **argv)
     exit_code = 0;
 
 done:
-    if (server > 0) {
-        kill(server, SIGKILL);
-        waitpid(server, NULL, 0);
-    }
-    for (long i = 0; i < clients; i++)
-        if (kids[i] > 0) {
-            kill(kids[i], SIGKILL);
-            waitpid(kids[i], NULL, 0);
-        }
+    bench_kill(server);
+    for (long i = 0; i < clients; i++) bench_kill(kids[i]);
     cJSON_Delete(rec);
     free(metrics);
     free(kids);
-    if (have_dir) {
-        if (keep || exit_code)
-            fprintf(stderr, "bench_round: files kept in %s\n", dir);
-        else
-            remove_tree(dir, 0);
-    }
+    bench_dir_finish(&d, PROG, keep, exit_code != 0);
     return exit_code;
 }

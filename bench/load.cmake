@@ -5,6 +5,6 @@
 # given --fedc PATH.
 find_package(Threads REQUIRED)
 add_executable(bench_load bench_load.c)
-target_link_libraries(bench_load PRIVATE fedc_static Threads::Threads m)
+target_link_libraries(bench_load PRIVATE bench_proc fedc_static Threads::Threads m)
 target_compile_definitions(bench_load PRIVATE FEDC_BENCH_FEDC_PATH="$<TARGET_FILE:fedc_cli>")
 add_dependencies(bench_load fedc_cli)

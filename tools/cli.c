@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -56,6 +57,46 @@ bad:
 void cli_unknown_flag(const char *cmd, const char *arg)
 {
     cli_error(cmd, "unknown or incomplete flag '%s' (see 'fedc %s --help')", arg ? arg : "?", cmd);
+}
+
+void cli_flags_begin(void)
+{
+    /* The dispatcher may have run getopt already; 0 makes glibc and musl
+     * start afresh. We print our own messages, naming the flag. */
+    optind = 0;
+    opterr = 0;
+}
+
+int cli_flag(const char *cmd, int argc, char **argv, const struct option *longopts, void (*usage)(FILE *),
+             int *exit_code)
+{
+    int c = getopt_long(argc, argv, ":h", longopts, NULL);
+    switch (c) {
+    case -1:
+        if (!cli_no_operands(cmd, argc, argv)) return CLI_FLAGS_END;
+        *exit_code = FEDC_EXIT_USAGE;
+        return CLI_FLAGS_EXIT;
+    case 'h':
+        usage(stdout);
+        *exit_code = FEDC_EXIT_OK;
+        return CLI_FLAGS_EXIT;
+    case ':':
+        cli_error(cmd, "%s needs a value", argv[optind - 1]);
+        *exit_code = FEDC_EXIT_USAGE;
+        return CLI_FLAGS_EXIT;
+    case '?':
+        cli_unknown_flag(cmd, argv[optind - 1]);
+        *exit_code = FEDC_EXIT_USAGE;
+        return CLI_FLAGS_EXIT;
+    default: return c;
+    }
+}
+
+int cli_no_operands(const char *cmd, int argc, char **argv)
+{
+    if (optind >= argc) return 0;
+    cli_error(cmd, "unexpected argument '%s'", argv[optind]);
+    return -1;
 }
 
 int cli_device(const char *cmd, const char *text, fedc_device *out)

@@ -3,7 +3,9 @@
 #ifndef FEDC_TOOLS_CLI_H
 #define FEDC_TOOLS_CLI_H
 
+#include <getopt.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "fedc/core.h"
 
@@ -29,5 +31,23 @@ int cli_device(const char *cmd, const char *text, fedc_device *out);
 /* getopt_long's message for an unknown flag is replaced by ours: call this
  * with the argv element that failed. */
 void cli_unknown_flag(const char *cmd, const char *arg);
+
+/* A subcommand's flags, read with getopt_long: long flags, -h and --help
+ * (longopts maps "help" to 'h'). Call cli_flags_begin() once, then
+ * cli_flag() until it returns CLI_FLAGS_END or CLI_FLAGS_EXIT. It returns
+ * each other flag's code, its value in optarg, for the caller's switch;
+ * what every subcommand does alike it does itself, setting *exit_code and
+ * returning CLI_FLAGS_EXIT: -h or --help prints usage(stdout) and gives
+ * FEDC_EXIT_OK; a flag without its value, an unknown flag, or an argument
+ * left after the flags prints the error and gives FEDC_EXIT_USAGE. */
+#define CLI_FLAGS_END  (-1)
+#define CLI_FLAGS_EXIT (-2)
+void cli_flags_begin(void);
+int cli_flag(const char *cmd, int argc, char **argv, const struct option *longopts, void (*usage)(FILE *),
+             int *exit_code);
+
+/* After getopt: prints the error and returns -1 if an argument is left
+ * after the flags. */
+int cli_no_operands(const char *cmd, int argc, char **argv);
 
 #endif

@@ -219,30 +219,27 @@ static int issue(keyfiles *kf, const char *dir, const char *base, cert_spec *s, 
     return rc;
 }
 
-enum { OPT_OUT = 256, OPT_CLIENTS, OPT_HOST, OPT_DAYS, OPT_FORCE };
+enum { OPT_CLIENTS = KEYFILES_OPT_NEXT, OPT_HOST, OPT_DAYS };
 
 int fedc_cmd_certs(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"out", required_argument, NULL, OPT_OUT},
+    static const struct option longopts[] = {KEYFILES_LONGOPTS,
                                              {"clients", required_argument, NULL, OPT_CLIENTS},
                                              {"host", required_argument, NULL, OPT_HOST},
                                              {"days", required_argument, NULL, OPT_DAYS},
-                                             {"force", no_argument, NULL, OPT_FORCE},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    const char *out = NULL;
+    keyfiles kf = {.cmd = CMD};
     const char *hosts[MAX_HOSTS];
     size_t nhosts = 0;
     uint64_t clients = 3, days = 365;
-    int force = 0;
 
-    optind = 0;
-    opterr = 0;
-    for (;;) {
-        int c = getopt_long(argc, argv, ":h", longopts, NULL);
-        if (c == -1) break;
+    int c, code;
+    cli_flags_begin();
+    while ((c = keyfiles_flag(&kf, "the certificates", argc, argv, longopts, usage, &code)) !=
+           CLI_FLAGS_END) {
         switch (c) {
-        case OPT_OUT: out = optarg; break;
+        case CLI_FLAGS_EXIT: return code;
         case OPT_CLIENTS:
             if (cli_u64(CMD, "--clients", optarg, 0, MAX_CLIENTS, &clients)) return FEDC_EXIT_USAGE;
             break;
@@ -260,20 +257,9 @@ int fedc_cmd_certs(int argc, char **argv)
         case OPT_DAYS:
             if (cli_u64(CMD, "--days", optarg, 1, MAX_DAYS, &days)) return FEDC_EXIT_USAGE;
             break;
-        case OPT_FORCE: force = 1; break;
-        case 'h': usage(stdout); return FEDC_EXIT_OK;
-        case ':': cli_error(CMD, "%s needs a value", argv[optind - 1]); return FEDC_EXIT_USAGE;
-        default: cli_unknown_flag(CMD, argv[optind - 1]); return FEDC_EXIT_USAGE;
         }
     }
-    if (optind < argc) {
-        cli_error(CMD, "unexpected argument '%s'", argv[optind]);
-        return FEDC_EXIT_USAGE;
-    }
-    if (!out || !*out) {
-        cli_error(CMD, "--out is required (the directory for the certificates)");
-        return FEDC_EXIT_USAGE;
-    }
+    const char *out = kf.dir;
 
     /* The server's subjectAltName: the defaults, then each new --host. */
     size_t sanlen = sizeof DEFAULT_SAN;
@@ -304,7 +290,6 @@ int fedc_cmd_certs(int argc, char **argv)
             break;
         }
 
-    keyfiles kf = {.cmd = CMD, .force = force};
     int rc = FEDC_EXIT_FAILURE;
     X509 *ca = NULL;
     EVP_PKEY *ca_key = NULL;

@@ -155,10 +155,7 @@ int fedc_cmd_client(int argc, char **argv)
         default: cli_unknown_flag(CMD, argv[optind - 1]); return FEDC_EXIT_USAGE;
         }
     }
-    if (optind < argc) {
-        cli_error(CMD, "unexpected argument '%s'", argv[optind]);
-        return FEDC_EXIT_USAGE;
-    }
+    if (cli_no_operands(CMD, argc, argv)) return FEDC_EXIT_USAGE;
     if (!opt.server || !data) {
         cli_error(CMD, "%s is required (see 'fedc client --help')", !opt.server ? "--server" : "--data");
         return FEDC_EXIT_USAGE;

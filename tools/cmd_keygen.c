@@ -33,39 +33,23 @@ static void usage(FILE *f)
             FEDC_NODEKEY_NAME_MAX);
 }
 
-enum { OPT_OUT = 256, OPT_NAME, OPT_FORCE };
+enum { OPT_NAME = KEYFILES_OPT_NEXT };
 
 int fedc_cmd_keygen(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"out", required_argument, NULL, OPT_OUT},
+    static const struct option longopts[] = {KEYFILES_LONGOPTS,
                                              {"name", required_argument, NULL, OPT_NAME},
-                                             {"force", no_argument, NULL, OPT_FORCE},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    const char *out = NULL, *name = "node";
-    int force = 0;
-
-    optind = 0;
-    opterr = 0;
-    for (;;) {
-        int c = getopt_long(argc, argv, ":h", longopts, NULL);
-        if (c == -1) break;
+    keyfiles kf = {.cmd = CMD};
+    const char *name = "node";
+    int c, code;
+    cli_flags_begin();
+    while ((c = keyfiles_flag(&kf, "the key files", argc, argv, longopts, usage, &code)) != CLI_FLAGS_END) {
         switch (c) {
-        case OPT_OUT: out = optarg; break;
+        case CLI_FLAGS_EXIT: return code;
         case OPT_NAME: name = optarg; break;
-        case OPT_FORCE: force = 1; break;
-        case 'h': usage(stdout); return FEDC_EXIT_OK;
-        case ':': cli_error(CMD, "%s needs a value", argv[optind - 1]); return FEDC_EXIT_USAGE;
-        default: cli_unknown_flag(CMD, argv[optind - 1]); return FEDC_EXIT_USAGE;
         }
-    }
-    if (optind < argc) {
-        cli_error(CMD, "unexpected argument '%s'", argv[optind]);
-        return FEDC_EXIT_USAGE;
-    }
-    if (!out || !*out) {
-        cli_error(CMD, "--out is required (the directory for the key files)");
-        return FEDC_EXIT_USAGE;
     }
     if (!fedc__nodekey_name_ok(name)) {
         cli_error(CMD, "invalid --name '%s': use 1 to %d characters of [A-Za-z0-9._-], not starting with '.'",
@@ -73,7 +57,7 @@ int fedc_cmd_keygen(int argc, char **argv)
         return FEDC_EXIT_USAGE;
     }
 
-    keyfiles kf = {.cmd = CMD, .force = force};
+    const char *out = kf.dir;
     char key_path[4096], pub_path[4096], file[FEDC_NODEKEY_NAME_MAX + 8];
     snprintf(file, sizeof file, "%s.key", name);
     if (keyfiles_path(&kf, out, file, key_path, sizeof key_path)) return FEDC_EXIT_FAILURE;

@@ -98,12 +98,11 @@ int fedc_cmd_privacy(int argc, char **argv)
     int have_steps = 0;
     const char *orders_text = NULL;
 
-    optind = 0;
-    opterr = 0;
-    for (;;) {
-        int c = getopt_long(argc, argv, ":h", longopts, NULL);
-        if (c == -1) break;
+    int c, code;
+    cli_flags_begin();
+    while ((c = cli_flag(CMD, argc, argv, longopts, usage, &code)) != CLI_FLAGS_END) {
         switch (c) {
+        case CLI_FLAGS_EXIT: return code;
         case OPT_Q:
             if (cli_double(CMD, "--q", optarg, 0.0, 1.0, &q)) return FEDC_EXIT_USAGE;
             break;
@@ -126,14 +125,7 @@ int fedc_cmd_privacy(int argc, char **argv)
             }
             break;
         case OPT_ORDERS: orders_text = optarg; break;
-        case 'h': usage(stdout); return FEDC_EXIT_OK;
-        case ':': cli_error(CMD, "%s needs a value", argv[optind - 1]); return FEDC_EXIT_USAGE;
-        default: cli_unknown_flag(CMD, argv[optind - 1]); return FEDC_EXIT_USAGE;
         }
-    }
-    if (optind < argc) {
-        cli_error(CMD, "unexpected argument '%s'", argv[optind]);
-        return FEDC_EXIT_USAGE;
     }
     if (isnan(q)) {
         cli_error(CMD, "--q is required (the sampling rate)");

@@ -72,10 +72,7 @@ int fedc_cmd_server(int argc, char **argv)
             return FEDC_EXIT_USAGE;
         }
     }
-    if (optind < argc) {
-        cli_error(CMD, "unexpected argument '%s'", argv[optind]);
-        return FEDC_EXIT_USAGE;
-    }
+    if (cli_no_operands(CMD, argc, argv)) return FEDC_EXIT_USAGE;
     const char *tls_bad = NULL;
     if (c.opt.insecure && (c.opt.tls_cert || c.opt.tls_key || c.opt.tls_ca))
         tls_bad = "--insecure and the TLS flags (--cert, --key, --ca) exclude each other";

@@ -299,10 +299,7 @@ int fedc_cmd_sim(int argc, char **argv)
         }
         if (bad) return FEDC_EXIT_USAGE;
     }
-    if (optind < argc) {
-        cli_error(CMD, "unexpected argument '%s'", argv[optind]);
-        return FEDC_EXIT_USAGE;
-    }
+    if (cli_no_operands(CMD, argc, argv)) return FEDC_EXIT_USAGE;
     if (so.clients == 0) {
         cli_error(CMD, "--clients is required (see 'fedc sim --help')");
         return FEDC_EXIT_USAGE;

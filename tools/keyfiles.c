@@ -14,6 +14,24 @@
 #include "data/data_internal.h"
 #include "keyfiles.h"
 
+int keyfiles_flag(keyfiles *kf, const char *what, int argc, char **argv, const struct option *longopts,
+                  void (*usage)(FILE *), int *exit_code)
+{
+    for (;;) {
+        int c = cli_flag(kf->cmd, argc, argv, longopts, usage, exit_code);
+        switch (c) {
+        case KEYFILES_OPT_OUT: kf->dir = optarg; break;
+        case KEYFILES_OPT_FORCE: kf->force = 1; break;
+        case CLI_FLAGS_END:
+            if (kf->dir && *kf->dir) return CLI_FLAGS_END;
+            cli_error(kf->cmd, "--out is required (the directory for %s)", what);
+            *exit_code = FEDC_EXIT_USAGE;
+            return CLI_FLAGS_EXIT;
+        default: return c;
+        }
+    }
+}
+
 int keyfiles_mkdir(keyfiles *kf, const char *dir)
 {
     char err[FEDC_ERRMSG_MAX];

@@ -1,10 +1,12 @@
 /* Output files of the commands that make key material (fedc certs, fedc
- * keygen): all are checked before any is written, each is created anew
- * (never through an existing file or link), private keys readable by their
- * owner only, and a command that fails part way removes what it wrote. */
+ * keygen), and the flags that place them (--out DIR, --force): all are
+ * checked before any is written, each is created anew (never through an
+ * existing file or link), private keys readable by their owner only, and a
+ * command that fails part way removes what it wrote. */
 #ifndef FEDC_TOOLS_KEYFILES_H
 #define FEDC_TOOLS_KEYFILES_H
 
+#include <getopt.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -12,10 +14,26 @@
 
 typedef struct {
     const char *cmd; /* for error messages */
-    int force;       /* replace existing files */
+    const char *dir; /* --out: the directory of the files */
+    int force;       /* --force: replace existing files */
     char **written;  /* paths created so far */
     size_t n, cap;
 } keyfiles;
+
+/* The flags every such command takes, first in its longopts; its own
+ * flags' codes start at KEYFILES_OPT_NEXT. */
+enum { KEYFILES_OPT_OUT = 256, KEYFILES_OPT_FORCE, KEYFILES_OPT_NEXT };
+/* clang-format off */
+#define KEYFILES_LONGOPTS \
+    {"out", required_argument, NULL, KEYFILES_OPT_OUT}, {"force", no_argument, NULL, KEYFILES_OPT_FORCE}
+/* clang-format on */
+
+/* cli_flag() for such a command: takes --out DIR into kf->dir and --force
+ * into kf->force, and returns the command's own flags. If the flags end
+ * without --out, prints "--out is required (the directory for WHAT)" and
+ * returns CLI_FLAGS_EXIT with FEDC_EXIT_USAGE. */
+int keyfiles_flag(keyfiles *kf, const char *what, int argc, char **argv, const struct option *longopts,
+                  void (*usage)(FILE *), int *exit_code);
 
 /* Creates dir (and its parents) if missing. Prints the error and returns -1
  * on failure. */

@@ -14,6 +14,7 @@
 #include "fedc/core.h"
 #include "fedc/privacy.h"
 #include "privacy/ddg.h"
+#include "privacy/rdp.h"
 
 /* ---- Random bits: libsodium's randombytes_buf, a block at a time ---- */
 
@@ -496,20 +497,16 @@ int fedc__ddg_rdp(const fedc__ddg_accounting *a, uint64_t steps, const double *o
     return FEDC_OK;
 }
 
+static int ddg_rdp(const void *mech, uint64_t steps, const double *orders, size_t n, double *rdp, char *err,
+                   size_t errlen)
+{
+    return fedc__ddg_rdp(mech, steps, orders, n, rdp, err, errlen);
+}
+
 int fedc__ddg_epsilon(const fedc__ddg_accounting *a, uint64_t steps, double delta, const double *orders,
                       size_t n, double *epsilon, double *order, char *err, size_t errlen)
 {
-    if (!orders) orders = fedc_rdp_default_orders(&n);
-    if (isnan(delta) || delta <= 0.0 || delta >= 1.0)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "delta: %g is not in (0, 1)", delta);
-    if (n == 0)
-        return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "orders: at least one RDP order is needed");
-    double *rdp = malloc(n * sizeof *rdp);
-    if (!rdp) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory for %zu RDP values", n);
-    int rc = fedc__ddg_rdp(a, steps, orders, n, rdp, err, errlen);
-    if (rc == FEDC_OK) rc = fedc_rdp_epsilon(orders, rdp, n, delta, epsilon, order, err, errlen);
-    free(rdp);
-    return rc;
+    return fedc__rdp_mechanism_epsilon(ddg_rdp, a, steps, delta, orders, n, epsilon, order, err, errlen);
 }
 
 /* ---- Parameters ---- */

@@ -205,8 +205,9 @@ int fedc__ddg_rdp(const fedc__ddg_accounting *a, uint64_t steps, const double *o
                   char *err, size_t errlen);
 
 /* epsilon at delta after `steps` rounds: fedc__ddg_rdp then
- * fedc_rdp_epsilon (orders NULL: fedc_rdp_default_orders). *order (may be
- * NULL) gets the order that gave it. */
+ * fedc_rdp_epsilon, through fedc__rdp_mechanism_epsilon (privacy/rdp.h) as
+ * fedc_privacy_epsilon (orders NULL: fedc_rdp_default_orders). *order (may
+ * be NULL) gets the order that gave it. */
 int fedc__ddg_epsilon(const fedc__ddg_accounting *a, uint64_t steps, double delta, const double *orders,
                       size_t n, double *epsilon, double *order, char *err, size_t errlen);
 

@@ -10,6 +10,7 @@
 
 #include "fedc/core.h"
 #include "fedc/privacy.h"
+#include "privacy/rdp.h"
 
 /* A fractional-order series whose terms have not fallen below exp(-30) after
  * this many terms is reported as a failure rather than looped on. The terms
@@ -227,8 +228,9 @@ int fedc_rdp_epsilon(const double *orders, const double *rdp, size_t n, double d
     return FEDC_OK;
 }
 
-int fedc_privacy_epsilon(double q, double z, uint64_t steps, double delta, const double *orders, size_t n,
-                         double *epsilon, double *order, char *err, size_t errlen)
+int fedc__rdp_mechanism_epsilon(fedc__rdp_fn rdp_of, const void *mech, uint64_t steps, double delta,
+                                const double *orders, size_t n, double *epsilon, double *order, char *err,
+                                size_t errlen)
 {
     if (!orders) orders = fedc_rdp_default_orders(&n);
     if (isnan(delta) || delta <= 0.0 || delta >= 1.0)
@@ -237,8 +239,27 @@ int fedc_privacy_epsilon(double q, double z, uint64_t steps, double delta, const
         return fedc_set_error(err, errlen, FEDC_ERR_INVALID, "orders: at least one RDP order is needed");
     double *rdp = malloc(n * sizeof *rdp);
     if (!rdp) return fedc_set_error(err, errlen, FEDC_ERR_NOMEM, "out of memory for %zu RDP values", n);
-    int rc = fedc_rdp_sampled_gaussian(q, z, steps, orders, n, rdp, err, errlen);
+    int rc = rdp_of(mech, steps, orders, n, rdp, err, errlen);
     if (rc == FEDC_OK) rc = fedc_rdp_epsilon(orders, rdp, n, delta, epsilon, order, err, errlen);
     free(rdp);
     return rc;
+}
+
+typedef struct sampled_gaussian {
+    double q, z;
+} sampled_gaussian;
+
+static int sampled_gaussian_rdp(const void *mech, uint64_t steps, const double *orders, size_t n, double *rdp,
+                                char *err, size_t errlen)
+{
+    const sampled_gaussian *g = mech;
+    return fedc_rdp_sampled_gaussian(g->q, g->z, steps, orders, n, rdp, err, errlen);
+}
+
+int fedc_privacy_epsilon(double q, double z, uint64_t steps, double delta, const double *orders, size_t n,
+                         double *epsilon, double *order, char *err, size_t errlen)
+{
+    sampled_gaussian g = {q, z};
+    return fedc__rdp_mechanism_epsilon(sampled_gaussian_rdp, &g, steps, delta, orders, n, epsilon, order, err,
+                                       errlen);
 }

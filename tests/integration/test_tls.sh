@@ -17,15 +17,20 @@ P="$PKI"
 srv_tls=("${SERVER_TLS[@]}")
 cli_tls() { echo --ca "$P/ca.pem" --cert "$P/client-00$1.pem" --key "$P/client-00$1.key"; }
 
-# run_federation NAME PORT SERVER_FLAGS... -- CLIENT0_FLAGS... -- CLIENT1_FLAGS...
+# federation NAME PORT SERVER_FLAGS... -- CLIENT0_FLAGS... -- CLIENT1_FLAGS...
+# A server on PORT with two clients, c0 and c1, on the two parts of the
+# data, both pointed at PORT; each client's flags come after those, so they
+# may name another --server or --node-id (a later flag wins). The server
+# writes $WORK/NAME, the logs are $WORK/NAME.out, .err, .c0 and .c1. Fails
+# unless the server exits 0 within 120 s.
 federation() {
   local name="$1" port="$2"; shift 2
   local sflags=() c0=() c1=()
   while [[ "$1" != "--" ]]; do sflags+=("$1"); shift; done; shift
   while [[ "$1" != "--" ]]; do c0+=("$1"); shift; done; shift
   c1=("$@")
-  "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 2 --rounds 2 --seed 3 \
-    --out "$WORK/$name" "${sflags[@]}" > "$WORK/$name.out" 2> "$WORK/$name.err" &
+  "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 2 --out "$WORK/$name" "${sflags[@]}" \
+    > "$WORK/$name.out" 2> "$WORK/$name.err" &
   local server=$!; PIDS+=($server)
   "$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-000" --node-id c0 "${c0[@]}" \
     > "$WORK/$name.c0" 2>&1 &
@@ -37,22 +42,19 @@ federation() {
   [[ "$WAIT_RC" == 0 ]] || { cat "$WORK/$name.err" "$WORK/$name.c0"; fail "$name: server exited $WAIT_RC"; }
 }
 
-# ---- 1. mutual TLS gives plaintext's model ------------------------------
-federation tls "$(free_port)" "${srv_tls[@]}" -- $(cli_tls 0) -- $(cli_tls 1)
-federation plain "$(free_port)" --insecure -- --insecure -- --insecure
-cmp "$WORK/tls/model.safetensors" "$WORK/plain/model.safetensors" || fail "TLS changed the model"
-grep -q "insecure" "$WORK/plain.err" || fail "the plaintext server did not warn"
-grep -q "insecure" "$WORK/plain.c0" || fail "the plaintext client did not warn"
-pass "mutual TLS: the same model as plaintext, bit for bit"
-
-# ---- 2. nothing readable on the wire ------------------------------------
-# A relay between client c0 and the server records both directions.
-port=$(free_port); relay=$(free_port)
-"$PY" - "$relay" "$port" "$WORK/wire" <<'PYEOF' &
+# start_relay LISTEN_PORT SERVER_PORT DROP [CAPTURE]: in the background, a relay
+# on LISTEN_PORT that closes the first DROP connections at once, then
+# forwards the next one to SERVER_PORT both ways (waiting for the server to
+# listen), writing what passes either way to the file CAPTURE if given.
+start_relay() {
+  "$PY" - "$@" <<'PYEOF' &
 import socket, sys, threading, time
-lport, dport, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+lport, dport, drop = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+f = open(sys.argv[4], "wb") if len(sys.argv) > 4 else None
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", lport)); ls.listen(1)
+ls.bind(("127.0.0.1", lport)); ls.listen(8)
+for _ in range(drop):
+    c, _ = ls.accept(); c.close()
 c, _ = ls.accept()
 for attempt in range(200):  # the server may still be starting
     try:
@@ -60,7 +62,6 @@ for attempt in range(200):  # the server may still be starting
         break
     except ConnectionRefusedError:
         time.sleep(0.05)
-f = open(out, "wb")
 lock = threading.Lock()
 def pump(a, b):
     while True:
@@ -69,26 +70,33 @@ def pump(a, b):
             try: b.shutdown(socket.SHUT_WR)
             except OSError: pass
             return
-        with lock: f.write(d)
+        if f:
+            with lock: f.write(d)
         b.sendall(d)
 t = [threading.Thread(target=pump, args=(c, s)), threading.Thread(target=pump, args=(s, c))]
 for x in t: x.start()
 for x in t: x.join()
-f.close()
+if f: f.close()
 PYEOF
-PIDS+=($!)
+  PIDS+=($!)
+}
+
+# ---- 1. mutual TLS gives plaintext's model ------------------------------
+same=(--rounds 2 --seed 3)
+federation tls "$(free_port)" "${same[@]}" "${srv_tls[@]}" -- $(cli_tls 0) -- $(cli_tls 1)
+federation plain "$(free_port)" "${same[@]}" --insecure -- --insecure -- --insecure
+cmp "$WORK/tls/model.safetensors" "$WORK/plain/model.safetensors" || fail "TLS changed the model"
+grep -q "insecure" "$WORK/plain.err" || fail "the plaintext server did not warn"
+grep -q "insecure" "$WORK/plain.c0" || fail "the plaintext client did not warn"
+pass "mutual TLS: the same model as plaintext, bit for bit"
+
+# ---- 2. nothing readable on the wire ------------------------------------
+# A relay between client c0 and the server records both directions.
+port=$(free_port); relay=$(free_port)
+start_relay "$relay" "$port" 0 "$WORK/wire"
 sleep 0.3
-"$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 2 --rounds 1 --out "$WORK/wire-out" \
-  "${srv_tls[@]}" > "$WORK/wire.out" 2> "$WORK/wire.err" &
-server=$!; PIDS+=($server)
-"$FEDC_BIN" client --server "127.0.0.1:$relay" --server-name localhost --data "$WORK/data/parts/client-000" \
-  --node-id wire-visible-node-id $(cli_tls 0) > "$WORK/wire.c0" 2>&1 &
-PIDS+=($!)
-"$FEDC_BIN" client --server "127.0.0.1:$port" --data "$WORK/data/parts/client-001" --node-id c1 $(cli_tls 1) \
-  > "$WORK/wire.c1" 2>&1 &
-PIDS+=($!)
-wait_pid "$server" 120
-[[ "$WAIT_RC" == 0 ]] || { cat "$WORK/wire.err" "$WORK/wire.c0"; fail "relayed federation: server exited $WAIT_RC"; }
+federation relayed "$port" --rounds 1 "${srv_tls[@]}" -- \
+  --server "127.0.0.1:$relay" --server-name localhost --node-id wire-visible-node-id $(cli_tls 0) -- $(cli_tls 1)
 sleep 0.5
 "$PY" - "$WORK/wire" <<'PYEOF' || fail "the wire is not encrypted"
 import sys
@@ -125,28 +133,7 @@ pass "refused handshakes end with a message on both sides"
 # --connect-timeout) instead of giving up: a relay closes the first two
 # connections at once and forwards the third.
 port=$(free_port); relay=$(free_port)
-"$PY" - "$relay" "$port" <<'PYEOF' &
-import socket, sys, threading
-lport, dport = int(sys.argv[1]), int(sys.argv[2])
-ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", lport)); ls.listen(8)
-for _ in range(2):
-    c, _ = ls.accept(); c.close()
-c, _ = ls.accept()
-s = socket.create_connection(("127.0.0.1", dport))
-def pump(a, b):
-    while True:
-        d = a.recv(65536)
-        if not d:
-            try: b.shutdown(socket.SHUT_WR)
-            except OSError: pass
-            return
-        b.sendall(d)
-t = [threading.Thread(target=pump, args=(c, s)), threading.Thread(target=pump, args=(s, c))]
-for x in t: x.start()
-for x in t: x.join()
-PYEOF
-PIDS+=($!)
+start_relay "$relay" "$port" 2
 "$FEDC_BIN" server --listen "127.0.0.1:$port" --model mlp --min-clients 1 --rounds 1 --out "$WORK/retry-out" \
   --wait-timeout 60 "${srv_tls[@]}" > "$WORK/retry.out" 2> "$WORK/retry.err" &
 server=$!; PIDS+=($server)
