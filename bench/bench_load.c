@@ -5,17 +5,22 @@
  * One load-generator process (this one) raises its file limit
  * (RLIMIT_NOFILE, soft to hard), makes a test PKI with `fedc certs
  * --clients min(N, 1000)` (client i uses certificate i mod 1000, so up to
- * 1000 clients every client has its own certificate), writes a model of
- * one F32 tensor of P zeros and starts the real server as a child:
+ * 1000 clients every client has its own certificate), and a node key
+ * per client with `fedc keygen --name load-NNNN` (node authentication,
+ * docs/security.md), all of whose public keys go into the server's
+ * allow-list. It writes a model of one F32 tensor of P zeros and starts
+ * the real server as a child:
  *
  *   fedc server --initial-model MODEL --rounds R --min-clients N
  *               --fraction-evaluate 0 --out OUT --listen 127.0.0.1:0
- *               --cert server.pem --key server.key --ca ca.pem --quiet
+ *               --cert server.pem --key server.key --ca ca.pem
+ *               --authorized-keys authorized_keys --quiet
  *
  * (the child inherits the raised file limit). It then runs N clients as
  * threads with small stacks (--stack KiB, default 256), each calling
  * fedc_client_run() of the client library with mutual TLS: the server's
- * CA, the client's certificate and key, node id load-NNNN. The fit
+ * CA, the client's certificate and key, node id load-NNNN and that
+ * name's node key, with which it signs the server's challenge. The fit
  * callback adds 0.001 to every parameter and reports num_examples = 1, so
  * after R rounds every parameter of the server's final model is R * 0.001;
  * the benchmark checks a few of them.
@@ -29,17 +34,19 @@
  *   server_peak_fds       the most open descriptors the server had
  *   round_seconds         each round's time, and their mean
  *   connect_seconds       from starting the client threads to the first
- *                         fit call (all N connected, TLS handshakes done,
- *                         the model sent to the first client)
+ *                         fit call (all N connected, TLS handshakes and
+ *                         node challenges done, the model sent to the
+ *                         first client)
  *   wall_seconds          from starting the server to its exit
  *   loadgen_peak_rss_mib  this process's VmHWM (all N clients' state)
  *
  *   bench_load [--clients N] [--rounds R] [--params P | --model-mb M]
- *              [--no-tls] [--stack KiB] [--timeout S] [--fedc PATH]
- *              [--keep] [--json]
+ *              [--no-tls] [--no-node-auth] [--stack KiB] [--timeout S]
+ *              [--fedc PATH] [--keep] [--json]
  *
  * --model-mb M sets P = M * 2^20 / 4. --no-tls runs plaintext
- * (--insecure) for comparison. Every wait is bounded by --timeout
+ * (--insecure) for comparison, without node keys; --no-node-auth keeps
+ * mutual TLS but makes no node keys. Every wait is bounded by --timeout
  * (default 600 s); on expiry the clients are stopped, the server killed
  * and the run fails. Exit status 0 when every client finished and every
  * round succeeded with all N clients.
@@ -81,7 +88,8 @@
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_load [--clients N] [--rounds R] [--params P | --model-mb M] [--no-tls]\n"
-                    "                  [--stack KiB] [--timeout S] [--fedc PATH] [--keep] [--json]\n");
+                    "                  [--no-node-auth] [--stack KiB] [--timeout S] [--fedc PATH] [--keep]\n"
+                    "                  [--json]\n");
 }
 
 /* ---- the clients -------------------------------------------------------- */
@@ -91,7 +99,7 @@ typedef struct load_client {
     int started;
     fedc_client *c;
     char id[32];
-    char cert[1200], key[1200];
+    char cert[1200], key[1200], node_key[1300];
     int rc;
     char err[FEDC_ERRMSG_MAX];
 } load_client;
@@ -223,7 +231,7 @@ int main(int argc, char **argv)
     long long params = 4096;
     double timeout = 600;
     const char *fedc = FEDC_BENCH_FEDC_PATH;
-    int json = 0, keep = 0, tls = 1;
+    int json = 0, keep = 0, tls = 1, node_auth = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--json")) {
@@ -232,6 +240,8 @@ int main(int argc, char **argv)
             keep = 1;
         } else if (!strcmp(a, "--no-tls")) {
             tls = 0;
+        } else if (!strcmp(a, "--no-node-auth")) {
+            node_auth = 0;
         } else if (!strcmp(a, "--fedc") && i + 1 < argc) {
             fedc = argv[++i];
         } else if ((!strcmp(a, "--clients") || !strcmp(a, "--rounds") || !strcmp(a, "--params") ||
@@ -268,6 +278,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (!tls) node_auth = 0;  /* node keys are checked over TLS only */
     signal(SIGPIPE, SIG_IGN); /* OpenSSL writes with write(2) */
     fedc_log_set_level(FEDC_LOG_WARN);
 
@@ -286,6 +297,7 @@ int main(int argc, char **argv)
     char err[FEDC_ERRMSG_MAX];
     bench_dir d = {.dir = ""};
     char pki[1100], ca[1200], scert[1200], skey[1200], final_path[1200], certs_log[1200];
+    char keys[1200], allowed[1200];
     char server_addr[64];
     pid_t server = -1;
     load_client *lc = calloc((size_t)clients, sizeof *lc);
@@ -294,7 +306,7 @@ int main(int argc, char **argv)
     pthread_t smp_thread;
     int smp_started = 0, status = 0;
     char *metrics = NULL;
-    double certs_seconds = 0, t_server = 0, t_end = 0;
+    double certs_seconds = 0, keys_seconds = 0, t_server = 0, t_end = 0;
     long threads_started = 0, server_maxrss_kib = 0;
     long ncerts = clients < MAX_CERTS ? clients : MAX_CERTS;
     if (!lc) {
@@ -309,6 +321,8 @@ int main(int argc, char **argv)
     snprintf(scert, sizeof scert, "%s/server.pem", pki);
     snprintf(skey, sizeof skey, "%s/server.key", pki);
     snprintf(certs_log, sizeof certs_log, "%s/certs.log", d.dir);
+    snprintf(keys, sizeof keys, "%s/keys", pki);
+    snprintf(allowed, sizeof allowed, "%s/authorized_keys", pki);
 
     /* The PKI: a CA, the server's certificate, a certificate per client. */
     if (tls) {
@@ -322,6 +336,37 @@ int main(int argc, char **argv)
             bench_print_log(PROG, "fedc certs failed", certs_log, LOG_TAIL);
             goto done;
         }
+    }
+
+    /* Node authentication: a key pair per client from `fedc keygen`, named
+     * after its node id, and the server's allow-list of all of them. */
+    if (node_auth) {
+        double t0 = bench_now_s();
+        FILE *list = fopen(allowed, "w");
+        if (!list) {
+            fprintf(stderr, "bench_load: cannot create '%s': %s\n", allowed, strerror(errno));
+            goto done;
+        }
+        int bad = 0;
+        for (long i = 0; i < clients && !bad; i++) {
+            char name[32], pub[1300], line[512];
+            snprintf(name, sizeof name, "load-%04ld", i);
+            char *const kargv[] = {(char *)fedc, "keygen", "--out", keys, "--name", name, NULL};
+            if (run_program(kargv, certs_log) != 0) {
+                bench_print_log(PROG, "fedc keygen failed", certs_log, LOG_TAIL);
+                bad = 1;
+                break;
+            }
+            snprintf(pub, sizeof pub, "%s/%s.pub", keys, name);
+            FILE *f = fopen(pub, "r");
+            if (!f || !fgets(line, sizeof line, f) || fputs(line, list) == EOF) {
+                fprintf(stderr, "bench_load: cannot copy '%s' into the allow-list\n", pub);
+                bad = 1;
+            }
+            if (f) fclose(f);
+        }
+        if (fclose(list) || bad) goto done;
+        keys_seconds = bench_now_s() - t0;
     }
 
     /* The model: one F32 tensor of zeros. */
@@ -364,6 +409,10 @@ int main(int argc, char **argv)
     } else {
         sargv[na++] = "--insecure";
     }
+    if (node_auth) {
+        sargv[na++] = "--authorized-keys";
+        sargv[na++] = allowed;
+    }
     sargv[na] = NULL;
     t_server = bench_now_s();
     /* FEDC_LOG=info for the "listening on" line. */
@@ -381,6 +430,7 @@ int main(int argc, char **argv)
         snprintf(lc[i].id, sizeof lc[i].id, "load-%04ld", i);
         snprintf(lc[i].cert, sizeof lc[i].cert, "%s/client-%03ld.pem", pki, i % ncerts);
         snprintf(lc[i].key, sizeof lc[i].key, "%s/client-%03ld.key", pki, i % ncerts);
+        snprintf(lc[i].node_key, sizeof lc[i].node_key, "%s/%s.key", keys, lc[i].id);
         fedc_client_options opt;
         fedc_client_options_init(&opt);
         opt.server = server_addr;
@@ -391,6 +441,7 @@ int main(int argc, char **argv)
             opt.tls_ca = ca;
             opt.tls_cert = lc[i].cert;
             opt.tls_key = lc[i].key;
+            if (node_auth) opt.node_key = lc[i].node_key;
         } else {
             opt.insecure = 1;
         }
@@ -537,21 +588,28 @@ done:
         double first = g_first_fit_ns >= 0 ? (double)g_first_fit_ns * 1e-9 : NAN;
         if (json) {
             printf("{\"clients\": %ld, \"rounds\": %ld, \"params\": %lld, \"model_mib\": %.3f, \"tls\": %s, "
-                   "\"round_seconds\": [",
-                   clients, rounds, params, model_mib, tls ? "true" : "false");
+                   "\"node_auth\": %s, \"round_seconds\": [",
+                   clients, rounds, params, model_mib, tls ? "true" : "false", node_auth ? "true" : "false");
             for (long r = 0; r < nrec; r++) printf("%s%.4f", r ? ", " : "", rsec[r]);
             printf("], \"round_seconds_mean\": %.4f, \"round_seconds_max\": %.4f, \"connect_seconds\": %.3f, "
                    "\"wall_seconds\": %.3f, \"server_peak_rss_mib\": %.1f, \"server_peak_fds\": %ld, "
-                   "\"loadgen_peak_rss_mib\": %.1f, \"certs_seconds\": %.3f, \"nofile_limit\": %llu, "
+                   "\"loadgen_peak_rss_mib\": %.1f, \"certs_seconds\": %.3f, \"keys_seconds\": %.3f, "
+                   "\"nofile_limit\": %llu, "
                    "\"stack_kib\": %ld, \"target_1000_clients\": %s, \"target_rss_512mib\": %s}\n",
                    rsum / (double)nrec, rmax, first, t_end - t_server, srv_mib, smp.peak_fds, gen_mib,
-                   certs_seconds, (unsigned long long)soft, stack_kib, clients >= 1000 ? "true" : "null",
-                   srv_mib < 512 ? "true" : "false");
+                   certs_seconds, keys_seconds, (unsigned long long)soft, stack_kib,
+                   clients >= 1000 ? "true" : "null", srv_mib < 512 ? "true" : "false");
         } else {
             printf("bench_load: %ld clients (%s), %ld rounds, model %lld floats (%.2f MiB)\n", clients,
-                   tls ? "mutual TLS, one certificate each" : "plaintext", rounds, params, model_mib);
+                   !tls        ? "plaintext"
+                   : node_auth ? "mutual TLS, one certificate and one node key each"
+                               : "mutual TLS, one certificate each",
+                   rounds, params, model_mib);
             if (tls)
                 printf("  %-28s %10.3f s  (%ld client certificates)\n", "fedc certs", certs_seconds, ncerts);
+            if (node_auth)
+                printf("  %-28s %10.3f s  (%ld node keys, all on the allow-list)\n", "fedc keygen",
+                       keys_seconds, clients);
             printf("  %-28s %10.3f s\n", "connect (start to 1st fit)", first);
             for (long r = 0; r < nrec; r++) printf("  round %-22ld %10.3f s\n", r + 1, rsec[r]);
             printf("  %-28s %10.3f s\n", "wall (server start to exit)", t_end - t_server);

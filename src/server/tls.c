@@ -46,16 +46,19 @@ typedef struct tls_write {
     uint8_t data[];
 } tls_write;
 
-/* A write of at least len bytes: from the pool when it fits a pooled one. */
+/* A write of at least len bytes. A chunk of a model takes a pooled
+ * buffer; a small write (a handshake, a short message) gets its own of its
+ * size, so that a thousand connections do not each hold a chunk's worth. */
 static tls_write *write_get(fedc_server *s, size_t len)
 {
+    int chunk = len > TLS_CHUNK / 2 && len <= TLS_BUF_CAP;
     tls_write *w;
-    if (len <= TLS_BUF_CAP && s->tls_pool) {
+    if (chunk && s->tls_pool) {
         w = s->tls_pool;
         s->tls_pool = w->next_free;
         s->tls_pool_len--;
     } else {
-        size_t cap = len <= TLS_BUF_CAP ? TLS_BUF_CAP : len;
+        size_t cap = chunk ? TLS_BUF_CAP : len;
         w = malloc(sizeof *w + cap);
         if (!w) return NULL;
         w->cap = cap;
